@@ -1,0 +1,67 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		name    string
+		text    string
+		want    Config
+		wantErr []string // substrings the error must contain
+	}{
+		{name: "empty gives defaults", text: "", want: Default()},
+		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\nsystemd_cgroup = true\nlog_level = \"debug\"\n",
+			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, LogLevel: "debug"}},
+		{name: "unknown key", text: "runc_path = \"x\"\n", wantErr: []string{"unknown key runc_path", "allowed keys are", "runc_root"}},
+		{name: "bad type", text: "systemd_cgroup = \"yes\"\n", wantErr: []string{"systemd_cgroup"}},
+		{name: "bad log level", text: "log_level = \"loud\"\n", wantErr: []string{"key log_level", "loud", "trace, debug, info, warn, error"}},
+		{name: "relative runc root", text: "runc_root = \"run\"\n", wantErr: []string{"key runc_root", "absolute"}},
+		{name: "empty runc", text: "runc = \"\"\n", wantErr: []string{"key runc"}},
+		{name: "syntax", text: "runc = \n", wantErr: []string{"t.toml:1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse([]byte(tc.text), "t.toml")
+			if len(tc.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("want error containing %q, got %+v", tc.wantErr, got)
+				}
+				for _, s := range tc.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not contain %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Load(filepath.Join(dir, "missing.toml")); err == nil {
+		t.Fatal("a named file that is missing must be an error")
+	}
+	p := filepath.Join(dir, "w.toml")
+	if err := os.WriteFile(p, []byte("log_level = \"warn\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogLevel != "warn" || c.Runc != "runc" {
+		t.Fatalf("got %+v", c)
+	}
+}

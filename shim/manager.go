@@ -1,0 +1,320 @@
+// Package shim is warm's containerd shim: the short-lived start/stop manager and the
+// long-lived TTRPC task service.
+package shim
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/defaults"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/version"
+	"github.com/containerd/errdefs"
+	runcC "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/runtime-spec/specs-go/features"
+	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/oci"
+)
+
+// RuntimeName is the runtime type containerd knows warm by.
+const RuntimeName = "io.containerd.warm.v2"
+
+// GroupAnnotation puts containers that carry the same value into one shim process.
+const GroupAnnotation = "io.containerd.warm.group"
+
+// groupAnnotations are read in order; the first present decides the shim a container joins.
+var groupAnnotations = []string{GroupAnnotation, "io.kubernetes.cri.sandbox-id"}
+
+// NewManager returns the shim manager containerd drives through the start, delete and
+// -info actions.
+func NewManager() shim.Shim { return manager{} }
+
+type manager struct{}
+
+func (manager) Name() string { return RuntimeName }
+
+// groupKey is the key of the shim process a container belongs to: a group annotation,
+// or the container's own id.
+func groupKey(id string, annotations map[string]string) string {
+	for _, k := range groupAnnotations {
+		if v := annotations[k]; v != "" {
+			return v
+		}
+	}
+	return id
+}
+
+func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
+	res := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
+	id := opts.GetInstanceID()
+	debug := opts.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG
+
+	cmd, err := newCommand(ctx, id, opts.GetContainerdGrpcAddress(), debug)
+	if err != nil {
+		return nil, err
+	}
+	// containerd runs start in the bundle directory.
+	spec, err := oci.ReadSpec(".")
+	if err != nil {
+		return nil, fmt.Errorf("read bundle spec: %w", err)
+	}
+	grouping := groupKey(id, spec.Annotations)
+
+	var sockets []*shimSocket
+	defer func() {
+		if retErr != nil {
+			for _, s := range sockets {
+				s.Close()
+			}
+		}
+	}()
+	socketDir := opts.GetSocketDir()
+	if socketDir == "" {
+		socketDir = filepath.Join(defaults.DefaultStateDir, "s")
+	}
+	s, err := newShimSocket(ctx, socketDir, opts.GetContainerdGrpcAddress(), grouping, false)
+	if err != nil {
+		if errdefs.IsAlreadyExists(err) {
+			// A shim of this group already serves: the container joins it.
+			res.Address = s.addr
+			return res, nil
+		}
+		return nil, err
+	}
+	sockets = append(sockets, s)
+	cmd.ExtraFiles = append(cmd.ExtraFiles, s.f)
+	if debug {
+		ds, err := newShimSocket(ctx, socketDir, opts.GetContainerdGrpcAddress(), grouping, true)
+		if err != nil {
+			return nil, err
+		}
+		sockets = append(sockets, ds)
+		cmd.ExtraFiles = append(cmd.ExtraFiles, ds.f)
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			cmd.Process.Kill()
+		}
+	}()
+	go cmd.Wait()
+
+	var ropts options.Options
+	if found, err := opts.FindExtension(&ropts); err != nil {
+		log.G(ctx).WithError(err).Debug("bootstrap options are not runc options")
+	} else if found && ropts.GetShimCgroup() != "" {
+		if err := joinCgroup(ropts.GetShimCgroup(), cmd.Process.Pid); err != nil {
+			return nil, err
+		}
+	}
+	if err := shim.AdjustOOMScore(cmd.Process.Pid); err != nil {
+		return nil, fmt.Errorf("adjust OOM score of shim: %w", err)
+	}
+	res.Address = sockets[0].addr
+	return res, nil
+}
+
+func joinCgroup(path string, pid int) error {
+	if cgroups.Mode() == cgroups.Unified {
+		cg, err := cgroupsv2.Load(path)
+		if err != nil {
+			return fmt.Errorf("load cgroup %s: %w", path, err)
+		}
+		return cg.AddProc(uint64(pid))
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
+	if err != nil {
+		return fmt.Errorf("load cgroup %s: %w", path, err)
+	}
+	return cg.AddProc(uint64(pid))
+}
+
+func newCommand(ctx context.Context, id, containerdAddress string, debug bool) (*exec.Cmd, error) {
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, err
+	}
+	args := []string{"-namespace", ns, "-id", id, "-address", containerdAddress}
+	if debug {
+		args = append(args, "-debug")
+	}
+	cmd := exec.Command(self, args...)
+	cmd.Dir = cwd
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=4")
+	// A new process group: signals to containerd's group must not reach the shim.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	return cmd, nil
+}
+
+type shimSocket struct {
+	addr string
+	s    *net.UnixListener
+	f    *os.File
+}
+
+func (s *shimSocket) Close() {
+	if s.s != nil {
+		s.s.Close()
+	}
+	if s.f != nil {
+		s.f.Close()
+	}
+	_ = shim.RemoveSocket(s.addr)
+}
+
+func newShimSocket(ctx context.Context, root, path, id string, debug bool) (*shimSocket, error) {
+	address, err := shim.CreateSocketAddress(ctx, root, path, id, debug)
+	if err != nil {
+		return nil, err
+	}
+	socket, err := shim.NewSocket(address)
+	if err != nil {
+		if !shim.SocketEaddrinuse(err) {
+			return nil, fmt.Errorf("create shim socket: %w", err)
+		}
+		if !debug && shim.CanConnect(address) {
+			return &shimSocket{addr: address}, errdefs.ErrAlreadyExists
+		}
+		// A dead shim left its socket behind.
+		if err := shim.RemoveSocket(address); err != nil {
+			return nil, fmt.Errorf("remove stale shim socket: %w", err)
+		}
+		if socket, err = shim.NewSocket(address); err != nil {
+			return nil, fmt.Errorf("create shim socket (second try): %w", err)
+		}
+	}
+	s := &shimSocket{addr: address, s: socket}
+	f, err := socket.File()
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.f = f
+	return s, nil
+}
+
+// Stop is the delete action: containerd runs it in the bundle directory after a shim
+// died, to remove what the dead shim left and learn the init's exit.
+func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	path := filepath.Join(filepath.Dir(cwd), id)
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	runtime, err := runc.ReadRuntime(path)
+	if err != nil && !os.IsNotExist(err) {
+		return shim.StopStatus{}, err
+	}
+	opts, err := runc.ReadOptions(path)
+	if err != nil {
+		return shim.StopStatus{}, err
+	}
+	root := process.RuncRoot
+	systemd := false
+	if opts != nil {
+		if opts.Root != "" {
+			root = opts.Root
+		}
+		systemd = opts.SystemdCgroup
+	}
+	r := process.NewRunc(root, path, ns, runtime, systemd)
+	if err := r.Delete(ctx, id, &runcC.DeleteOpts{Force: true}); err != nil {
+		log.G(ctx).WithError(err).Warn("failed to remove runc container")
+	}
+	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {
+		log.G(ctx).WithError(err).Warn("failed to clean up rootfs mount")
+	}
+	if e, err := runc.ReadExitStatus(path); err == nil {
+		return shim.StopStatus{ExitedAt: e.Timestamp, ExitStatus: e.Status, Pid: e.Pid}, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		log.G(ctx).WithError(err).Warn("failed to read recorded exit status")
+	}
+	pid, err := runcC.ReadPidFile(filepath.Join(path, process.InitPidFile))
+	if err != nil {
+		pid = 0
+	}
+	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(unix.SIGKILL), Pid: pid}, nil
+}
+
+// Info answers -info: the runtime's name and version, and runc's features (containerd
+// checks them, e.g. for idmapped mounts of user-namespace pods).
+func (m manager) Info(ctx context.Context, optionsR io.Reader) (*types.RuntimeInfo, error) {
+	info := &types.RuntimeInfo{
+		Name:    m.Name(),
+		Version: &types.RuntimeVersion{Version: version.Version, Revision: version.Revision},
+	}
+	v, err := shim.ReadRuntimeOptions[any](optionsR)
+	if err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		return nil, fmt.Errorf("read runtime options: %w", err)
+	}
+	topts, err := optionsFrom(v)
+	if err != nil {
+		return nil, err
+	}
+	if info.Options, err = typeurl.MarshalAnyToProto(topts.runc); err != nil {
+		return nil, err
+	}
+	bin, err := exec.LookPath(topts.runc.BinaryName)
+	if err != nil {
+		return nil, fmt.Errorf("look up runc %q: %w", topts.runc.BinaryName, err)
+	}
+	feat, err := runcFeatures(ctx, bin)
+	if err != nil {
+		log.G(ctx).WithError(err).Debug("runc features")
+	} else if info.Features, err = typeurl.MarshalAnyToProto(feat); err != nil {
+		return nil, err
+	}
+	return info, nil
+}
+
+func runcFeatures(ctx context.Context, bin string) (*features.Features, error) {
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, bin, "features")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("%v: %w (stderr: %q)", cmd.Args, err, stderr.String())
+	}
+	var f features.Features
+	if err := json.Unmarshal(out, &f); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}

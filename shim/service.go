@@ -1,0 +1,738 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+
+	"github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	eventstypes "github.com/containerd/containerd/api/events"
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/api/types/task"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	"github.com/containerd/containerd/v2/core/events"
+	"github.com/containerd/containerd/v2/core/runtime"
+	"github.com/containerd/containerd/v2/pkg/oom"
+	oomv1 "github.com/containerd/containerd/v2/pkg/oom/v1"
+	oomv2 "github.com/containerd/containerd/v2/pkg/oom/v2"
+	"github.com/containerd/containerd/v2/pkg/protobuf"
+	ptypes "github.com/containerd/containerd/v2/pkg/protobuf/types"
+	"github.com/containerd/containerd/v2/pkg/shim"
+	"github.com/containerd/containerd/v2/pkg/shutdown"
+	"github.com/containerd/containerd/v2/pkg/stdio"
+	"github.com/containerd/containerd/v2/pkg/sys/reaper"
+	"github.com/containerd/errdefs"
+	"github.com/containerd/errdefs/pkg/errgrpc"
+	runcC "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+	"github.com/containerd/typeurl/v2"
+	"github.com/moby/sys/userns"
+	"github.com/sirupsen/logrus"
+)
+
+var (
+	_     = shim.TTRPCService(&service{})
+	empty = &ptypes.Empty{}
+)
+
+// NewTaskService returns warm's task service: containers run through containerd's runc
+// shim packages (process, runc, stdio, reaper); warm owns the service around them.
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+	var (
+		ep  oom.Watcher
+		err error
+	)
+	if cgroups.Mode() == cgroups.Unified {
+		ep, err = oomv2.New(publisher)
+	} else {
+		ep, err = oomv1.New(publisher)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("OOM watcher: %w", err)
+	}
+	go ep.Run(ctx)
+	s := &service{
+		context:              ctx,
+		events:               make(chan any, 128),
+		ec:                   reaper.Default.Subscribe(),
+		oom:                  ep,
+		publisher:            publisher,
+		shutdown:             sd,
+		containers:           make(map[string]*runc.Container),
+		running:              make(map[int][]containerProcess),
+		runningExecs:         make(map[*runc.Container]int),
+		execCountSubscribers: make(map[*runc.Container]chan<- int),
+		containerInitExit:    make(map[*runc.Container]runcC.Exit),
+		exitSubscribers:      make(map[*map[int][]runcC.Exit]struct{}),
+	}
+	go s.processExits()
+	runcC.Monitor = reaper.Default
+	p, err := runc.NewPlatform()
+	if err != nil {
+		return nil, fmt.Errorf("console platform: %w", err)
+	}
+	s.platform = p
+	sd.RegisterCallback(func(context.Context) error { return p.Close() })
+	go s.forward(ctx, publisher)
+	if address, err := shim.ReadAddress("address"); err == nil {
+		sd.RegisterCallback(func(context.Context) error { return shim.RemoveSocket(address) })
+	}
+	return s, nil
+}
+
+type service struct {
+	mu sync.Mutex
+
+	context   context.Context
+	events    chan any
+	platform  stdio.Platform
+	ec        chan runcC.Exit
+	oom       oom.Watcher
+	publisher events.Publisher
+	shutdown  shutdown.Service
+
+	containers map[string]*runc.Container // guarded by mu
+
+	lifecycleMu sync.Mutex
+	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
+	running map[int][]containerProcess
+	// runningExecs counts each container's running execs; guarded by lifecycleMu.
+	runningExecs map[*runc.Container]int
+	// execCountSubscribers get the new exec count of a container whose init exited
+	// while execs ran; guarded by lifecycleMu.
+	execCountSubscribers map[*runc.Container]chan<- int
+	// containerInitExit holds the init's exit of containers whose init exited; guarded by lifecycleMu.
+	containerInitExit map[*runc.Container]runcC.Exit
+	// exitSubscribers collect exits while a process starts, so an exit that races the
+	// start is not lost; guarded by lifecycleMu.
+	exitSubscribers map[*map[int][]runcC.Exit]struct{}
+}
+
+type containerProcess struct {
+	Container *runc.Container
+	Process   process.Process
+}
+
+// preStart subscribes to exits before a process starts. handleStarted then either
+// records the process as running or, if it already exited, handles that exit. The
+// caller holds lifecycleMu.
+func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Container, process.Process), cleanup func()) {
+	exits := make(map[int][]runcC.Exit)
+	s.exitSubscribers[&exits] = struct{}{}
+
+	if c != nil {
+		// The init's pid from Create is replaced by the one Start reports (restore).
+		pid := c.Pid()
+		var keep []containerProcess
+		for _, cp := range s.running[pid] {
+			if cp.Container != c {
+				keep = append(keep, cp)
+			}
+		}
+		if len(keep) > 0 {
+			s.running[pid] = keep
+		} else {
+			delete(s.running, pid)
+		}
+	}
+
+	handleStarted = func(c *runc.Container, p process.Process) {
+		var pid int
+		if p != nil {
+			pid = p.Pid()
+		}
+		s.lifecycleMu.Lock()
+		ees, exited := exits[pid]
+		delete(s.exitSubscribers, &exits)
+		exits = nil
+		if pid == 0 || exited {
+			s.lifecycleMu.Unlock()
+			for _, ee := range ees {
+				s.handleProcessExit(ee, c, p)
+			}
+		} else {
+			s.running[pid] = append(s.running[pid], containerProcess{Container: c, Process: p})
+			s.lifecycleMu.Unlock()
+		}
+	}
+	cleanup = func() {
+		if exits != nil {
+			s.lifecycleMu.Lock()
+			defer s.lifecycleMu.Unlock()
+			delete(s.exitSubscribers, &exits)
+		}
+	}
+	return handleStarted, cleanup
+}
+
+// Create a new container.
+func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, err error) {
+	topts, err := parseOptions(r.Options)
+	if err != nil {
+		// Bad configuration: nothing was created yet, so nothing leaks.
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+	}
+	applyConfig(topts)
+	if r.Options, err = typeurl.MarshalAnyToProto(topts.runc); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+
+	s.lifecycleMu.Lock()
+	handleStarted, cleanup := s.preStart(nil)
+	s.lifecycleMu.Unlock()
+	defer cleanup()
+
+	container, err := runc.NewContainer(ctx, s.platform, r)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.containers[r.ID] = container
+	s.mu.Unlock()
+
+	s.send(&eventstypes.TaskCreate{
+		ContainerID: r.ID,
+		Bundle:      r.Bundle,
+		Rootfs:      r.Rootfs,
+		IO: &eventstypes.TaskIO{
+			Stdin:    r.Stdin,
+			Stdout:   r.Stdout,
+			Stderr:   r.Stderr,
+			Terminal: r.Terminal,
+		},
+		Checkpoint: r.Checkpoint,
+		Pid:        uint32(container.Pid()),
+	})
+	s.watchOOM(ctx, container)
+
+	proc, _ := container.Process("")
+	handleStarted(container, proc)
+	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
+}
+
+// applyConfig makes the parts of the configuration that are process-wide take effect.
+func applyConfig(o taskOptions) {
+	usePath(o.cfg.Criu)
+	if o.cfg.LogLevel != "info" {
+		if lvl, err := logrus.ParseLevel(o.cfg.LogLevel); err == nil && lvl > logrus.GetLevel() {
+			logrus.SetLevel(lvl)
+		}
+	}
+}
+
+func (s *service) watchOOM(ctx context.Context, c *runc.Container) {
+	switch cg := c.Cgroup().(type) {
+	case nil:
+		// Restores get their cgroup at Start.
+		return
+	case *cgroupsv2.Manager:
+		all, err := cg.RootControllers()
+		if err == nil {
+			err = cg.ToggleControllers(all, cgroupsv2.Enable)
+		}
+		if err != nil {
+			if userns.RunningInUserNS() {
+				log.G(ctx).WithError(err).Debug("failed to enable controllers")
+			} else {
+				log.G(ctx).WithError(err).Error("failed to enable controllers")
+			}
+		}
+		if err := s.oom.Add(c.ID, cg); err != nil {
+			log.G(ctx).WithError(err).WithField("container_id", c.ID).Error("failed to watch OOM events")
+		}
+	case cgroup1.Cgroup:
+		if err := s.oom.Add(c.ID, cg); err != nil {
+			log.G(ctx).WithError(err).WithField("container_id", c.ID).Error("failed to watch OOM events")
+		}
+	}
+}
+
+// RegisterTTRPC registers the task service with the shim's TTRPC server.
+func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTTRPCTaskService(server, s)
+	return nil
+}
+
+// Start a process.
+func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	var cinit *runc.Container
+	s.lifecycleMu.Lock()
+	if r.ExecID == "" {
+		cinit = container
+	} else {
+		if _, initExited := s.containerInitExit[container]; initExited {
+			s.lifecycleMu.Unlock()
+			return nil, errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition, "container %s init process is not running", container.ID)
+		}
+		s.runningExecs[container]++
+	}
+	handleStarted, cleanup := s.preStart(cinit)
+	s.lifecycleMu.Unlock()
+	defer cleanup()
+
+	hadCgroup := container.Cgroup() != nil
+	p, err := container.Start(ctx, r)
+	if err != nil {
+		if r.ExecID != "" {
+			s.lifecycleMu.Lock()
+			s.runningExecs[container]--
+			if ch, ok := s.execCountSubscribers[container]; ok {
+				ch <- s.runningExecs[container]
+			}
+			s.lifecycleMu.Unlock()
+		}
+		handleStarted(container, p)
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if r.ExecID == "" {
+		if !hadCgroup {
+			// A restored init has its cgroup only now.
+			if cg, err := loadProcessCgroup(p.Pid()); err == nil {
+				container.CgroupSet(cg)
+				s.watchOOM(ctx, container)
+			} else {
+				log.G(ctx).WithError(err).Warn("load cgroup of restored container")
+			}
+		}
+		s.send(&eventstypes.TaskStart{ContainerID: container.ID, Pid: uint32(p.Pid())})
+	} else {
+		s.send(&eventstypes.TaskExecStarted{ContainerID: container.ID, ExecID: r.ExecID, Pid: uint32(p.Pid())})
+	}
+	handleStarted(container, p)
+	return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
+}
+
+func loadProcessCgroup(pid int) (any, error) {
+	if cgroups.Mode() == cgroups.Unified {
+		g, err := cgroupsv2.PidGroupPath(pid)
+		if err != nil {
+			return nil, err
+		}
+		return cgroupsv2.Load(g)
+	}
+	return cgroup1.Load(cgroup1.PidPath(pid))
+}
+
+// Delete the initial process and container, or an exec.
+func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAPI.DeleteResponse, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := container.Delete(ctx, r)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if r.ExecID == "" {
+		s.mu.Lock()
+		delete(s.containers, r.ID)
+		s.mu.Unlock()
+		s.send(&eventstypes.TaskDelete{
+			ContainerID: container.ID,
+			Pid:         uint32(p.Pid()),
+			ExitStatus:  uint32(p.ExitStatus()),
+			ExitedAt:    protobuf.ToTimestamp(p.ExitedAt()),
+		})
+		s.lifecycleMu.Lock()
+		delete(s.containerInitExit, container)
+		s.lifecycleMu.Unlock()
+	}
+	return &taskAPI.DeleteResponse{
+		ExitStatus: uint32(p.ExitStatus()),
+		ExitedAt:   protobuf.ToTimestamp(p.ExitedAt()),
+		Pid:        uint32(p.Pid()),
+	}, nil
+}
+
+// Exec an additional process inside the container.
+func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	ok, cancel := container.ReserveProcess(r.ExecID)
+	if !ok {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrAlreadyExists, "id %s", r.ExecID)
+	}
+	p, err := container.Exec(ctx, r)
+	if err != nil {
+		cancel()
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskExecAdded{ContainerID: container.ID, ExecID: p.ID()})
+	return empty, nil
+}
+
+// ResizePty of a process.
+func (s *service) ResizePty(ctx context.Context, r *taskAPI.ResizePtyRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := container.ResizePty(ctx, r); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+// State returns runtime state information for a process.
+func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.StateResponse, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := container.Process(r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	st, err := p.Status(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sio := p.Stdio()
+	return &taskAPI.StateResponse{
+		ID:         p.ID(),
+		Bundle:     container.Bundle,
+		Pid:        uint32(p.Pid()),
+		Status:     statusOf(st),
+		Stdin:      sio.Stdin,
+		Stdout:     sio.Stdout,
+		Stderr:     sio.Stderr,
+		Terminal:   sio.Terminal,
+		ExitStatus: uint32(p.ExitStatus()),
+		ExitedAt:   protobuf.ToTimestamp(p.ExitedAt()),
+	}, nil
+}
+
+func statusOf(st string) task.Status {
+	switch st {
+	case "created":
+		return task.Status_CREATED
+	case "running":
+		return task.Status_RUNNING
+	case "stopped":
+		return task.Status_STOPPED
+	case "paused":
+		return task.Status_PAUSED
+	case "pausing":
+		return task.Status_PAUSING
+	}
+	return task.Status_UNKNOWN
+}
+
+// Pause the container.
+func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := container.Pause(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskPaused{ContainerID: container.ID})
+	return empty, nil
+}
+
+// Resume the container.
+func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := container.Resume(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	s.send(&eventstypes.TaskResumed{ContainerID: container.ID})
+	return empty, nil
+}
+
+// Kill a process with the provided signal.
+func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := container.Kill(ctx, r); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+// Pids returns all pids inside the container.
+func (s *service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.PidsResponse, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	ip, err := container.Process("")
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	pids, err := ip.(*process.Init).Runtime().Ps(ctx, container.ID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	execs := container.ExecdProcesses()
+	processes := make([]*task.ProcessInfo, 0, len(pids))
+	for _, pid := range pids {
+		info := &task.ProcessInfo{Pid: uint32(pid)}
+		for _, p := range execs {
+			if p.Pid() == pid {
+				a, err := typeurl.MarshalAnyToProto(&options.ProcessDetails{ExecID: p.ID()})
+				if err != nil {
+					return nil, fmt.Errorf("marshal process %d info: %w", pid, err)
+				}
+				info.Info = a
+				break
+			}
+		}
+		processes = append(processes, info)
+	}
+	return &taskAPI.PidsResponse{Processes: processes}, nil
+}
+
+// CloseIO of a process.
+func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := container.CloseIO(ctx, r); err != nil {
+		return nil, err
+	}
+	return empty, nil
+}
+
+// Checkpoint the container.
+func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkpoint(ctx, container, r); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+// Update a running container's resources.
+func (s *service) Update(ctx context.Context, r *taskAPI.UpdateTaskRequest) (*ptypes.Empty, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	if err := container.Update(ctx, r); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return empty, nil
+}
+
+// Wait for a process to exit.
+func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.WaitResponse, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	p, err := container.Process(r.ExecID)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	if err := p.Wait(ctx); err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	return &taskAPI.WaitResponse{
+		ExitStatus: uint32(p.ExitStatus()),
+		ExitedAt:   protobuf.ToTimestamp(p.ExitedAt()),
+	}, nil
+}
+
+// Connect returns the shim's pid and the task's.
+func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*taskAPI.ConnectResponse, error) {
+	var pid int
+	if container, err := s.getContainer(r.ID); err == nil {
+		pid = container.Pid()
+	}
+	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: uint32(pid)}, nil
+}
+
+// Shutdown stops the shim once it serves no container.
+func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// A shim shared by a group stays while any container remains.
+	if len(s.containers) > 0 {
+		return empty, nil
+	}
+	s.shutdown.Shutdown()
+	return empty, nil
+}
+
+// Stats returns the container's cgroup metrics as cgroups v3 types.
+func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.StatsResponse, error) {
+	container, err := s.getContainer(r.ID)
+	if err != nil {
+		return nil, err
+	}
+	var stats any
+	switch cg := container.Cgroup().(type) {
+	case nil:
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "cgroup does not exist")
+	case cgroup1.Cgroup:
+		if stats, err = cg.Stat(cgroup1.IgnoreNotExist); err != nil {
+			return nil, err
+		}
+	case *cgroupsv2.Manager:
+		if stats, err = cg.Stat(); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotImplemented, "unsupported cgroup type %T", cg)
+	}
+	data, err := typeurl.MarshalAny(stats)
+	if err != nil {
+		return nil, err
+	}
+	return &taskAPI.StatsResponse{Stats: typeurl.MarshalProto(data)}, nil
+}
+
+func (s *service) processExits() {
+	for e := range s.ec {
+		// Runtimes fork and exit processes we do not track; only exits of processes
+		// the service started are handled.
+		s.lifecycleMu.Lock()
+		for subscriber := range s.exitSubscribers {
+			(*subscriber)[e.Pid] = append((*subscriber)[e.Pid], e)
+		}
+		var cps []containerProcess
+		for _, cp := range s.running[e.Pid] {
+			if _, init := cp.Process.(*process.Init); init {
+				s.containerInitExit[cp.Container] = e
+			}
+			cps = append(cps, cp)
+		}
+		delete(s.running, e.Pid)
+		s.lifecycleMu.Unlock()
+
+		for _, cp := range cps {
+			if ip, ok := cp.Process.(*process.Init); ok {
+				s.handleInitExit(e, cp.Container, ip)
+			} else {
+				s.handleProcessExit(e, cp.Container, cp.Process)
+			}
+		}
+	}
+}
+
+func (s *service) send(evt any) {
+	select {
+	case s.events <- evt:
+	case <-s.shutdown.Done():
+	}
+}
+
+// handleInitExit publishes the init's exit only after every exec of the container has
+// exited: containerd requires exec exits before the init's.
+func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
+	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
+		if err := p.KillAll(s.context); err != nil {
+			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")
+		}
+	}
+	s.lifecycleMu.Lock()
+	numRunningExecs := s.runningExecs[c]
+	if numRunningExecs == 0 {
+		delete(s.runningExecs, c)
+		s.lifecycleMu.Unlock()
+		s.handleProcessExit(e, c, p)
+		return
+	}
+	events := make(chan int, numRunningExecs)
+	s.execCountSubscribers[c] = events
+	s.lifecycleMu.Unlock()
+
+	go func() {
+		defer func() {
+			s.lifecycleMu.Lock()
+			defer s.lifecycleMu.Unlock()
+			delete(s.execCountSubscribers, c)
+			delete(s.runningExecs, c)
+		}()
+		for n := range events {
+			if n == 0 {
+				break
+			}
+		}
+		s.handleProcessExit(e, c, p)
+	}()
+}
+
+func (s *service) handleProcessExit(e runcC.Exit, c *runc.Container, p process.Process) {
+	p.SetExited(e.Status)
+	_, isInit := p.(*process.Init)
+	if isInit {
+		e.Timestamp = p.ExitedAt()
+		if err := runc.WriteExitStatus(c.Bundle, e); err != nil {
+			log.G(s.context).WithField("container_id", c.ID).WithError(err).Error("failed to store exit status in bundle")
+		}
+	}
+	s.send(&eventstypes.TaskExit{
+		ContainerID: c.ID,
+		ID:          p.ID(),
+		Pid:         uint32(e.Pid),
+		ExitStatus:  uint32(e.Status),
+		ExitedAt:    protobuf.ToTimestamp(p.ExitedAt()),
+	})
+	if !isInit {
+		s.lifecycleMu.Lock()
+		s.runningExecs[c]--
+		if ch, ok := s.execCountSubscribers[c]; ok {
+			ch <- s.runningExecs[c]
+		}
+		s.lifecycleMu.Unlock()
+	}
+}
+
+func (s *service) forward(ctx context.Context, publisher shim.Publisher) {
+	ctx = context.WithoutCancel(ctx)
+	defer publisher.Close()
+	publish := func(e any) {
+		if err := publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
+			log.G(ctx).WithError(err).Error("post event")
+		}
+	}
+	for {
+		select {
+		case e := <-s.events:
+			publish(e)
+		case <-s.shutdown.Done():
+			for {
+				select {
+				case e := <-s.events:
+					publish(e)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (s *service) getContainer(id string) (*runc.Container, error) {
+	s.mu.Lock()
+	c := s.containers[id]
+	s.mu.Unlock()
+	if c == nil {
+		return nil, errgrpc.ToGRPCf(errdefs.ErrNotFound, "container not created")
+	}
+	return c, nil
+}
