@@ -85,11 +85,12 @@ if ! stamp runc "$RUNC_VERSION"; then
 	mark runc "$RUNC_VERSION"
 fi
 
-if ! stamp containerd "$CONTAINERD_VERSION" || ! stamp ctr "$CONTAINERD_VERSION"; then
+if ! stamp containerd "$CONTAINERD_VERSION" || ! stamp ctr "$CONTAINERD_VERSION" || ! stamp containerd-shim-runc-v2 "$CONTAINERD_VERSION"; then
 	log "containerd + ctr $CONTAINERD_VERSION"
-	(cd "$HERE/tools/containerd" && go build -o "$BIN/" github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr) >&2
+	(cd "$HERE/tools/containerd" && go build -o "$BIN/" github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >&2
 	mark containerd "$CONTAINERD_VERSION"
 	mark ctr "$CONTAINERD_VERSION"
+	mark containerd-shim-runc-v2 "$CONTAINERD_VERSION"
 fi
 
 if ! stamp nerdctl "$NERDCTL_VERSION"; then

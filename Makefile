@@ -1,0 +1,47 @@
+# warm: containerd-shim-warm-v2
+SHELL := /bin/bash
+GO ?= go
+BIN := $(CURDIR)/bin
+PREFIX ?= /usr/local
+# setup.sh prints the directory of the pinned tools it installed.
+TOOLS = $(shell ./scripts/setup.sh)
+UNIT_PKGS = $(shell $(GO) list ./... | grep -v /test)
+
+.PHONY: all build setup test unit integration vet install bench demo clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN)/containerd-shim-warm-v2 ./cmd/containerd-shim-warm-v2
+
+setup:
+	./scripts/setup.sh
+
+vet:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
+	$(GO) vet ./...
+
+unit:
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+# Integration tests need root; they start their own containerd under /tmp/warm-it-*.
+integration: build
+	tools=$(TOOLS) && PATH=$(BIN):$$tools:$$PATH WARM_INTEGRATION=1 \
+		$(GO) test -count=1 -v -timeout 60m ./test/...
+
+test: vet unit integration
+
+install: build
+	install -D -m 0755 $(BIN)/containerd-shim-warm-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-warm-v2
+	@if [ ! -e $(DESTDIR)/etc/containerd/warm.toml ]; then \
+		install -D -m 0600 warm.toml $(DESTDIR)/etc/containerd/warm.toml; \
+	else echo "keeping existing /etc/containerd/warm.toml"; fi
+
+bench: build
+	tools=$(TOOLS) && PATH=$(BIN):$$tools:$$PATH $(GO) run ./test/cmd/bench -out $(CURDIR)/out/bench.json
+
+demo: build
+	tools=$(TOOLS) && PATH=$(BIN):$$tools:$$PATH $(GO) run ./test/cmd/demo
+
+clean:
+	rm -rf $(BIN) out

@@ -1,0 +1,229 @@
+// Package harness starts an isolated containerd (own root, state, sockets and runc root in
+// a temporary directory, never the host's /run/containerd) for warm's integration tests,
+// builds small OCI images locally, and checks that nothing was left behind.
+package harness
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+)
+
+// Runtime names.
+const (
+	Warm = "io.containerd.warm.v2"
+	Runc = "io.containerd.runc.v2"
+)
+
+// Env is the set of tools the harness needs, found in PATH (the project's setup script
+// puts them there).
+type Env struct {
+	Containerd, Ctr, Runc, Criu, Shim, Nerdctl string
+}
+
+// FindEnv looks up the tools; the error names every missing one.
+func FindEnv() (Env, error) {
+	var e Env
+	var missing []string
+	look := func(dst *string, name string) {
+		p, err := exec.LookPath(name)
+		if err != nil {
+			missing = append(missing, name)
+			return
+		}
+		*dst = p
+	}
+	look(&e.Containerd, "containerd")
+	look(&e.Ctr, "ctr")
+	look(&e.Runc, "runc")
+	look(&e.Criu, "criu")
+	look(&e.Shim, "containerd-shim-warm-v2")
+	look(&e.Nerdctl, "nerdctl")
+	if len(missing) > 0 {
+		return e, fmt.Errorf("not in PATH: %s (run `make test`, which installs them with scripts/setup.sh)", strings.Join(missing, ", "))
+	}
+	return e, nil
+}
+
+// Containerd is a containerd daemon the harness started.
+type Containerd struct {
+	Env       Env
+	Dir       string // everything lives under it
+	Address   string // gRPC socket
+	Namespace string
+	RuncRoot  string // runc --root for both runtimes
+	WarmCfg   string // warm.toml passed as ConfigPath
+	LogPath   string
+
+	config string
+	cmd    *exec.Cmd
+	done   chan error
+}
+
+// Start launches containerd in dir. The shim socket directory, the runc root and the
+// warm config all live inside dir.
+func Start(env Env, dir, namespace string) (*Containerd, error) {
+	c := &Containerd{
+		Env:       env,
+		Dir:       dir,
+		Address:   filepath.Join(dir, "c.sock"),
+		Namespace: namespace,
+		RuncRoot:  filepath.Join(dir, "runc"),
+		WarmCfg:   filepath.Join(dir, "warm.toml"),
+		LogPath:   filepath.Join(dir, "containerd.log"),
+		config:    filepath.Join(dir, "config.toml"),
+	}
+	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = \"debug\"\n", env.Runc, c.RuncRoot, env.Criu)
+	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
+		return nil, err
+	}
+	cfg := fmt.Sprintf(`version = 3
+root = %q
+state = %q
+disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.podsandbox.controller.v1.podsandbox", "io.containerd.sandbox.controller.v1.shim", "io.containerd.nri.v1.nri"]
+[grpc]
+  address = %q
+[ttrpc]
+  address = %q
+[debug]
+  level = "debug"
+[plugins.'io.containerd.shim.v1.manager']
+  socket_dir = %q
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", filepath.Join(dir, "s"))
+	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
+		return nil, err
+	}
+	return c, c.start()
+}
+
+func (c *Containerd) start() error {
+	logf, err := os.OpenFile(c.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(c.Env.Containerd, "--config", c.config)
+	cmd.Stdout = logf
+	cmd.Stderr = logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return err
+	}
+	logf.Close()
+	c.cmd = cmd
+	c.done = make(chan error, 1)
+	go func() { c.done <- cmd.Wait() }()
+
+	// Ready when a client can talk to it.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		cl, err := containerd.New(c.Address, containerd.WithTimeout(time.Second))
+		if err == nil {
+			ok, serr := cl.IsServing(context.Background())
+			cl.Close()
+			if serr == nil && ok {
+				return nil
+			}
+		}
+		select {
+		case err := <-c.done:
+			return fmt.Errorf("containerd exited: %v; log: %s", err, c.LogTail(20))
+		default:
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("containerd not serving after 60s; log: %s", c.LogTail(20))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Restart stops containerd (as an operator would: SIGTERM) and starts it again with the
+// same root and state; running tasks and their shims stay up.
+func (c *Containerd) Restart() error {
+	if err := c.stop(); err != nil {
+		return err
+	}
+	return c.start()
+}
+
+func (c *Containerd) stop() error {
+	if c.cmd == nil {
+		return nil
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+	case <-time.After(30 * time.Second):
+		_ = c.cmd.Process.Kill()
+		<-c.done
+	}
+	c.cmd = nil
+	return nil
+}
+
+// Stop stops containerd.
+func (c *Containerd) Stop() error { return c.stop() }
+
+// Client returns a client for the harness namespace.
+func (c *Containerd) Client() (*containerd.Client, error) {
+	return containerd.New(c.Address, containerd.WithDefaultNamespace(c.Namespace))
+}
+
+// Context returns a context in the harness namespace.
+func (c *Containerd) Context(parent context.Context) context.Context {
+	return namespaces.WithNamespace(parent, c.Namespace)
+}
+
+// Ctr runs ctr against this containerd and returns its combined output.
+func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, c.Env.Ctr, append([]string{"--address", c.Address, "--namespace", c.Namespace}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	err := cmd.Run()
+	return out.String(), err
+}
+
+// RuntimeFlags are the ctr run flags that select a runtime and keep it inside the harness.
+func (c *Containerd) RuntimeFlags(runtime string) []string {
+	if runtime == Warm {
+		return []string{"--runtime", Warm, "--runtime-config-path", c.WarmCfg}
+	}
+	return []string{"--runtime", Runc, "--runc-binary", c.Env.Runc, "--runc-root", c.RuncRoot}
+}
+
+// LogTail returns the last n lines of containerd's log (which includes the shims' logs).
+func (c *Containerd) LogTail(n int) string {
+	data, _ := os.ReadFile(c.LogPath)
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// ExitCode returns the exit status of a finished command's error, or -1.
+func ExitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err == nil {
+		return 0
+	}
+	return -1
+}

@@ -1,0 +1,77 @@
+package harness
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Leaks lists what the suite left behind: shim processes started for this containerd,
+// mounts under dir, and cgroups named after the namespace. An empty result means clean.
+func Leaks(dir, namespace string) []string {
+	var leaks []string
+	// Shim processes: their -address names our socket.
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
+			continue
+		}
+		if strings.Contains(string(data), dir) {
+			leaks = append(leaks, fmt.Sprintf("shim process %s: %s", filepath.Base(filepath.Dir(p)), strings.Join(args, " ")))
+		}
+	}
+	// Mounts under dir.
+	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) > 4 && strings.HasPrefix(fields[4], dir) {
+				leaks = append(leaks, "mount "+fields[4])
+			}
+		}
+		f.Close()
+	}
+	// Cgroups: containerd's default cgroupsPath is /<namespace>/<id>.
+	for _, root := range cgroupRoots() {
+		p := filepath.Join(root, namespace)
+		entries, err := os.ReadDir(p)
+		if err != nil {
+			continue
+		}
+		for _, e := range entries {
+			if e.IsDir() {
+				leaks = append(leaks, "cgroup "+filepath.Join(p, e.Name()))
+			}
+		}
+	}
+	return leaks
+}
+
+// RemoveNamespaceCgroups removes the empty per-namespace parent cgroups containerd creates.
+func RemoveNamespaceCgroups(namespace string) {
+	for _, root := range cgroupRoots() {
+		_ = os.Remove(filepath.Join(root, namespace))
+	}
+}
+
+func cgroupRoots() []string {
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		return []string{"/sys/fs/cgroup"}
+	}
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	var roots []string
+	for _, e := range entries {
+		p := filepath.Join("/sys/fs/cgroup", e.Name())
+		if fi, err := os.Lstat(p); err == nil && fi.IsDir() {
+			roots = append(roots, p)
+		}
+	}
+	return roots
+}
