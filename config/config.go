@@ -19,6 +19,11 @@ import (
 // DefaultPath is where the shim looks for its configuration when containerd passes none.
 const DefaultPath = "/etc/containerd/warm.toml"
 
+// EnvPath names an environment variable that, when set, replaces DefaultPath (set it in
+// containerd's `[plugins.'io.containerd.shim.v1.manager'] env` to give every warm shim
+// another default, e.g. for tools like nerdctl that pass no runtime options).
+const EnvPath = "WARM_CONFIG"
+
 // Config is the shim's configuration.
 type Config struct {
 	// Runc is the runc binary: a name looked up in PATH or an absolute path.
@@ -72,9 +77,13 @@ func Parse(data []byte, source string) (Config, error) {
 	return c, nil
 }
 
-// Load reads the configuration at path. A missing file at the default path yields the
-// defaults; a missing file anywhere else is an error (the user named it).
+// Load reads the configuration at path ("" for the default: $WARM_CONFIG, else
+// DefaultPath). A missing file at DefaultPath yields the defaults; a missing file anywhere
+// else is an error (the user named it).
 func Load(path string) (Config, error) {
+	if path == "" {
+		path = os.Getenv(EnvPath)
+	}
 	if path == "" {
 		path = DefaultPath
 	}

@@ -65,3 +65,22 @@ func TestLoad(t *testing.T) {
 		t.Fatalf("got %+v", c)
 	}
 }
+
+func TestLoadFromEnv(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "env.toml")
+	if err := os.WriteFile(p, []byte("log_level = \"error\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv(EnvPath, p)
+	c, err := Load("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.LogLevel != "error" {
+		t.Fatalf("got %+v", c)
+	}
+	t.Setenv(EnvPath, p+".missing")
+	if _, err := Load(""); err == nil {
+		t.Fatal("a missing file named by $WARM_CONFIG must be an error")
+	}
+}

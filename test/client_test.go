@@ -518,7 +518,9 @@ var clientCases = []struct {
 		if err != nil {
 			e.t.Fatalf("checkpoint: %v", err)
 		}
-		e.t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ckpt.Name(), images.SynchronousDelete()) })
+		e.t.Cleanup(func() {
+			_ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ckpt.Name(), images.SynchronousDelete())
+		})
 		at := lastNumber(out.String())
 		if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
 			e.t.Fatal(err)
@@ -548,7 +550,9 @@ var clientCases = []struct {
 			e.t.Fatalf("checkpoint: %v", err)
 		}
 		if ckpt.Name() != "" {
-			e.t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ckpt.Name(), images.SynchronousDelete()) })
+			e.t.Cleanup(func() {
+				_ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ckpt.Name(), images.SynchronousDelete())
+			})
 		}
 		at := lastNumber(out.String())
 		_ = task.Kill(e.ctx, syscall.SIGKILL)

@@ -170,6 +170,9 @@ func shortName(t *testing.T) string {
 		}
 		return '-'
 	}, n)
+	for strings.Contains(n, "--") {
+		n = strings.ReplaceAll(n, "--", "-")
+	}
 	if len(n) > 30 {
 		n = n[:30]
 	}

@@ -99,7 +99,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
   level = "debug"
 [plugins.'io.containerd.shim.v1.manager']
   socket_dir = %q
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", filepath.Join(dir, "s"))
+  env = ["WARM_CONFIG=%s"]
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", filepath.Join(dir, "s"), c.WarmCfg)
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -195,7 +196,20 @@ func (c *Containerd) Ctr(ctx context.Context, stdin []byte, args ...string) (str
 	}
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	err := cmd.Run()
-	return out.String(), err
+	return dropDeprecation(out.String()), err
+}
+
+// dropDeprecation removes containerd's cgroup v1 deprecation warning, which ctr prints on
+// every command on a cgroup v1 host.
+func dropDeprecation(s string) string {
+	lines := strings.SplitAfter(s, "\n")
+	kept := lines[:0]
+	for _, l := range lines {
+		if !strings.Contains(l, "DEPRECATION: The support for cgroup v1") {
+			kept = append(kept, l)
+		}
+	}
+	return strings.Join(kept, "")
 }
 
 // RuntimeFlags are the ctr run flags that select a runtime and keep it inside the harness.
