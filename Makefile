@@ -3,8 +3,8 @@ SHELL := /bin/bash
 GO ?= go
 BIN := $(CURDIR)/bin
 PREFIX ?= /usr/local
-# setup.sh prints the directory of the pinned tools it installed.
-TOOLS = $(shell ./scripts/setup.sh)
+# setup.sh installs the pinned tools (cached) and prints the directory they are in.
+WITH_TOOLS = tools=$$(./scripts/setup.sh) && export PATH=$(BIN):$$tools:$$PATH &&
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /test)
 
 .PHONY: all build setup test unit integration vet install bench demo clean
@@ -26,8 +26,7 @@ unit:
 
 # Integration tests need root; they start their own containerd under /tmp/warm-it-*.
 integration: build
-	tools=$(TOOLS) && PATH=$(BIN):$$tools:$$PATH WARM_INTEGRATION=1 \
-		$(GO) test -count=1 -v -timeout 60m ./test/...
+	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./test/...
 
 test: vet unit integration
 
@@ -38,10 +37,10 @@ install: build
 	else echo "keeping existing /etc/containerd/warm.toml"; fi
 
 bench: build
-	tools=$(TOOLS) && PATH=$(BIN):$$tools:$$PATH $(GO) run ./test/cmd/bench -out $(CURDIR)/out/bench.json
+	$(WITH_TOOLS) $(GO) run ./test/cmd/bench -out $(CURDIR)/out/bench.json
 
 demo: build
-	tools=$(TOOLS) && PATH=$(BIN):$$tools:$$PATH $(GO) run ./test/cmd/demo
+	$(WITH_TOOLS) $(GO) run ./test/cmd/demo
 
 clean:
 	rm -rf $(BIN) out

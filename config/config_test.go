@@ -84,3 +84,15 @@ func TestLoadFromEnv(t *testing.T) {
 		t.Fatal("a missing file named by $WARM_CONFIG must be an error")
 	}
 }
+
+// The example shipped in the repository (and installed by `make install`) must parse and
+// equal the defaults it documents.
+func TestShippedExample(t *testing.T) {
+	c, err := Load("../warm.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() {
+		t.Fatalf("warm.toml %+v differs from the defaults %+v", c, Default())
+	}
+}
