@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
@@ -96,11 +97,12 @@ func (e *env) container(args []string, opts ...oci.SpecOpts) containerd.Containe
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(e.ctx), time.Minute)
 		defer cancel()
 		if t, err := c.Task(ctx, nil); err == nil {
-			if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil {
+			if _, err := t.Delete(ctx, containerd.WithProcessKill); err != nil && !errdefs.IsNotFound(err) {
 				e.t.Errorf("delete task: %v", err)
 			}
 		}
-		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil {
+		// A case may have removed it already.
+		if err := c.Delete(ctx, containerd.WithSnapshotCleanup); err != nil && !errdefs.IsNotFound(err) {
 			e.t.Errorf("delete container: %v", err)
 		}
 	})
@@ -127,8 +129,13 @@ func (e *env) watch(id string) *events {
 					continue
 				}
 				if cid, ok := containerOf(v); ok && cid == id {
+					topic := m.Topic
+					// An exec's exit is told apart from the init's by its exec id.
+					if x, ok := v.(*eventstypes.TaskExit); ok && x.ID != id {
+						topic += ":" + x.ID
+					}
 					ev.mu.Lock()
-					ev.topics = append(ev.topics, m.Topic)
+					ev.topics = append(ev.topics, topic)
 					ev.mu.Unlock()
 				}
 			case <-errs:
@@ -351,7 +358,7 @@ var clientCases = []struct {
 		if out.String() != "exec-out\n" {
 			e.t.Fatalf("exec stdout %q", out.String())
 		}
-		ev.wait(e.t, "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit")
+		ev.wait(e.t, "/tasks/exec-added", "/tasks/exec-started", "/tasks/exit:plain")
 
 		tspec := *spec.Process
 		tspec.Terminal = true
@@ -389,8 +396,9 @@ var clientCases = []struct {
 			e.t.Fatalf("exit %d, want 42", code)
 		}
 	}},
-	{"kill all", func(e *env) {
+	{"kill all, exec exits before the init's", func(e *env) {
 		c := e.container([]string{"sleep", "1000"})
+		ev := e.watch(c.ID())
 		task, exit := e.start(c, cio.NullIO)
 		spec, _ := c.Spec(e.ctx)
 		ps := *spec.Process
@@ -411,6 +419,15 @@ var clientCases = []struct {
 		}
 		if code := exitOf(e.t, exit); code != 137 {
 			e.t.Fatalf("init exit %d, want 137", code)
+		}
+		ev.wait(e.t, "/tasks/exit:sleeper", "/tasks/exit")
+		for _, topic := range ev.list() {
+			if topic == "/tasks/exit:sleeper" {
+				break
+			}
+			if topic == "/tasks/exit" {
+				e.t.Fatalf("init's exit published before the exec's: %v", ev.list())
+			}
 		}
 	}},
 	{"pause and resume", func(e *env) {
@@ -637,22 +654,26 @@ func TestLifecycleClient(t *testing.T) {
 	for _, rt := range Runtimes {
 		t.Run(rtName(rt), func(t *testing.T) {
 			for _, tc := range clientCases {
-				t.Run(tc.name, func(t *testing.T) {
-					client, err := cd.Client()
-					if err != nil {
-						t.Fatal(err)
-					}
-					// Cleanups run last-in first-out: the case's own cleanups still
-					// have the client.
-					t.Cleanup(func() { client.Close() })
-					ctx, cancel := context.WithTimeout(cd.Context(context.Background()), 3*time.Minute)
-					t.Cleanup(cancel)
-					tc.run(&env{t: t, ctx: ctx, client: client, runtime: rt})
-				})
+				t.Run(tc.name, func(t *testing.T) { tc.run(newEnv(t, rt)) })
 			}
 		})
 	}
 }
+
+// newEnv gives a test a client and a context in the suite namespace.
+func newEnv(t *testing.T, rt string) *env {
+	client, err := cd.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Cleanups run last-in first-out: the test's own cleanups still have the client.
+	t.Cleanup(func() { client.Close() })
+	ctx, cancel := context.WithTimeout(cd.Context(context.Background()), 3*time.Minute)
+	t.Cleanup(cancel)
+	return &env{t: t, ctx: ctx, client: client, runtime: rt}
+}
+
+func withKill() containerd.ProcessDeleteOpts { return containerd.WithProcessKill }
 
 func rtName(rt string) string {
 	return fmt.Sprint(strings.Split(rt, ".")[2])
