@@ -10,8 +10,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"sort"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/pelletier/go-toml/v2"
 )
@@ -36,11 +39,156 @@ type Config struct {
 	SystemdCgroup bool `toml:"systemd_cgroup"`
 	// LogLevel is the level of the shim's log: trace, debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// StateDir holds what survives a reboot: templates (checkpoints of initialised
+	// applications). Root-only.
+	StateDir string `toml:"state_dir"`
+	// RunDir holds what does not: pooled sandboxes' bundles and the shim's sockets.
+	RunDir string `toml:"run_dir"`
+	// Pool holds the defaults of every template's pool.
+	Pool Pool `toml:"pool"`
+	// Pools overrides Pool per template name.
+	Pools map[string]Pool `toml:"pools"`
+}
+
+// Pool configures the pool of frozen sandboxes kept for one template.
+type Pool struct {
+	// Min is the number of frozen sandboxes the refiller keeps at least.
+	Min *int `toml:"min"`
+	// Max is the number it never exceeds; above it idle sandboxes are destroyed.
+	Max *int `toml:"max"`
+	// Initial is how many are restored as soon as the template exists.
+	Initial *int `toml:"initial"`
+	// RefillBatch is how many sandboxes one refill round restores at most.
+	RefillBatch *int `toml:"refill_batch"`
+	// RefillInterval is the refiller's period.
+	RefillInterval *Duration `toml:"refill_interval"`
+	// AcquireTimeout is how long a Create waits for a refill when the pool is empty
+	// before falling back to a restore-on-create.
+	AcquireTimeout *Duration `toml:"acquire_timeout"`
+	// IdleTimeout shrinks the pool back to Min after this long without an acquire.
+	IdleTimeout *Duration `toml:"idle_timeout"`
+	// MaxMemory bounds the memory of all frozen sandboxes of the pool ("0" = no bound).
+	MaxMemory *ByteSize `toml:"max_memory"`
+	// AllowEnv names environment variables a request may set differently from the
+	// template and still be served from the pool (the sandbox keeps the template's values).
+	AllowEnv []string `toml:"allow_env"`
+	// Image names a containerd checkpoint image (from `ctr c checkpoint --task`) that
+	// makes this template; only in [pools.NAME].
+	Image string `toml:"image"`
+}
+
+// PoolDefaults are the documented defaults of every pool.
+var PoolDefaults = Pool{
+	Min:            ptr(1),
+	Max:            ptr(4),
+	Initial:        ptr(1),
+	RefillBatch:    ptr(2),
+	RefillInterval: &Duration{100 * time.Millisecond},
+	AcquireTimeout: &Duration{500 * time.Millisecond},
+	IdleTimeout:    &Duration{10 * time.Minute},
+	MaxMemory:      ptr(ByteSize(0)),
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// Duration is a time.Duration written as a string ("250ms", "5m").
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration string.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("%q is not a duration like \"250ms\" or \"5m\"", string(b))
+	}
+	if v < 0 {
+		return fmt.Errorf("%q is negative", string(b))
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText writes the duration as a Go duration string.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// ByteSize is a size in bytes written as a string ("512MiB", "2GiB", "1000000").
+type ByteSize int64
+
+// UnmarshalText parses sizes with an optional KiB, MiB or GiB suffix.
+func (b *ByteSize) UnmarshalText(t []byte) error {
+	s := strings.TrimSpace(string(t))
+	mult := int64(1)
+	for suf, m := range map[string]int64{"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30} {
+		if strings.HasSuffix(s, suf) {
+			s, mult = strings.TrimSuffix(s, suf), m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil || n < 0 {
+		return fmt.Errorf("%q is not a size like \"512MiB\", \"2GiB\" or a number of bytes", string(t))
+	}
+	*b = ByteSize(n * mult)
+	return nil
+}
+
+// Resolved is a pool configuration with every field set.
+type Resolved struct {
+	Min, Max, Initial, RefillBatch             int
+	RefillInterval, AcquireTimeout, IdleTimeout time.Duration
+	MaxMemory                                   int64
+	AllowEnv                                    []string
+	Image                                       string
+}
+
+// PoolFor returns the configuration of the named template's pool: [pools.NAME] over
+// [pool] over PoolDefaults.
+func (c Config) PoolFor(name string) Resolved {
+	p := merge(merge(PoolDefaults, c.Pool), c.Pools[name])
+	return Resolved{
+		Min: *p.Min, Max: *p.Max, Initial: *p.Initial, RefillBatch: *p.RefillBatch,
+		RefillInterval: p.RefillInterval.Duration, AcquireTimeout: p.AcquireTimeout.Duration,
+		IdleTimeout: p.IdleTimeout.Duration, MaxMemory: int64(*p.MaxMemory),
+		AllowEnv: p.AllowEnv, Image: p.Image,
+	}
+}
+
+func merge(base, over Pool) Pool {
+	if over.Min != nil {
+		base.Min = over.Min
+	}
+	if over.Max != nil {
+		base.Max = over.Max
+	}
+	if over.Initial != nil {
+		base.Initial = over.Initial
+	}
+	if over.RefillBatch != nil {
+		base.RefillBatch = over.RefillBatch
+	}
+	if over.RefillInterval != nil {
+		base.RefillInterval = over.RefillInterval
+	}
+	if over.AcquireTimeout != nil {
+		base.AcquireTimeout = over.AcquireTimeout
+	}
+	if over.IdleTimeout != nil {
+		base.IdleTimeout = over.IdleTimeout
+	}
+	if over.MaxMemory != nil {
+		base.MaxMemory = over.MaxMemory
+	}
+	if over.AllowEnv != nil {
+		base.AllowEnv = over.AllowEnv
+	}
+	if over.Image != "" {
+		base.Image = over.Image
+	}
+	return base
 }
 
 // Default returns the configuration used when no file exists.
 func Default() Config {
-	return Config{Runc: "runc", Criu: "criu", LogLevel: "info"}
+	return Config{Runc: "runc", Criu: "criu", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm"}
 }
 
 var logLevels = []string{"trace", "debug", "info", "warn", "error"}
@@ -111,6 +259,43 @@ func (c Config) Validate() error {
 	if !contains(logLevels, c.LogLevel) {
 		return fmt.Errorf("key log_level: %q is not one of %s", c.LogLevel, strings.Join(logLevels, ", "))
 	}
+	for k, p := range map[string]string{"state_dir": c.StateDir, "run_dir": c.RunDir} {
+		if !filepath.IsAbs(p) {
+			return fmt.Errorf("key %s: %q must be an absolute path", k, p)
+		}
+	}
+	if c.Pool.Image != "" {
+		return errors.New("key pool.image: a checkpoint image names one template; set it in [pools.NAME]")
+	}
+	if err := validatePool("pool", c.PoolFor("")); err != nil {
+		return err
+	}
+	for name := range c.Pools {
+		if err := validatePool("pools."+name, c.PoolFor(name)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func validatePool(section string, p Resolved) error {
+	for k, v := range map[string]int{"min": p.Min, "max": p.Max, "initial": p.Initial} {
+		if v < 0 {
+			return fmt.Errorf("key %s.%s: %d must not be negative", section, k, v)
+		}
+	}
+	switch {
+	case p.Max < 1:
+		return fmt.Errorf("key %s.max: %d must be at least 1 (drain a pool with `warmctl pool drain` instead)", section, p.Max)
+	case p.Min > p.Max:
+		return fmt.Errorf("keys %s.min and %s.max: min %d is greater than max %d; set min <= max", section, section, p.Min, p.Max)
+	case p.Initial > p.Max:
+		return fmt.Errorf("keys %s.initial and %s.max: initial %d is greater than max %d; set initial <= max", section, section, p.Initial, p.Max)
+	case p.RefillBatch < 1:
+		return fmt.Errorf("key %s.refill_batch: %d must be at least 1", section, p.RefillBatch)
+	case p.RefillInterval < time.Millisecond:
+		return fmt.Errorf("key %s.refill_interval: %v must be at least 1ms", section, p.RefillInterval)
+	}
 	return nil
 }
 
@@ -123,8 +308,25 @@ func contains(list []string, s string) bool {
 	return false
 }
 
+// allowedKeys lists every key the file may hold, from the toml tags.
 func allowedKeys() []string {
-	keys := []string{"runc", "runc_root", "criu", "systemd_cgroup", "log_level"}
+	var keys []string
+	var walk func(t reflect.Type, prefix string)
+	walk = func(t reflect.Type, prefix string) {
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			tag := strings.Split(f.Tag.Get("toml"), ",")[0]
+			switch {
+			case f.Type == reflect.TypeOf(Pool{}):
+				walk(f.Type, prefix+tag+".")
+			case f.Type == reflect.TypeOf(map[string]Pool{}):
+				walk(reflect.TypeOf(Pool{}), prefix+tag+".NAME.")
+			default:
+				keys = append(keys, prefix+tag)
+			}
+		}
+	}
+	walk(reflect.TypeOf(Config{}), "")
 	sort.Strings(keys)
 	return keys
 }

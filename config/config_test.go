@@ -2,6 +2,8 @@ package config
 
 import (
 	"os"
+	"reflect"
+	"time"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,13 +18,20 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "empty gives defaults", text: "", want: Default()},
 		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\nsystemd_cgroup = true\nlog_level = \"debug\"\n",
-			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, LogLevel: "debug"}},
+			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm"}},
 		{name: "unknown key", text: "runc_path = \"x\"\n", wantErr: []string{"unknown key runc_path", "allowed keys are", "runc_root"}},
 		{name: "bad type", text: "systemd_cgroup = \"yes\"\n", wantErr: []string{"systemd_cgroup"}},
 		{name: "bad log level", text: "log_level = \"loud\"\n", wantErr: []string{"key log_level", "loud", "trace, debug, info, warn, error"}},
 		{name: "relative runc root", text: "runc_root = \"run\"\n", wantErr: []string{"key runc_root", "absolute"}},
 		{name: "empty runc", text: "runc = \"\"\n", wantErr: []string{"key runc"}},
 		{name: "syntax", text: "runc = \n", wantErr: []string{"t.toml:1"}},
+		{name: "min above max", text: "[pool]\nmin = 5\nmax = 2\n", wantErr: []string{"pool.min and pool.max", "min 5 is greater than max 2"}},
+		{name: "per-template min above max", text: "[pools.py]\nmin = 9\n", wantErr: []string{"pools.py.min", "greater than max 4"}},
+		{name: "bad duration", text: "[pool]\nacquire_timeout = \"soon\"\n", wantErr: []string{"acquire_timeout", "not a duration"}},
+		{name: "bad size", text: "[pool]\nmax_memory = \"lots\"\n", wantErr: []string{"max_memory", "512MiB"}},
+		{name: "unknown pool key", text: "[pool]\nminimum = 1\n", wantErr: []string{"unknown key pool.minimum", "pool.min"}},
+		{name: "image in defaults", text: "[pool]\nimage = \"x\"\n", wantErr: []string{"pool.image", "[pools.NAME]"}},
+		{name: "relative state dir", text: "state_dir = \"var\"\n", wantErr: []string{"state_dir", "absolute"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -41,7 +50,7 @@ func TestParse(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got != tc.want {
+			if !reflect.DeepEqual(got, tc.want) {
 				t.Errorf("got %+v, want %+v", got, tc.want)
 			}
 		})
@@ -92,7 +101,34 @@ func TestShippedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c.PoolFor("any"), Default().PoolFor("any")) || c.Runc != "runc" || c.StateDir != "/var/lib/warm" {
 		t.Fatalf("warm.toml %+v differs from the defaults %+v", c, Default())
+	}
+}
+
+func TestPoolFor(t *testing.T) {
+	c, err := Parse([]byte(`
+[pool]
+max = 8
+acquire_timeout = "1s"
+max_memory = "512MiB"
+[pools.py]
+min = 3
+allow_env = ["REQUEST_ID"]
+image = "registry.local/py-checkpoint:1"
+`), "t.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	py := c.PoolFor("py")
+	want := Resolved{Min: 3, Max: 8, Initial: 1, RefillBatch: 2, RefillInterval: 100 * time.Millisecond,
+		AcquireTimeout: time.Second, IdleTimeout: 10 * time.Minute, MaxMemory: 512 << 20,
+		AllowEnv: []string{"REQUEST_ID"}, Image: "registry.local/py-checkpoint:1"}
+	if !reflect.DeepEqual(py, want) {
+		t.Fatalf("py: got %+v\nwant %+v", py, want)
+	}
+	other := c.PoolFor("other")
+	if other.Min != 1 || other.Max != 8 || other.Image != "" || other.AllowEnv != nil {
+		t.Fatalf("other: %+v", other)
 	}
 }
