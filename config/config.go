@@ -144,6 +144,9 @@ type Resolved struct {
 // [pool] over PoolDefaults.
 func (c Config) PoolFor(name string) Resolved {
 	p := merge(merge(PoolDefaults, c.Pool), c.Pools[name])
+	if len(p.AllowEnv) == 0 {
+		p.AllowEnv = nil
+	}
 	return Resolved{
 		Min: *p.Min, Max: *p.Max, Initial: *p.Initial, RefillBatch: *p.RefillBatch,
 		RefillInterval: p.RefillInterval.Duration, AcquireTimeout: p.AcquireTimeout.Duration,
