@@ -1,0 +1,571 @@
+// Package pool keeps, per template, a pool of sandboxes already restored from the
+// template's checkpoint and frozen, so a container can be served by thawing one instead
+// of starting cold. The pool never runs runc or CRIU itself: it drives a Runtime, and it
+// never holds its lock while the Runtime works (reserve, unlock, act, relock).
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/store"
+)
+
+// Runtime makes and destroys sandboxes. oci implements it on runc and CRIU.
+type Runtime interface {
+	// Restore restores a sandbox with the given id from the template and leaves it
+	// frozen. It returns the runtime's handle and the sandbox's memory in bytes.
+	Restore(ctx context.Context, t *store.Template, id string) (handle any, memory int64, err error)
+	// Destroy removes a sandbox and everything it holds (processes, mounts, cgroups,
+	// snapshots, directories), whether it was frozen, adopted or half restored.
+	Destroy(ctx context.Context, handle any) error
+}
+
+// ErrEmpty is returned by Acquire when no frozen sandbox came within the timeout.
+var ErrEmpty = errors.New("pool empty")
+
+// ErrClosed is returned by Acquire on a closed pool.
+var ErrClosed = errors.New("pool closed")
+
+// Sandbox is a frozen sandbox handed out by Acquire.
+type Sandbox struct {
+	ID         string
+	Template   *store.Template
+	Handle     any
+	Memory     int64
+	RestoredAt time.Time
+	// AcquireLatency is how long Acquire took.
+	AcquireLatency time.Duration
+}
+
+type entry struct {
+	sb      Sandbox
+	state   State
+	release func() // of the template generation
+}
+
+// Pool is the pool of one template in one namespace.
+type Pool struct {
+	ns, name string
+	rt       Runtime
+	use      func(*store.Template) (release func())
+	now      func() time.Time
+
+	mu      sync.Mutex
+	cfg     config.Resolved   // guarded by mu
+	tmpl    *store.Template   // current generation; guarded by mu
+	entries map[string]*entry // every sandbox not yet destroyed; guarded by mu
+	frozen  []*entry          // oldest first; guarded by mu
+	seq     int               // sandbox id counter; guarded by mu
+	kick    chan struct{}     // wakes the refiller
+	avail   chan struct{}     // closed and replaced when a sandbox becomes frozen; guarded by mu
+	waiting int               // Acquires waiting; guarded by mu
+	drained bool              // no refill until Prewarm; guarded by mu
+	prewarm int               // a floor set by Prewarm; guarded by mu
+	closed  bool              // guarded by mu
+	rate    float64           // acquires per second, decayed; guarded by mu
+	rateAt  time.Time         // guarded by mu
+	lastAcq time.Time         // guarded by mu
+	restore time.Duration     // average restore time; guarded by mu
+	stats   stats             // guarded by mu
+	fails   int               // consecutive failed restores; guarded by mu
+	retryAt time.Time         // no restore before, after failures; guarded by mu
+	wg      sync.WaitGroup    // refiller and in-flight restores/destroys
+	stop    chan struct{}
+}
+
+type stats struct {
+	hits, restored, failed, destroyed int
+	misses                            map[string]int
+	latencies                         []time.Duration // ring of the last 1024 acquires
+	next                              int
+}
+
+// New returns a pool for template t and starts its refiller. use, if not nil, marks a
+// template generation in use while sandboxes restored from it exist (store.Store.Use).
+func New(ns string, t *store.Template, cfg config.Resolved, rt Runtime, use func(*store.Template) func()) *Pool {
+	p := &Pool{
+		ns: ns, name: t.Name, rt: rt, use: use, now: time.Now,
+		cfg: cfg, tmpl: t,
+		entries: map[string]*entry{},
+		kick:    make(chan struct{}, 1),
+		avail:   make(chan struct{}),
+		stop:    make(chan struct{}),
+		stats:   stats{misses: map[string]int{}},
+		restore: 200 * time.Millisecond,
+	}
+	p.rateAt = p.now()
+	p.lastAcq = p.now()
+	p.wg.Add(1)
+	go p.refiller()
+	p.Kick()
+	return p
+}
+
+// Name is the template's name.
+func (p *Pool) Name() string { return p.name }
+
+// Template returns the generation the pool serves.
+func (p *Pool) Template() *store.Template {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.tmpl
+}
+
+// Config returns the pool's configuration.
+func (p *Pool) Config() config.Resolved {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg
+}
+
+// SetTemplate makes a new generation current. Frozen sandboxes of older generations are
+// never served again; the refiller replaces them.
+func (p *Pool) SetTemplate(t *store.Template) {
+	p.mu.Lock()
+	if p.tmpl == nil || t.Generation > p.tmpl.Generation {
+		p.tmpl = t
+	}
+	p.mu.Unlock()
+	p.Kick()
+}
+
+// SetConfig changes the pool's configuration.
+func (p *Pool) SetConfig(cfg config.Resolved) {
+	p.mu.Lock()
+	p.cfg = cfg
+	p.mu.Unlock()
+	p.Kick()
+}
+
+// Kick wakes the refiller.
+func (p *Pool) Kick() {
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Acquire takes the oldest frozen sandbox of the current generation. With none frozen
+// it waits up to timeout for the refiller, then returns ErrEmpty: an empty pool never
+// fails a Create, the caller falls back.
+func (p *Pool) Acquire(ctx context.Context, timeout time.Duration) (*Sandbox, error) {
+	start := p.now()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	p.mu.Lock()
+	p.noteArrival(start)
+	for {
+		if p.closed {
+			p.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if e := p.takeLocked(); e != nil {
+			lat := p.now().Sub(start)
+			e.sb.AcquireLatency = lat
+			p.stats.hits++
+			p.recordLatency(lat)
+			sb := e.sb
+			p.mu.Unlock()
+			p.Kick() // refill what was taken
+			return &sb, nil
+		}
+		p.waiting++
+		avail := p.avail
+		p.mu.Unlock()
+		p.Kick()
+		var err error
+		select {
+		case <-avail:
+		case <-deadline.C:
+			err = ErrEmpty
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		p.mu.Lock()
+		p.waiting--
+		if err != nil {
+			p.mu.Unlock()
+			return nil, err
+		}
+	}
+}
+
+// takeLocked pops the oldest frozen sandbox of the current generation.
+func (p *Pool) takeLocked() *entry {
+	for i, e := range p.frozen {
+		if e.sb.Template.Generation != p.tmpl.Generation {
+			continue
+		}
+		st, err := transition(e.state, Acquired)
+		if err != nil {
+			continue
+		}
+		e.state = st
+		p.frozen = append(p.frozen[:i:i], p.frozen[i+1:]...)
+		return e
+	}
+	return nil
+}
+
+func (p *Pool) recordLatency(d time.Duration) {
+	if len(p.stats.latencies) < 1024 {
+		p.stats.latencies = append(p.stats.latencies, d)
+		return
+	}
+	p.stats.latencies[p.stats.next] = d
+	p.stats.next = (p.stats.next + 1) % 1024
+}
+
+// noteArrival updates the decayed arrival rate (half-life 10s).
+func (p *Pool) noteArrival(at time.Time) {
+	p.decayRate(at)
+	p.rate++
+	p.lastAcq = at
+}
+
+func (p *Pool) decayRate(at time.Time) {
+	dt := at.Sub(p.rateAt).Seconds()
+	if dt > 0 {
+		p.rate *= math.Pow(0.5, dt/10)
+		p.rateAt = at
+	}
+}
+
+// Miss counts a Create that named the template but was not served from the pool.
+func (p *Pool) Miss(reason string) {
+	p.mu.Lock()
+	p.stats.misses[reason]++
+	p.mu.Unlock()
+}
+
+// Release destroys a sandbox handed out by Acquire. A used sandbox never returns to
+// the pool; the refiller restores a fresh one from the clean template.
+func (p *Pool) Release(ctx context.Context, sb *Sandbox) error {
+	p.mu.Lock()
+	e, ok := p.entries[sb.ID]
+	if !ok {
+		p.mu.Unlock()
+		return fmt.Errorf("sandbox %s is not in pool %s", sb.ID, p.name)
+	}
+	if e.state != Acquired {
+		p.mu.Unlock()
+		return ErrTransition{e.state, Destroyed}
+	}
+	p.mu.Unlock()
+	return p.destroy(ctx, e)
+}
+
+// Died tells the pool that a frozen sandbox's process exited: it is destroyed.
+func (p *Pool) Died(ctx context.Context, id string) {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	if !ok || e.state != Frozen {
+		p.mu.Unlock()
+		return
+	}
+	p.removeFrozenLocked(e)
+	p.mu.Unlock()
+	log.G(ctx).WithField("sandbox", id).Warn("pooled sandbox died while frozen")
+	_ = p.destroy(ctx, e)
+	p.Kick()
+}
+
+func (p *Pool) removeFrozenLocked(e *entry) {
+	for i, f := range p.frozen {
+		if f == e {
+			p.frozen = append(p.frozen[:i:i], p.frozen[i+1:]...)
+			return
+		}
+	}
+}
+
+// destroy moves e to Destroyed and has the runtime remove it.
+func (p *Pool) destroy(ctx context.Context, e *entry) error {
+	p.mu.Lock()
+	st, err := transition(e.state, Destroyed)
+	if err != nil {
+		p.mu.Unlock()
+		return err
+	}
+	e.state = st
+	delete(p.entries, e.sb.ID)
+	p.stats.destroyed++
+	p.mu.Unlock()
+	err = p.rt.Destroy(ctx, e.sb.Handle)
+	if e.release != nil {
+		e.release()
+	}
+	if err != nil {
+		return fmt.Errorf("destroy sandbox %s: %w", e.sb.ID, err)
+	}
+	return nil
+}
+
+// Drain destroys every frozen sandbox and stops refilling until Prewarm.
+func (p *Pool) Drain(ctx context.Context) error {
+	p.mu.Lock()
+	p.drained = true
+	p.prewarm = 0
+	victims := p.frozen
+	p.frozen = nil
+	p.mu.Unlock()
+	var errs []error
+	for _, e := range victims {
+		errs = append(errs, p.destroy(ctx, e))
+	}
+	return errors.Join(errs...)
+}
+
+// Prewarm makes the pool hold at least n frozen sandboxes (bounded by max) and resumes
+// refilling after a Drain.
+func (p *Pool) Prewarm(n int) {
+	p.mu.Lock()
+	p.drained = false
+	p.prewarm = n
+	p.mu.Unlock()
+	p.Kick()
+}
+
+// Close stops the refiller and destroys every sandbox that is not in use. Sandboxes
+// in use stay with their containers until Release.
+func (p *Pool) Close(ctx context.Context) error {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return nil
+	}
+	p.closed = true
+	close(p.stop)
+	close(p.avail)
+	p.mu.Unlock()
+	p.wg.Wait() // the refiller and its restores are done
+	return p.Drain(ctx)
+}
+
+// desiredLocked is how many frozen (or restoring) sandboxes the pool aims for.
+func (p *Pool) desiredLocked(now time.Time) int {
+	if p.drained {
+		return 0
+	}
+	c := p.cfg
+	want := c.Min
+	if p.tmpl != nil && p.stats.restored == 0 && p.stats.hits == 0 && c.Initial > want {
+		want = c.Initial
+	}
+	// Size from the arrival rate: twice the arrivals expected during one restore and
+	// refill round, plus whoever waits now. rate decays with a 10s half-life, so
+	// rate*ln2/10 estimates arrivals per second and a burst raises it at once.
+	p.decayRate(now)
+	if now.Sub(p.lastAcq) < c.IdleTimeout {
+		perSec := p.rate * math.Ln2 / 10
+		cover := 2 * perSec * (p.restore + c.RefillInterval).Seconds()
+		want = max(want, c.Min+int(math.Ceil(cover))+p.waiting)
+	}
+	want = max(want, p.prewarm)
+	if want > c.Max {
+		want = c.Max
+	}
+	if c.MaxMemory > 0 && p.tmpl != nil && p.tmpl.MemoryBytes > 0 {
+		if byMem := int(c.MaxMemory / p.tmpl.MemoryBytes); want > byMem {
+			want = byMem
+		}
+	}
+	return want
+}
+
+func (p *Pool) refiller() {
+	defer p.wg.Done()
+	ctx := log.WithLogger(context.Background(), log.G(context.Background()).WithField("pool", p.ns+"/"+p.name))
+	for {
+		p.mu.Lock()
+		interval := p.cfg.RefillInterval
+		p.mu.Unlock()
+		t := time.NewTimer(interval)
+		select {
+		case <-p.stop:
+			t.Stop()
+			return
+		case <-p.kick:
+		case <-t.C:
+		}
+		t.Stop()
+		p.round(ctx)
+	}
+}
+
+// round runs one refill round: destroy stale and surplus sandboxes, restore up to
+// refill_batch new ones.
+func (p *Pool) round(ctx context.Context) {
+	p.mu.Lock()
+	if p.closed || p.tmpl == nil {
+		p.mu.Unlock()
+		return
+	}
+	now := p.now()
+	want := p.desiredLocked(now)
+	var victims []*entry
+	// Stale generations are never served: replace them.
+	keep := p.frozen[:0:0]
+	for _, e := range p.frozen {
+		if e.sb.Template.Generation != p.tmpl.Generation {
+			victims = append(victims, e)
+		} else {
+			keep = append(keep, e)
+		}
+	}
+	p.frozen = keep
+	restoring := 0
+	for _, e := range p.entries {
+		if e.state == Restoring {
+			restoring++
+		}
+	}
+	// Shrink: above max always; above the desired size once idle.
+	limit := p.cfg.Max
+	if now.Sub(p.lastAcq) >= p.cfg.IdleTimeout || p.drained {
+		limit = want
+	}
+	for len(p.frozen) > limit {
+		victims = append(victims, p.frozen[0])
+		p.frozen = p.frozen[1:]
+	}
+	n := want - len(p.frozen) - restoring
+	if now.Before(p.retryAt) {
+		n = 0
+	}
+	if n > p.cfg.RefillBatch-restoring {
+		n = p.cfg.RefillBatch - restoring
+	}
+	var todo []*entry
+	for i := 0; i < n; i++ {
+		p.seq++
+		e := &entry{state: Restoring, sb: Sandbox{ID: fmt.Sprintf("warm-%s-%s-%d-%d", p.ns, p.name, p.tmpl.Generation%100000, p.seq), Template: p.tmpl}}
+		p.entries[e.sb.ID] = e
+		todo = append(todo, e)
+	}
+	p.wg.Add(len(todo))
+	p.mu.Unlock()
+
+	for _, e := range victims {
+		if err := p.destroy(ctx, e); err != nil {
+			log.G(ctx).WithError(err).Warn("destroy surplus sandbox")
+		}
+	}
+	for _, e := range todo {
+		go p.restoreOne(ctx, e)
+	}
+}
+
+func (p *Pool) restoreOne(ctx context.Context, e *entry) {
+	defer p.wg.Done()
+	if p.use != nil {
+		// The generation must outlive every sandbox restored from it.
+		r := p.use(e.sb.Template)
+		p.mu.Lock()
+		e.release = r
+		p.mu.Unlock()
+	}
+	start := p.now()
+	handle, mem, err := p.rt.Restore(ctx, e.sb.Template, e.sb.ID)
+	took := p.now().Sub(start)
+	p.mu.Lock()
+	e.sb.Handle = handle
+	if err != nil {
+		p.stats.failed++
+		// Back off exponentially (up to 30s) while restores keep failing.
+		p.fails++
+		backoff := p.cfg.RefillInterval << min(p.fails, 16)
+		p.retryAt = p.now().Add(min(backoff, 30*time.Second))
+		p.mu.Unlock()
+		log.G(ctx).WithError(err).WithField("sandbox", e.sb.ID).Error("restore pooled sandbox")
+		_ = p.destroy(ctx, e)
+		return
+	}
+	p.fails = 0
+	e.sb.Memory = mem
+	e.sb.RestoredAt = p.now()
+	p.restore = (p.restore*3 + took) / 4
+	st, terr := transition(e.state, Frozen)
+	if terr != nil || p.closed {
+		p.mu.Unlock()
+		_ = p.destroy(ctx, e)
+		return
+	}
+	e.state = st
+	p.frozen = append(p.frozen, e)
+	p.stats.restored++
+	close(p.avail)
+	p.avail = make(chan struct{})
+	p.mu.Unlock()
+	p.Kick() // more may be wanted
+}
+
+// Stats is a pool's state for operators.
+type Stats struct {
+	Namespace  string         `json:"namespace"`
+	Template   string         `json:"template"`
+	Generation int64          `json:"generation"`
+	Frozen     int            `json:"frozen"`
+	Restoring  int            `json:"restoring"`
+	InUse      int            `json:"in_use"`
+	Hits       int            `json:"hits"`
+	Misses     map[string]int `json:"misses"`
+	Restored   int            `json:"restored"`
+	Failed     int            `json:"failed"`
+	Destroyed  int            `json:"destroyed"`
+	P50        time.Duration  `json:"acquire_p50_ns"`
+	P99        time.Duration  `json:"acquire_p99_ns"`
+	Memory     int64          `json:"memory_bytes"`
+	Desired    int            `json:"desired"`
+	Drained    bool           `json:"drained"`
+}
+
+// Stats returns the pool's state.
+func (p *Pool) Stats() Stats {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	s := Stats{Namespace: p.ns, Template: p.name, Hits: p.stats.hits, Restored: p.stats.restored,
+		Failed: p.stats.failed, Destroyed: p.stats.destroyed, Misses: map[string]int{}, Drained: p.drained}
+	if p.tmpl != nil {
+		s.Generation = p.tmpl.Generation
+	}
+	for k, v := range p.stats.misses {
+		s.Misses[k] = v
+	}
+	for _, e := range p.entries {
+		switch e.state {
+		case Frozen:
+			s.Frozen++
+			s.Memory += e.sb.Memory
+		case Restoring:
+			s.Restoring++
+		case Acquired:
+			s.InUse++
+		}
+	}
+	lat := append([]time.Duration(nil), p.stats.latencies...)
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	s.P50, s.P99 = percentile(lat, 50), percentile(lat, 99)
+	s.Desired = p.desiredLocked(p.now())
+	return s
+}
+
+func percentile(sorted []time.Duration, pct float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(math.Ceil(pct/100*float64(len(sorted)))) - 1
+	if i < 0 {
+		i = 0
+	}
+	return sorted[i]
+}

@@ -1,0 +1,364 @@
+package pool
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/store"
+)
+
+// fakeRuntime keeps sandboxes in memory; restores take delay and can be made to fail.
+type fakeRuntime struct {
+	mu        sync.Mutex
+	delay     time.Duration
+	fail      error
+	live      map[string]bool // id -> exists
+	restores  atomic.Int32
+	destroyed atomic.Int32
+}
+
+func newFake() *fakeRuntime { return &fakeRuntime{live: map[string]bool{}} }
+
+func (f *fakeRuntime) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
+	f.restores.Add(1)
+	f.mu.Lock()
+	delay, fail := f.delay, f.fail
+	f.mu.Unlock()
+	time.Sleep(delay)
+	if fail != nil {
+		return id, 0, fail
+	}
+	f.mu.Lock()
+	f.live[id] = true
+	f.mu.Unlock()
+	return id, 10 << 20, nil
+}
+
+func (f *fakeRuntime) Destroy(ctx context.Context, h any) error {
+	f.destroyed.Add(1)
+	f.mu.Lock()
+	delete(f.live, h.(string))
+	f.mu.Unlock()
+	return nil
+}
+
+func (f *fakeRuntime) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.live)
+}
+
+func cfg(min, max int) config.Resolved {
+	return config.Resolved{Min: min, Max: max, Initial: min, RefillBatch: 2,
+		RefillInterval: 5 * time.Millisecond, AcquireTimeout: time.Second, IdleTimeout: time.Hour}
+}
+
+func tmpl(gen int64) *store.Template {
+	return &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", MemoryBytes: 10 << 20}, Generation: gen}
+}
+
+// eventually polls cond; the bound only stops a broken test from hanging.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 2000; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(time.Millisecond)
+	}
+	t.Fatalf("never: %s", what)
+}
+
+func closePool(t *testing.T, p *Pool, rt *fakeRuntime) {
+	t.Helper()
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt.count(); n != 0 {
+		t.Fatalf("%d sandboxes left after Close", n)
+	}
+}
+
+func TestFillsToMinAndRefillsAfterAcquire(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(3, 5), rt, nil)
+	eventually(t, "3 frozen", func() bool { return p.Stats().Frozen == 3 })
+	sb, err := p.Acquire(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "refilled to 3 frozen", func() bool { return p.Stats().Frozen >= 3 })
+	if st := p.Stats(); st.InUse != 1 || st.Hits != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+	if err := p.Release(context.Background(), sb); err != nil {
+		t.Fatal(err)
+	}
+	// A released sandbox is destroyed, never served again.
+	if err := p.Release(context.Background(), sb); err == nil {
+		t.Fatal("second release of the same sandbox succeeded")
+	}
+	closePool(t, p, rt)
+}
+
+func TestAcquireOldestFirst(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(3, 3), rt, nil)
+	eventually(t, "3 frozen", func() bool { return p.Stats().Frozen == 3 })
+	a, _ := p.Acquire(context.Background(), time.Second)
+	b, _ := p.Acquire(context.Background(), time.Second)
+	if !a.RestoredAt.Before(b.RestoredAt) && a.RestoredAt != b.RestoredAt {
+		t.Fatalf("acquired %v before the older %v", a.RestoredAt, b.RestoredAt)
+	}
+	_ = p.Release(context.Background(), a)
+	_ = p.Release(context.Background(), b)
+	closePool(t, p, rt)
+}
+
+func TestEmptyPoolTimesOut(t *testing.T) {
+	rt := newFake()
+	rt.delay = 200 * time.Millisecond
+	c := cfg(0, 2)
+	c.Initial = 0
+	p := New("ns", tmpl(1), c, rt, nil)
+	start := time.Now()
+	_, err := p.Acquire(context.Background(), 20*time.Millisecond)
+	if !errors.Is(err, ErrEmpty) {
+		t.Fatalf("want ErrEmpty, got %v", err)
+	}
+	if d := time.Since(start); d > 150*time.Millisecond {
+		t.Fatalf("Acquire blocked %v past its timeout", d)
+	}
+	// The wait itself raised demand: a refill is under way and a patient caller is served.
+	sb, err := p.Acquire(context.Background(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("after refill: %v", err)
+	}
+	_ = p.Release(context.Background(), sb)
+	closePool(t, p, rt)
+}
+
+func TestRestoreFailureIsCountedAndNotServed(t *testing.T) {
+	rt := newFake()
+	rt.fail = errors.New("criu: restore failed")
+	p := New("ns", tmpl(1), cfg(1, 2), rt, nil)
+	eventually(t, "failures counted", func() bool { return p.Stats().Failed >= 2 })
+	// Failing restores back off instead of spinning.
+	n := rt.restores.Load()
+	time.Sleep(50 * time.Millisecond)
+	if more := rt.restores.Load() - n; more > 4 {
+		t.Fatalf("%d more restores in 50ms after repeated failures: no backoff", more)
+	}
+	if _, err := p.Acquire(context.Background(), 10*time.Millisecond); !errors.Is(err, ErrEmpty) {
+		t.Fatalf("a failed restore was served: %v", err)
+	}
+	closePool(t, p, rt)
+}
+
+func TestShrinksAboveMax(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(4, 4), rt, nil)
+	eventually(t, "4 frozen", func() bool { return p.Stats().Frozen == 4 })
+	p.SetConfig(cfg(1, 2))
+	eventually(t, "shrunk to max 2", func() bool { return p.Stats().Frozen == 2 && rt.count() == 2 })
+	closePool(t, p, rt)
+}
+
+func TestIdleShrinksToMin(t *testing.T) {
+	rt := newFake()
+	c := cfg(1, 6)
+	c.IdleTimeout = 50 * time.Millisecond
+	p := New("ns", tmpl(1), c, rt, nil)
+	p.Prewarm(5)
+	eventually(t, "prewarmed to 5", func() bool { return p.Stats().Frozen == 5 })
+	p.Prewarm(0) // the operator's floor goes; idleness takes it back to min
+	eventually(t, "idle pool shrunk to min", func() bool { return p.Stats().Frozen == 1 })
+	closePool(t, p, rt)
+}
+
+func TestBurstRaisesDesiredSize(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(1, 8), rt, nil)
+	eventually(t, "1 frozen", func() bool { return p.Stats().Frozen == 1 })
+	var got []*Sandbox
+	for i := 0; i < 6; i++ {
+		sb, err := p.Acquire(context.Background(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, sb)
+	}
+	if d := p.Stats().Desired; d <= 1 {
+		t.Fatalf("desired %d after a burst of 6; want above min", d)
+	}
+	for _, sb := range got {
+		_ = p.Release(context.Background(), sb)
+	}
+	closePool(t, p, rt)
+}
+
+func TestMaxMemoryBoundsThePool(t *testing.T) {
+	rt := newFake()
+	c := cfg(5, 5)
+	c.MaxMemory = 25 << 20 // the template's sandboxes are 10 MiB: room for two
+	p := New("ns", tmpl(1), c, rt, nil)
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
+	time.Sleep(30 * time.Millisecond)
+	if n := p.Stats().Frozen + p.Stats().Restoring; n != 2 {
+		t.Fatalf("%d sandboxes under a memory bound for 2", n)
+	}
+	closePool(t, p, rt)
+}
+
+func TestNewGenerationIsNeverMixed(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(2, 2), rt, nil)
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
+	rt.mu.Lock()
+	rt.delay = 30 * time.Millisecond
+	rt.mu.Unlock()
+	p.SetTemplate(tmpl(2))
+	// Until generation 2 is restored the pool is empty for callers: never generation 1.
+	for i := 0; i < 5; i++ {
+		sb, err := p.Acquire(context.Background(), 200*time.Millisecond)
+		if err != nil {
+			continue
+		}
+		if sb.Template.Generation != 2 {
+			t.Fatalf("served generation %d after the template was replaced", sb.Template.Generation)
+		}
+		_ = p.Release(context.Background(), sb)
+	}
+	closePool(t, p, rt)
+}
+
+func TestDrainAndPrewarm(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(2, 4), rt, nil)
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(30 * time.Millisecond)
+	if st := p.Stats(); st.Frozen != 0 || st.Restoring != 0 || rt.count() != 0 {
+		t.Fatalf("after drain: %+v, %d live", st, rt.count())
+	}
+	p.Prewarm(3)
+	eventually(t, "prewarmed to 3", func() bool { return p.Stats().Frozen == 3 })
+	closePool(t, p, rt)
+}
+
+func TestDiedWhileFrozen(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(1, 1), rt, nil)
+	eventually(t, "1 frozen", func() bool { return p.Stats().Frozen == 1 })
+	var id string
+	p.mu.Lock()
+	id = p.frozen[0].sb.ID
+	p.mu.Unlock()
+	p.Died(context.Background(), id)
+	eventually(t, "replaced", func() bool {
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		return len(p.frozen) == 1 && p.frozen[0].sb.ID != id
+	})
+	closePool(t, p, rt)
+}
+
+func TestConcurrentAcquireNeverSharesASandbox(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(5, 8), rt, nil)
+	eventually(t, "5 frozen", func() bool { return p.Stats().Frozen == 5 })
+	var (
+		mu   sync.Mutex
+		seen = map[string]bool{}
+		wg   sync.WaitGroup
+	)
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sb, err := p.Acquire(context.Background(), 2*time.Second)
+			if err != nil {
+				return // a fallback, not a failure
+			}
+			mu.Lock()
+			if seen[sb.ID] {
+				t.Errorf("sandbox %s handed out twice", sb.ID)
+			}
+			seen[sb.ID] = true
+			mu.Unlock()
+			_ = p.Release(context.Background(), sb)
+		}()
+	}
+	wg.Wait()
+	if len(seen) < 5 {
+		t.Fatalf("only %d of 50 concurrent acquires were served", len(seen))
+	}
+	closePool(t, p, rt)
+}
+
+func TestClosedPool(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(1, 1), rt, nil)
+	closePool(t, p, rt)
+	if _, err := p.Acquire(context.Background(), time.Millisecond); !errors.Is(err, ErrClosed) {
+		t.Fatalf("got %v", err)
+	}
+}
+
+func TestUseMarksGenerations(t *testing.T) {
+	rt := newFake()
+	var mu sync.Mutex
+	users := 0
+	use := func(*store.Template) func() {
+		mu.Lock()
+		users++
+		mu.Unlock()
+		return func() { mu.Lock(); users--; mu.Unlock() }
+	}
+	p := New("ns", tmpl(1), cfg(2, 2), rt, use)
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
+	mu.Lock()
+	if users != 2 {
+		t.Errorf("users %d with 2 sandboxes", users)
+	}
+	mu.Unlock()
+	closePool(t, p, rt)
+	if users != 0 {
+		t.Fatalf("users %d after close", users)
+	}
+}
+
+// TestTransitions tries every pair of states against the table.
+func TestTransitions(t *testing.T) {
+	want := map[[2]State]bool{
+		{Restoring, Frozen}: true, {Restoring, Destroyed}: true,
+		{Frozen, Acquired}: true, {Frozen, Destroyed}: true,
+		{Acquired, Destroyed}: true,
+	}
+	all := []State{Restoring, Frozen, Acquired, Destroyed}
+	for _, from := range all {
+		for _, to := range all {
+			t.Run(fmt.Sprintf("%s->%s", from, to), func(t *testing.T) {
+				got, err := transition(from, to)
+				if want[[2]State{from, to}] {
+					if err != nil || got != to {
+						t.Fatalf("allowed move refused: %v", err)
+					}
+					return
+				}
+				var te ErrTransition
+				if !errors.As(err, &te) || got != from {
+					t.Fatalf("move allowed that must not be: got %v, %v", got, err)
+				}
+			})
+		}
+	}
+}

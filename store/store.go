@@ -1,0 +1,320 @@
+// Package store keeps templates: checkpoints of initialised applications with what is
+// needed to restore them. Templates hold process memory, so everything is root-only
+// (directories 0700, files 0600), and every write is atomic: a template is built in a
+// temporary directory, fsynced, renamed into place and the parent fsynced, and only
+// then made current by an atomic symlink swap. A crash or a full disk never leaves a
+// half-written template that looks valid.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// ErrNotFound is returned for a template that does not exist.
+var ErrNotFound = errors.New("template not found")
+
+// ErrInUse is returned when deleting a template that sandboxes still use.
+var ErrInUse = errors.New("template in use")
+
+// Meta describes a template.
+type Meta struct {
+	Name      string    `json:"name"`
+	Namespace string    `json:"namespace"`
+	Created   time.Time `json:"created"`
+	// Source says how the template was made: "annotation" or "image:<ref>".
+	Source string `json:"source"`
+	// Spec is the OCI spec of the container the checkpoint was taken from.
+	Spec *specs.Spec `json:"spec"`
+	// Layers identifies the image layers of the root filesystem (the overlay lowerdir
+	// of the maker's rootfs): a request is only served from the pool on the same layers.
+	Layers string `json:"layers"`
+	// Snapshotter and SnapshotParent are what a pooled sandbox's rootfs is prepared from.
+	Snapshotter    string `json:"snapshotter"`
+	SnapshotParent string `json:"snapshot_parent"`
+	// MemoryBytes is the resident memory of the application when it was checkpointed.
+	MemoryBytes int64 `json:"memory_bytes"`
+}
+
+// Template is one committed generation of a named template.
+type Template struct {
+	Meta
+	// Generation orders the versions of a name; a replaced template has a higher one.
+	Generation int64
+	// Dir is the generation's directory; Images holds the CRIU images.
+	Dir    string
+	Images string
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$`)
+
+// ValidName checks a template name, with a message that says what is allowed.
+func ValidName(name string) error {
+	if !nameRE.MatchString(name) {
+		return fmt.Errorf("template name %q: use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+// Store is a directory of templates: <root>/<namespace>/<name>/{g<generation>/, current}.
+type Store struct {
+	root string
+
+	mu    sync.Mutex
+	inUse map[string]int // generation dir -> users; guarded by mu
+}
+
+// New opens (creating it root-only) the store at root.
+func New(root string) (*Store, error) {
+	if err := os.MkdirAll(root, 0o700); err != nil {
+		return nil, fmt.Errorf("template store: %w", err)
+	}
+	if err := os.Chmod(root, 0o700); err != nil {
+		return nil, fmt.Errorf("template store: %w", err)
+	}
+	return &Store{root: root, inUse: map[string]int{}}, nil
+}
+
+// Root is the store's directory.
+func (s *Store) Root() string { return s.root }
+
+func (s *Store) nameDir(ns, name string) string { return filepath.Join(s.root, ns, name) }
+
+// Commit writes a new generation of a template atomically. fill writes the CRIU images
+// into the directory it is given; it runs before anything is visible. On any error the
+// partial generation is removed and the current one (if any) is untouched.
+func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Template, retErr error) {
+	if err := ValidName(meta.Name); err != nil {
+		return nil, err
+	}
+	dir := s.nameDir(meta.Namespace, meta.Name)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
+	tmp, err := os.MkdirTemp(dir, ".tmp-")
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
+	defer func() {
+		if retErr != nil {
+			os.RemoveAll(tmp)
+		}
+	}()
+	if err := os.Chmod(tmp, 0o700); err != nil {
+		return nil, err
+	}
+	images := filepath.Join(tmp, "images")
+	if err := os.Mkdir(images, 0o700); err != nil {
+		return nil, err
+	}
+	if err := fill(images); err != nil {
+		return nil, fmt.Errorf("template %s: write checkpoint: %w", meta.Name, err)
+	}
+	if err := Verify(images); err != nil {
+		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
+	data, err := json.MarshalIndent(meta, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), data, 0o600); err != nil {
+		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
+	if err := syncTree(tmp); err != nil {
+		return nil, fmt.Errorf("template %s: sync: %w", meta.Name, err)
+	}
+	gen := time.Now().UnixNano()
+	final := filepath.Join(dir, "g"+strconv.FormatInt(gen, 10))
+	if err := os.Rename(tmp, final); err != nil {
+		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
+	// From here the generation exists; "current" makes it the one served.
+	link := filepath.Join(dir, "current")
+	tmpLink := filepath.Join(dir, ".current-"+strconv.FormatInt(gen, 10))
+	if err := os.Symlink(filepath.Base(final), tmpLink); err != nil {
+		os.RemoveAll(final)
+		return nil, err
+	}
+	if err := os.Rename(tmpLink, link); err != nil {
+		os.Remove(tmpLink)
+		os.RemoveAll(final)
+		return nil, err
+	}
+	if err := syncDir(dir); err != nil {
+		return nil, err
+	}
+	s.pruneOld(meta.Namespace, meta.Name)
+	return &Template{Meta: meta, Generation: gen, Dir: final, Images: filepath.Join(final, "images")}, nil
+}
+
+// Verify checks that a directory holds a complete CRIU image set: the files CRIU writes
+// last (inventory) and runc writes after CRIU (descriptors.json) exist and are not empty.
+func Verify(images string) error {
+	for _, f := range []string{"inventory.img", "descriptors.json"} {
+		fi, err := os.Stat(filepath.Join(images, f))
+		if err != nil || fi.Size() == 0 {
+			return fmt.Errorf("checkpoint in %s is incomplete: %s missing or empty", images, f)
+		}
+	}
+	return nil
+}
+
+// Get returns the current generation of a template.
+func (s *Store) Get(ns, name string) (*Template, error) {
+	dir := s.nameDir(ns, name)
+	target, err := os.Readlink(filepath.Join(dir, "current"))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s/%s: %w", ns, name, ErrNotFound)
+		}
+		return nil, err
+	}
+	return s.load(filepath.Join(dir, target))
+}
+
+func (s *Store) load(gdir string) (*Template, error) {
+	data, err := os.ReadFile(filepath.Join(gdir, "meta.json"))
+	if err != nil {
+		return nil, fmt.Errorf("template %s: %w", gdir, err)
+	}
+	var m Meta
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("template %s: meta.json: %w", gdir, err)
+	}
+	gen, err := strconv.ParseInt(strings.TrimPrefix(filepath.Base(gdir), "g"), 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("template %s: bad generation directory", gdir)
+	}
+	return &Template{Meta: m, Generation: gen, Dir: gdir, Images: filepath.Join(gdir, "images")}, nil
+}
+
+// List returns the current generation of every template of a namespace, by name.
+func (s *Store) List(ns string) ([]*Template, error) {
+	entries, err := os.ReadDir(filepath.Join(s.root, ns))
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	var out []*Template
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		t, err := s.Get(ns, e.Name())
+		if err != nil {
+			continue // a name whose first generation never committed
+		}
+		out = append(out, t)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// Use marks a generation as used (a sandbox restored from it exists) until the
+// returned release is called; a used generation is never removed.
+func (s *Store) Use(t *Template) (release func()) {
+	s.mu.Lock()
+	s.inUse[t.Dir]++
+	s.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			s.inUse[t.Dir]--
+			if s.inUse[t.Dir] <= 0 {
+				delete(s.inUse, t.Dir)
+			}
+			s.mu.Unlock()
+			s.pruneOld(t.Namespace, t.Name)
+		})
+	}
+}
+
+// Delete removes a template unless a sandbox uses one of its generations.
+func (s *Store) Delete(ns, name string) error {
+	dir := s.nameDir(ns, name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for d, n := range s.inUse {
+		if n > 0 && filepath.Dir(d) == dir {
+			return fmt.Errorf("%s/%s: %w by %d sandbox(es); drain its pool first", ns, name, ErrInUse, n)
+		}
+	}
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s/%s: %w", ns, name, ErrNotFound)
+	}
+	return os.RemoveAll(dir)
+}
+
+// pruneOld removes generations that are neither current nor in use, and leftovers of
+// commits that never finished.
+func (s *Store) pruneOld(ns, name string) {
+	dir := s.nameDir(ns, name)
+	cur, _ := os.Readlink(filepath.Join(dir, "current"))
+	entries, _ := os.ReadDir(dir)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range entries {
+		p := filepath.Join(dir, e.Name())
+		switch {
+		case e.Name() == "current" || e.Name() == cur:
+		case strings.HasPrefix(e.Name(), "g") && s.inUse[p] > 0:
+		case strings.HasPrefix(e.Name(), ".tmp-") || strings.HasPrefix(e.Name(), ".current-"):
+			// A commit in progress in another goroutine holds its own tmp dir; only
+			// remove ones older than a minute.
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
+				os.RemoveAll(p)
+			}
+		case strings.HasPrefix(e.Name(), "g"):
+			os.RemoveAll(p)
+		}
+	}
+}
+
+// syncTree makes every file and directory under dir root-only and fsyncs it.
+func syncTree(dir string) error {
+	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		mode := os.FileMode(0o600)
+		if d.IsDir() {
+			mode = 0o700
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return f.Sync()
+	})
+}
+
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}

@@ -1,0 +1,104 @@
+package store
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func fakeImages(dir string) error {
+	for _, f := range []string{"inventory.img", "descriptors.json", "pages-1.img"} {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func TestCommitGetReplaceDelete(t *testing.T) {
+	s, err := New(filepath.Join(t.TempDir(), "tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t1, err := s.Commit(Meta{Name: "py", Namespace: "ns", Layers: "a"}, fakeImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.Get("ns", "py")
+	if err != nil || got.Generation != t1.Generation || got.Layers != "a" {
+		t.Fatalf("get: %+v %v", got, err)
+	}
+	// Root-only, all the way down.
+	_ = filepath.Walk(s.Root(), func(p string, fi os.FileInfo, err error) error {
+		if fi.Mode()&os.ModeSymlink != 0 {
+			return nil
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s has mode %v", p, fi.Mode().Perm())
+		}
+		return nil
+	})
+	release := s.Use(t1)
+	t2, err := s.Commit(Meta{Name: "py", Namespace: "ns", Layers: "b"}, fakeImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get("ns", "py"); got.Generation != t2.Generation {
+		t.Fatal("replace did not make the new generation current")
+	}
+	if _, err := os.Stat(t1.Dir); err != nil {
+		t.Fatal("a generation in use was removed")
+	}
+	if err := s.Delete("ns", "py"); !errors.Is(err, ErrInUse) {
+		t.Fatalf("delete of a template in use: %v", err)
+	}
+	release()
+	if _, err := os.Stat(t1.Dir); !os.IsNotExist(err) {
+		t.Fatal("an old generation no longer in use was kept")
+	}
+	if err := s.Delete("ns", "py"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get("ns", "py"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func TestFailedCommitLeavesCurrent(t *testing.T) {
+	s, _ := New(t.TempDir())
+	t1, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A dump that fails half way (a full disk) and one that writes an incomplete set.
+	if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, func(string) error { return errors.New("no space left on device") }); err == nil {
+		t.Fatal("want error")
+	}
+	if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, func(d string) error {
+		return os.WriteFile(filepath.Join(d, "pages-1.img"), []byte("x"), 0o600)
+	}); err == nil {
+		t.Fatal("an incomplete image set was committed")
+	}
+	got, err := s.Get("ns", "app")
+	if err != nil || got.Generation != t1.Generation {
+		t.Fatalf("current changed after failed commits: %+v %v", got, err)
+	}
+	entries, _ := os.ReadDir(filepath.Dir(t1.Dir))
+	if len(entries) != 2 { // current + one generation
+		t.Fatalf("left behind: %v", entries)
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for _, n := range []string{"py", "a.b-c_d", "X1"} {
+		if err := ValidName(n); err != nil {
+			t.Error(err)
+		}
+	}
+	for _, n := range []string{"", "../x", "a/b", ".hidden", "-x"} {
+		if err := ValidName(n); err == nil {
+			t.Errorf("%q accepted", n)
+		}
+	}
+}
