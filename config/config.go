@@ -133,7 +133,7 @@ func (b *ByteSize) UnmarshalText(t []byte) error {
 
 // Resolved is a pool configuration with every field set.
 type Resolved struct {
-	Min, Max, Initial, RefillBatch             int
+	Min, Max, Initial, RefillBatch              int
 	RefillInterval, AcquireTimeout, IdleTimeout time.Duration
 	MaxMemory                                   int64
 	AllowEnv                                    []string

@@ -2,11 +2,11 @@ package config
 
 import (
 	"os"
-	"reflect"
-	"time"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestParse(t *testing.T) {

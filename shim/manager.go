@@ -37,6 +37,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/oci"
+	"github.com/warmshim/warm/oci/wrap"
 )
 
 // RuntimeName is the runtime type containerd knows warm by.
@@ -56,9 +57,19 @@ type manager struct{}
 
 func (manager) Name() string { return RuntimeName }
 
+// PoolGroup is the group key of the namespace's pool shim: every container that makes
+// or names a template goes to it (the socket address also hashes the namespace).
+const PoolGroup = "warm-pool"
+
 // groupKey is the key of the shim process a container belongs to: a group annotation,
-// or the container's own id.
+// the pool shim for template containers, a CRI sandbox, or the container's own id.
 func groupKey(id string, annotations map[string]string) string {
+	if v := annotations[GroupAnnotation]; v != "" {
+		return v
+	}
+	if annotations[AnnTemplate] != "" {
+		return PoolGroup
+	}
 	for _, k := range groupAnnotations {
 		if v := annotations[k]; v != "" {
 			return v
@@ -241,6 +252,11 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	runtime, err := runc.ReadRuntime(path)
 	if err != nil && !os.IsNotExist(err) {
 		return shim.StopStatus{}, err
+	}
+	// A container served from the pool has this binary as its runc; it passes
+	// everything to the real runc recorded beside it.
+	if real, err := os.ReadFile(filepath.Join(path, "warm-runc")); err == nil {
+		os.Setenv(wrap.EnvRunc, string(real))
 	}
 	opts, err := runc.ReadOptions(path)
 	if err != nil {

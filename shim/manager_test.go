@@ -16,6 +16,8 @@ func TestGroupKey(t *testing.T) {
 		{"CRI sandbox", map[string]string{"io.kubernetes.cri.sandbox-id": "pod"}, "pod"},
 		{"warm group wins over sandbox", map[string]string{GroupAnnotation: "g", "io.kubernetes.cri.sandbox-id": "pod"}, "g"},
 		{"empty value ignored", map[string]string{GroupAnnotation: ""}, "c1"},
+		{"template containers go to the pool shim", map[string]string{AnnTemplate: "py"}, PoolGroup},
+		{"template wins over sandbox", map[string]string{AnnTemplate: "py", "io.kubernetes.cri.sandbox-id": "pod"}, PoolGroup},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

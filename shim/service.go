@@ -34,6 +34,9 @@ import (
 	"github.com/containerd/typeurl/v2"
 	"github.com/moby/sys/userns"
 	"github.com/sirupsen/logrus"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/warmshim/warm/oci"
 )
 
 var (
@@ -43,7 +46,7 @@ var (
 
 // NewTaskService returns warm's task service: containers run through containerd's runc
 // shim packages (process, runc, stdio, reaper); warm owns the service around them.
-func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service) (taskAPI.TTRPCTaskService, error) {
+func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.Service, grpcAddress string) (taskAPI.TTRPCTaskService, error) {
 	var (
 		ep  oom.Watcher
 		err error
@@ -70,6 +73,16 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		execCountSubscribers: make(map[*runc.Container]chan<- int),
 		containerInitExit:    make(map[*runc.Container]runcC.Exit),
 		exitSubscribers:      make(map[*map[int][]runcC.Exit]struct{}),
+		warm:                 newWarm(grpcAddress),
+		makers:               make(map[string]*maker),
+	}
+	sd.RegisterCallback(func(ctx context.Context) error { return s.warm.close(ctx) })
+	s.warm.onIdle = func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if len(s.containers) == 0 && !s.warm.holdsPools() {
+			s.shutdown.Shutdown()
+		}
 	}
 	go s.processExits()
 	runcC.Monitor = reaper.Default
@@ -98,6 +111,8 @@ type service struct {
 	shutdown  shutdown.Service
 
 	containers map[string]*runc.Container // guarded by mu
+	makers     map[string]*maker          // containers that make a template once started; guarded by mu
+	warm       *warm
 
 	lifecycleMu sync.Mutex
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
@@ -171,7 +186,8 @@ func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Containe
 	return handleStarted, cleanup
 }
 
-// Create a new container.
+// Create a new container: cold, or from a template (adopting a pooled sandbox, or
+// restoring the template's checkpoint), or cold and making a template once ready.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, err error) {
 	topts, err := parseOptions(r.Options)
 	if err != nil {
@@ -179,6 +195,24 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
 	}
 	applyConfig(topts)
+	spec, err := oci.ReadSpec(r.Bundle)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(err)
+	}
+	// What a cold start gets, should a warm one fail.
+	cold := proto.Clone(r).(*taskAPI.CreateTaskRequest)
+	coldRunc := proto.Clone(topts.runc).(*options.Options)
+	var mk *maker
+	if spec.Annotations[AnnTemplate] != "" {
+		if spec.Annotations[AnnReady] != "" {
+			mk, err = s.warm.prepareMaker(ctx, r, spec, &topts)
+		} else {
+			err = s.warm.plan(ctx, r, spec, &topts)
+		}
+		if err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+		}
+	}
 	if r.Options, err = typeurl.MarshalAnyToProto(topts.runc); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -189,24 +223,39 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	defer cleanup()
 
 	container, err := runc.NewContainer(ctx, s.platform, r)
+	if err != nil && s.warm.isHit(r.ID) {
+		// Adoption failed: the sandbox is destroyed and the container starts cold.
+		log.G(ctx).WithError(err).WithField("container", r.ID).Warn("pooled sandbox could not be adopted; starting cold")
+		s.warm.unplan(ctx, r.ID)
+		s.warm.missed(spec, "adoption failed")
+		r = cold
+		if r.Options, err = typeurl.MarshalAnyToProto(coldRunc); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		container, err = runc.NewContainer(ctx, s.platform, r)
+	}
 	if err != nil {
+		s.warm.unplan(ctx, r.ID)
 		return nil, err
 	}
 	s.mu.Lock()
 	s.containers[r.ID] = container
+	if mk != nil {
+		s.makers[r.ID] = mk
+	}
 	s.mu.Unlock()
 
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
 		Bundle:      r.Bundle,
-		Rootfs:      r.Rootfs,
+		Rootfs:      cold.Rootfs,
 		IO: &eventstypes.TaskIO{
 			Stdin:    r.Stdin,
-			Stdout:   r.Stdout,
+			Stdout:   cold.Stdout,
 			Stderr:   r.Stderr,
 			Terminal: r.Terminal,
 		},
-		Checkpoint: r.Checkpoint,
+		Checkpoint: cold.Checkpoint,
 		Pid:        uint32(container.Pid()),
 	})
 	s.watchOOM(ctx, container)
@@ -305,6 +354,13 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			}
 		}
 		s.send(&eventstypes.TaskStart{ContainerID: container.ID, Pid: uint32(p.Pid())})
+		s.mu.Lock()
+		mk := s.makers[container.ID]
+		delete(s.makers, container.ID)
+		s.mu.Unlock()
+		if mk != nil {
+			go s.warm.watchMaker(mk, container)
+		}
 	} else {
 		s.send(&eventstypes.TaskExecStarted{ContainerID: container.ID, ExecID: r.ExecID, Pid: uint32(p.Pid())})
 	}
@@ -336,7 +392,9 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if r.ExecID == "" {
 		s.mu.Lock()
 		delete(s.containers, r.ID)
+		delete(s.makers, r.ID)
 		s.mu.Unlock()
+		s.warm.deleted(ctx, r.ID)
 		s.send(&eventstypes.TaskDelete{
 			ContainerID: container.ID,
 			Pid:         uint32(p.Pid()),
@@ -569,8 +627,9 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// A shim shared by a group stays while any container remains.
-	if len(s.containers) > 0 {
+	// A shim shared by a group stays while any container remains, and a pool shim
+	// while it holds a pool.
+	if len(s.containers) > 0 || s.warm.holdsPools() {
 		return empty, nil
 	}
 	s.shutdown.Shutdown()
@@ -607,6 +666,7 @@ func (s *service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 
 func (s *service) processExits() {
 	for e := range s.ec {
+		s.warm.exited(e.Pid)
 		// Runtimes fork and exit processes we do not track; only exits of processes
 		// the service started are handled.
 		s.lifecycleMu.Lock()

@@ -117,6 +117,20 @@ func teardown() error {
 			}
 			_ = c.Delete(ctx, containerd.WithSnapshotCleanup)
 		}
+		// The pool shim stays up for its pools until told to drain them and go.
+		if _, err := os.Stat(filepath.Join(cd.WarmRun, namespace, "ctl.sock")); err == nil {
+			if err := harness.NewCtl(cd.WarmRun, namespace).Do("POST", "/shutdown", nil); err != nil {
+				errs = append(errs, "pool shim shutdown: "+err.Error())
+			}
+		}
+		// Pooled sandboxes' snapshots are held by leases named warm-sandbox-*.
+		if ls, err := client.LeasesService().List(ctx); err == nil {
+			for _, l := range ls {
+				if strings.HasPrefix(l.ID, "warm-sandbox-") {
+					errs = append(errs, "lease "+l.ID)
+				}
+			}
+		}
 		imgs, _ := client.ImageService().List(ctx)
 		for _, im := range imgs {
 			_ = client.ImageService().Delete(ctx, im.Name, imagesSync())

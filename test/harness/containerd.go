@@ -63,12 +63,25 @@ type Containerd struct {
 	Namespace string
 	RuncRoot  string // runc --root for both runtimes
 	WarmCfg   string // warm.toml passed as ConfigPath
+	WarmState string // warm's state_dir (templates)
+	WarmRun   string // warm's run_dir (sandboxes, control socket)
 	LogPath   string
 
 	config string
 	cmd    *exec.Cmd
 	done   chan error
 }
+
+// poolConfig is the pool section of the suite's warm.toml: small pools that refill fast.
+const poolConfig = `
+[pool]
+min = 2
+max = 5
+initial = 2
+refill_batch = 3
+refill_interval = "50ms"
+acquire_timeout = "2s"
+`
 
 // Start launches containerd in dir. The shim socket directory, the runc root and the
 // warm config all live inside dir.
@@ -83,7 +96,9 @@ func Start(env Env, dir, namespace string) (*Containerd, error) {
 		LogPath:   filepath.Join(dir, "containerd.log"),
 		config:    filepath.Join(dir, "config.toml"),
 	}
-	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = \"debug\"\n", env.Runc, c.RuncRoot, env.Criu)
+	c.WarmState, c.WarmRun = filepath.Join(dir, "warm-state"), filepath.Join(dir, "warm-run")
+	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = \"debug\"\nstate_dir = %q\nrun_dir = %q\n%s",
+		env.Runc, c.RuncRoot, env.Criu, c.WarmState, c.WarmRun, poolConfig)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
 		return nil, err
 	}

@@ -38,16 +38,21 @@ func Leaks(dir, namespace string) []string {
 		}
 		f.Close()
 	}
-	// Cgroups: containerd's default cgroupsPath is /<namespace>/<id>.
+	// Cgroups: containerd's default cgroupsPath is /<namespace>/<id>; pooled sandboxes
+	// wait under /warm-pool/<namespace>.
 	for _, root := range cgroupRoots() {
-		p := filepath.Join(root, namespace)
-		entries, err := os.ReadDir(p)
-		if err != nil {
-			continue
-		}
-		for _, e := range entries {
-			if e.IsDir() {
-				leaks = append(leaks, "cgroup "+filepath.Join(p, e.Name()))
+		for _, p := range []string{filepath.Join(root, namespace), filepath.Join(root, "warm-pool", namespace)} {
+			if _, err := os.Stat(p); err == nil && strings.Contains(p, "warm-pool") {
+				leaks = append(leaks, "cgroup "+p)
+			}
+			entries, err := os.ReadDir(p)
+			if err != nil {
+				continue
+			}
+			for _, e := range entries {
+				if e.IsDir() {
+					leaks = append(leaks, "cgroup "+filepath.Join(p, e.Name()))
+				}
 			}
 		}
 	}

@@ -1,0 +1,242 @@
+package oci
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+)
+
+// AdoptRequest is a container that takes over a frozen sandbox.
+type AdoptRequest struct {
+	ContainerID, Bundle string
+	Spec                *specs.Spec
+	// The stdio runc would have given the container's process (from the shim's
+	// process package): the sandbox's pipes are spliced to them.
+	Stdin, Stdout, Stderr *os.File
+}
+
+// Adopt makes the frozen sandbox the container req.ContainerID: it moves into the
+// requested cgroup with the requested resources (still frozen), becomes that runc
+// container, takes the requested hostname, runs the createRuntime hooks with its state,
+// and has its stdio spliced to the container's. It stays frozen until Thaw (Start).
+// On error the sandbox is killed and must be destroyed.
+func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (retErr error) {
+	sp := req.Spec
+	if sp.Linux == nil || sp.Linux.CgroupsPath == "" || strings.Contains(sp.Linux.CgroupsPath, ":") {
+		return fmt.Errorf("adopt: cgroupsPath %q is not a cgroupfs path", cgroupsPathOf(sp))
+	}
+	renamed := false
+	defer func() {
+		if retErr == nil {
+			return
+		}
+		id := sb.ID
+		if renamed {
+			id = req.ContainerID
+		}
+		_ = s.runc(sb.Bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true})
+	}()
+	oldPath := sb.Template.Spec.Linux.CgroupsPath
+	if cur, err := readRuncState(s.Root + "/" + sb.ID); err == nil {
+		var cfg struct {
+			Cgroups struct {
+				Path string `json:"path"`
+			} `json:"cgroups"`
+		}
+		_ = json.Unmarshal(cur["config"], &cfg)
+		oldPath = cfg.Cgroups.Path
+	}
+	paths, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
+	if err != nil {
+		return fmt.Errorf("adopt: move cgroup: %w", err)
+	}
+	sb.cgroupPaths = paths
+	if err := applyResources(sp.Linux.CgroupsPath, sp.Linux.Resources); err != nil {
+		return fmt.Errorf("adopt: resources: %w", err)
+	}
+	if err := renameRuncContainer(s.Root, sb.ID, req.ContainerID, paths, sp.Linux.CgroupsPath, req.Bundle, sp); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	renamed = true
+	if sp.Hostname != "" && sp.Hostname != sb.Template.Spec.Hostname && hasNamespace(sp, specs.UTSNamespace) {
+		if err := setHostname(sb.Pid, sp.Hostname); err != nil {
+			return fmt.Errorf("adopt: hostname: %w", err)
+		}
+	}
+	state := specs.State{Version: specs.Version, ID: req.ContainerID, Status: specs.StateCreated, Pid: sb.Pid, Bundle: req.Bundle, Annotations: sp.Annotations}
+	if sp.Hooks != nil {
+		//nolint:staticcheck // runc still runs prestart hooks; so does warm
+		for _, h := range append(append([]specs.Hook{}, sp.Hooks.Prestart...), sp.Hooks.CreateRuntime...) {
+			if err := runHook(ctx, h, state); err != nil {
+				return fmt.Errorf("adopt: createRuntime hook %s: %w", h.Path, err)
+			}
+		}
+	}
+	sb.splice(req)
+	sb.mu.Lock()
+	sb.ContainerID = req.ContainerID
+	sb.mu.Unlock()
+	return nil
+}
+
+func cgroupsPathOf(sp *specs.Spec) string {
+	if sp.Linux == nil {
+		return ""
+	}
+	return sp.Linux.CgroupsPath
+}
+
+func hasNamespace(sp *specs.Spec, t specs.LinuxNamespaceType) bool {
+	for _, ns := range sp.Linux.Namespaces {
+		if ns.Type == t {
+			return true
+		}
+	}
+	return false
+}
+
+// splice connects the sandbox's pipes to the container's stdio. Output written before
+// adoption was drained and discarded.
+func (sb *Sandbox) splice(req AdoptRequest) {
+	sb.stopDrain()
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	pump := func(dst io.WriteCloser, src *os.File) {
+		defer sb.copies.Done()
+		_, _ = io.Copy(dst, src)
+		dst.Close()
+	}
+	sb.copies.Add(2)
+	go pump(req.Stdout, sb.stdout)
+	go pump(req.Stderr, sb.stderr)
+	if req.Stdin != nil {
+		in := sb.stdin
+		go func() {
+			_, _ = io.Copy(in, req.Stdin)
+			in.Close()
+			req.Stdin.Close()
+		}()
+	} else {
+		sb.stdin.Close()
+	}
+	// The pipes now belong to the copies.
+	sb.stdin, sb.stdout, sb.stderr = nil, nil, nil
+}
+
+// Thaw starts an adopted sandbox: it thaws its cgroup and runs the poststart hooks.
+func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox, sp *specs.Spec, bundle string) error {
+	sb.mu.Lock()
+	if sb.started {
+		sb.mu.Unlock()
+		return nil
+	}
+	sb.started = true
+	id := sb.ContainerID
+	sb.mu.Unlock()
+	if err := freezeDir(sb.cgroupPaths, false); err != nil {
+		return fmt.Errorf("thaw: %w", err)
+	}
+	if sp != nil && sp.Hooks != nil {
+		state := specs.State{Version: specs.Version, ID: id, Status: specs.StateRunning, Pid: sb.Pid, Bundle: bundle, Annotations: sp.Annotations}
+		for _, h := range sp.Hooks.Poststart {
+			// As with runc, a failing poststart hook is logged, not fatal.
+			_ = runHook(ctx, h, state)
+		}
+	}
+	return nil
+}
+
+// Adopted reports whether a container took the sandbox over.
+func (sb *Sandbox) Adopted() bool {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.ContainerID != ""
+}
+
+// Started reports whether an adopted sandbox was thawed.
+func (sb *Sandbox) Started() bool {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.started
+}
+
+func applyResources(path string, res *specs.LinuxResources) error {
+	if res == nil {
+		return nil
+	}
+	if unified() {
+		m, err := cgroupsv2.Load(path)
+		if err != nil {
+			return err
+		}
+		return m.Update(cgroupsv2.ToResources(res))
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
+	if err != nil {
+		return err
+	}
+	// Devices are already the template's (and compatibility required the same).
+	r := *res
+	r.Devices = nil
+	return cg.Update(&r)
+}
+
+// setHostname sets the hostname in the UTS namespace of pid. setns affects only the
+// calling thread, which is locked and then left to die with its goroutine.
+func setHostname(pid int, name string) error {
+	errc := make(chan error, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends in the sandbox's namespace
+		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/uts")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer f.Close()
+		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWUTS); err != nil {
+			errc <- fmt.Errorf("setns: %w", err)
+			return
+		}
+		errc <- unix.Sethostname([]byte(name))
+	}()
+	return <-errc
+}
+
+// runHook runs an OCI hook with the container state on its stdin, as runc does.
+func runHook(ctx context.Context, h specs.Hook, state specs.State) error {
+	data, err := json.Marshal(state)
+	if err != nil {
+		return err
+	}
+	if h.Timeout != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(*h.Timeout)*time.Second)
+		defer cancel()
+	}
+	cmd := exec.CommandContext(ctx, h.Path)
+	if len(h.Args) > 0 {
+		cmd.Args = h.Args
+	}
+	cmd.Env = h.Env
+	cmd.Stdin = bytes.NewReader(data)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}

@@ -1,0 +1,182 @@
+package oci
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3"
+)
+
+// unified reports whether the host runs a pure cgroup v2 hierarchy.
+func unified() bool { return cgroups.Mode() == cgroups.Unified }
+
+// moveCgroups moves every process of a frozen container from its cgroups (paths, one per
+// hierarchy, as in runc's state) to newPath in each hierarchy, keeping them frozen: the
+// destination freezer is frozen before the first process arrives. It returns the new
+// paths, in the same form. Old cgroups are removed.
+func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, error) {
+	oldPath, newPath = "/"+strings.Trim(oldPath, "/"), "/"+strings.Trim(newPath, "/")
+	moved := map[string]string{}
+	for subsys, p := range paths {
+		if !strings.HasSuffix(p, oldPath) {
+			return nil, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
+		}
+		np := strings.TrimSuffix(p, oldPath) + newPath
+		if err := os.MkdirAll(np, 0o755); err != nil {
+			return nil, fmt.Errorf("create cgroup %s: %w", np, err)
+		}
+		if subsys == "cpuset" {
+			if err := initCpuset(np); err != nil {
+				return nil, err
+			}
+		}
+		moved[subsys] = np
+	}
+	// Freeze the destination first, so processes stay frozen as they move.
+	if err := freezeDir(moved, true); err != nil {
+		return nil, err
+	}
+	// One hierarchy lists the processes; every hierarchy gets each of them.
+	list := pickProcsDir(paths)
+	pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	for _, pid := range pids {
+		for subsys, np := range moved {
+			if err := os.WriteFile(filepath.Join(np, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+				// ESRCH: the process exited meanwhile; anything else is fatal.
+				if !strings.Contains(err.Error(), "no such process") {
+					return nil, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
+				}
+			}
+		}
+	}
+	for _, p := range paths {
+		removeCgroup(p)
+	}
+	return moved, nil
+}
+
+// pickProcsDir chooses the hierarchy whose cgroup.procs lists the container's processes.
+func pickProcsDir(paths map[string]string) string {
+	for _, k := range []string{"freezer", "pids", "memory", "devices", ""} {
+		if p, ok := paths[k]; ok {
+			return p
+		}
+	}
+	for _, p := range paths {
+		return p
+	}
+	return ""
+}
+
+func readPids(path string) ([]int, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var pids []int
+	for _, f := range strings.Fields(string(data)) {
+		if n, err := strconv.Atoi(f); err == nil {
+			pids = append(pids, n)
+		}
+	}
+	return pids, nil
+}
+
+// initCpuset copies cpus and mems from the parent, which a new v1 cpuset needs before
+// it can take a process.
+func initCpuset(dir string) error {
+	for _, f := range []string{"cpuset.cpus", "cpuset.mems"} {
+		cur, _ := os.ReadFile(filepath.Join(dir, f))
+		if strings.TrimSpace(string(cur)) != "" {
+			continue
+		}
+		// Walk up to the first ancestor with a value, filling the chain on the way back.
+		var chain []string
+		d := dir
+		var val []byte
+		for {
+			chain = append(chain, d)
+			d = filepath.Dir(d)
+			v, err := os.ReadFile(filepath.Join(d, f))
+			if err != nil {
+				return fmt.Errorf("cpuset %s: %w", d, err)
+			}
+			if strings.TrimSpace(string(v)) != "" {
+				val = v
+				break
+			}
+		}
+		for i := len(chain) - 1; i >= 0; i-- {
+			if err := os.WriteFile(filepath.Join(chain[i], f), val, 0); err != nil {
+				return fmt.Errorf("cpuset %s: %w", chain[i], err)
+			}
+		}
+	}
+	return nil
+}
+
+// freezeDir freezes (or thaws) a container's cgroups: the v1 freezer hierarchy, or the v2
+// cgroup on a pure v2 host. It waits until the kernel reports the new state.
+func freezeDir(paths map[string]string, freeze bool) error {
+	if unified() {
+		p, ok := paths[""]
+		if !ok {
+			return errors.New("no cgroup v2 path")
+		}
+		v := "0"
+		if freeze {
+			v = "1"
+		}
+		if err := os.WriteFile(filepath.Join(p, "cgroup.freeze"), []byte(v), 0); err != nil {
+			return fmt.Errorf("cgroup.freeze %s: %w", p, err)
+		}
+		return waitFor(func() bool {
+			ev, _ := os.ReadFile(filepath.Join(p, "cgroup.events"))
+			return strings.Contains(string(ev), "frozen "+v)
+		})
+	}
+	p, ok := paths["freezer"]
+	if !ok {
+		return errors.New("no freezer cgroup")
+	}
+	want := "THAWED"
+	if freeze {
+		want = "FROZEN"
+	}
+	if err := os.WriteFile(filepath.Join(p, "freezer.state"), []byte(want), 0); err != nil {
+		return fmt.Errorf("freezer.state %s: %w", p, err)
+	}
+	return waitFor(func() bool {
+		st, _ := os.ReadFile(filepath.Join(p, "freezer.state"))
+		return strings.TrimSpace(string(st)) == want
+	})
+}
+
+// waitFor polls a state the kernel reaches in microseconds to milliseconds.
+func waitFor(cond func() bool) error {
+	for i := 0; i < 5000; i++ {
+		if cond() {
+			return nil
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	return errors.New("cgroup freezer did not settle within 0.5s")
+}
+
+// removeCgroup removes an emptied cgroup, retrying while exiting tasks linger.
+func removeCgroup(p string) {
+	for i := 0; i < 50; i++ {
+		if err := os.Remove(p); err == nil || errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}

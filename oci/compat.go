@@ -1,0 +1,197 @@
+package oci
+
+import (
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Verdict says how a request naming a template may be served.
+type Verdict struct {
+	// Pool: a frozen sandbox of the template may be adopted.
+	Pool bool
+	// Restore: if not from the pool, restoring the template's checkpoint into the
+	// request's own container is correct.
+	Restore bool
+	// Reason names the first difference that rules out the pool (empty when Pool).
+	Reason string
+}
+
+// Compare decides whether a request (its spec and the identity of its image layers) may
+// be served from a template made from tmpl on tmplLayers. Environment variables named
+// in allowEnv may differ (the sandbox keeps the template's values). A wrong sandbox is
+// never served: anything the restored process already holds and cannot change (process,
+// image, mounts, namespaces, security settings) must match.
+func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers string, allowEnv []string) Verdict {
+	if reason := sameProcess(tmpl, tmplLayers, req, reqLayers, allowEnv); reason != "" {
+		return Verdict{Reason: reason}
+	}
+	// The checkpoint matches the request: restoring it into the request's container is
+	// correct from here on; adopting a pooled sandbox needs more.
+	v := Verdict{Restore: true}
+	switch {
+	case req.Process.Terminal:
+		v.Reason, v.Restore = "tty requested", false
+	case req.Linux.CgroupsPath == "" || strings.Contains(req.Linux.CgroupsPath, ":"):
+		v.Reason = "systemd cgroup path (pooled sandboxes move between cgroupfs paths)"
+	case req.Hooks != nil && (len(req.Hooks.CreateContainer) > 0 || len(req.Hooks.StartContainer) > 0):
+		v.Reason = "createContainer/startContainer hooks (they run inside the container at create)"
+	default:
+		v.Pool = true
+	}
+	return v
+}
+
+func sameProcess(t *specs.Spec, tl string, r *specs.Spec, rl string, allowEnv []string) string {
+	switch {
+	case t == nil || t.Process == nil || t.Linux == nil:
+		return "template has no process"
+	case r == nil || r.Process == nil || r.Linux == nil:
+		return "request has no process"
+	case tl == "" || tl != rl:
+		return "image layers differ"
+	case !reflect.DeepEqual(t.Process.Args, r.Process.Args):
+		return "process args differ"
+	case t.Process.Cwd != r.Process.Cwd:
+		return "cwd differs"
+	case !reflect.DeepEqual(t.Process.User, r.Process.User):
+		return "user differs"
+	case !jsonEqual(t.Process.Capabilities, r.Process.Capabilities):
+		return "capabilities differ"
+	case !jsonEqual(t.Process.Rlimits, r.Process.Rlimits):
+		return "rlimits differ"
+	case t.Process.NoNewPrivileges != r.Process.NoNewPrivileges:
+		return "no_new_privileges differs"
+	case t.Process.ApparmorProfile != r.Process.ApparmorProfile || t.Process.SelinuxLabel != r.Process.SelinuxLabel:
+		return "security labels differ"
+	case !jsonEqual(t.Linux.Seccomp, r.Linux.Seccomp):
+		return "seccomp differs"
+	case !jsonEqual(t.Linux.MaskedPaths, r.Linux.MaskedPaths) || !jsonEqual(t.Linux.ReadonlyPaths, r.Linux.ReadonlyPaths):
+		return "masked or read-only paths differ"
+	case !rootEqual(t.Root, r.Root):
+		return "read-only root differs"
+	case !jsonEqual(t.Mounts, r.Mounts):
+		return "mounts differ"
+	case !jsonEqual(t.Linux.Sysctl, r.Linux.Sysctl):
+		return "sysctls differ"
+	}
+	if d := envDiff(t.Process.Env, r.Process.Env, allowEnv); d != "" {
+		return "environment differs: " + d
+	}
+	if d := nsDiff(t.Linux.Namespaces, r.Linux.Namespaces); d != "" {
+		return d
+	}
+	return ""
+}
+
+func rootEqual(a, b *specs.Root) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Readonly == b.Readonly
+}
+
+func jsonEqual(a, b any) bool {
+	ja, _ := json.Marshal(a)
+	jb, _ := json.Marshal(b)
+	return string(ja) == string(jb) || (isEmpty(ja) && isEmpty(jb))
+}
+
+func isEmpty(j []byte) bool {
+	s := string(j)
+	return s == "null" || s == "[]" || s == "{}"
+}
+
+func envMap(env []string) map[string]string {
+	m := map[string]string{}
+	for _, e := range env {
+		k, v, _ := strings.Cut(e, "=")
+		m[k] = v
+	}
+	return m
+}
+
+// envDiff names the first variable that differs and is not allowed to.
+func envDiff(t, r, allow []string) string {
+	tm, rm := envMap(t), envMap(r)
+	ok := map[string]bool{}
+	for _, a := range allow {
+		ok[a] = true
+	}
+	var keys []string
+	for k := range tm {
+		keys = append(keys, k)
+	}
+	for k := range rm {
+		if _, seen := tm[k]; !seen {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		tv, tok := tm[k]
+		rv, rok := rm[k]
+		if tok == rok && tv == rv {
+			continue
+		}
+		if ok[k] {
+			continue
+		}
+		return fmt.Sprintf("%s (allow it with allow_env in the pool config if the application does not read it at start)", k)
+	}
+	return ""
+}
+
+// nsDiff: the request must use the same kinds of namespaces, all of its own: a
+// restored sandbox's namespaces were recreated by CRIU and cannot become a pod's.
+func nsDiff(t, r []specs.LinuxNamespace) string {
+	kinds := func(ns []specs.LinuxNamespace) ([]string, string) {
+		var k []string
+		for _, n := range ns {
+			k = append(k, string(n.Type))
+			if n.Path != "" {
+				return nil, fmt.Sprintf("joins an existing %s namespace", n.Type)
+			}
+		}
+		sort.Strings(k)
+		return k, ""
+	}
+	tk, terr := kinds(t)
+	if terr != "" {
+		return "template " + terr
+	}
+	rk, rerr := kinds(r)
+	if rerr != "" {
+		return "request " + rerr + " (e.g. a pod's)"
+	}
+	if !reflect.DeepEqual(tk, rk) {
+		return "namespaces differ"
+	}
+	return ""
+}
+
+// LayersOf identifies the image layers of a rootfs mount list: the overlay lowerdir
+// (the same layers give the same list), or the source of a bind mount.
+func LayersOf(mounts []MountInfo) string {
+	for _, m := range mounts {
+		for _, o := range m.Options {
+			if strings.HasPrefix(o, "lowerdir=") {
+				return strings.TrimPrefix(o, "lowerdir=")
+			}
+		}
+	}
+	if len(mounts) == 1 {
+		return mounts[0].Type + ":" + mounts[0].Source
+	}
+	return ""
+}
+
+// MountInfo is the part of a rootfs mount LayersOf reads.
+type MountInfo struct {
+	Type, Source string
+	Options      []string
+}

@@ -1,0 +1,78 @@
+package oci
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+func baseSpec() *specs.Spec {
+	return &specs.Spec{
+		Process: &specs.Process{Args: []string{"/app"}, Cwd: "/", Env: []string{"PATH=/bin", "MODE=prod"}},
+		Root:    &specs.Root{Path: "rootfs"},
+		Mounts:  []specs.Mount{{Destination: "/proc", Type: "proc", Source: "proc"}},
+		Linux: &specs.Linux{CgroupsPath: "/ns/c1", Namespaces: []specs.LinuxNamespace{
+			{Type: specs.PIDNamespace}, {Type: specs.NetworkNamespace}, {Type: specs.MountNamespace}}},
+	}
+}
+
+func clone(s *specs.Spec) *specs.Spec {
+	var c specs.Spec
+	b, _ := json.Marshal(s)
+	_ = json.Unmarshal(b, &c)
+	return &c
+}
+
+func TestCompare(t *testing.T) {
+	cases := []struct {
+		name          string
+		change        func(*specs.Spec)
+		layers        string
+		allowEnv      []string
+		pool, restore bool
+		reason        string
+	}{
+		{name: "identical", change: func(*specs.Spec) {}, pool: true, restore: true},
+		{name: "other cgroup and hostname are fine", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "/ns/c2"; s.Hostname = "h" }, pool: true, restore: true},
+		{name: "other image", change: func(*specs.Spec) {}, layers: "other", reason: "image layers differ"},
+		{name: "args", change: func(s *specs.Spec) { s.Process.Args = []string{"/other"} }, reason: "process args differ"},
+		{name: "env", change: func(s *specs.Spec) { s.Process.Env[1] = "MODE=dev" }, reason: "environment differs: MODE"},
+		{name: "allowed env", change: func(s *specs.Spec) { s.Process.Env[1] = "MODE=dev" }, allowEnv: []string{"MODE"}, pool: true, restore: true},
+		{name: "extra env", change: func(s *specs.Spec) { s.Process.Env = append(s.Process.Env, "X=1") }, reason: "environment differs: X"},
+		{name: "user", change: func(s *specs.Spec) { s.Process.User.UID = 1000 }, reason: "user differs"},
+		{name: "mounts", change: func(s *specs.Spec) { s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data"}) }, reason: "mounts differ"},
+		{name: "seccomp", change: func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_ERRNO"} }, reason: "seccomp differs"},
+		{name: "pod netns", change: func(s *specs.Spec) { s.Linux.Namespaces[1].Path = "/var/run/netns/pod" }, reason: "request joins an existing network namespace"},
+		{name: "fewer namespaces", change: func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[:2] }, reason: "namespaces differ"},
+		{name: "tty", change: func(s *specs.Spec) { s.Process.Terminal = true }, reason: "tty"},
+		{name: "systemd cgroup", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "system.slice:warm:c1" }, restore: true, reason: "systemd"},
+		{name: "createContainer hook", change: func(s *specs.Spec) { s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/h"}}} }, restore: true, reason: "createContainer"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tmpl := baseSpec()
+			req := clone(tmpl)
+			tc.change(req)
+			layers := "l1:l2"
+			if tc.layers != "" {
+				layers = tc.layers
+			}
+			v := Compare(tmpl, "l1:l2", req, layers, tc.allowEnv)
+			if v.Pool != tc.pool || v.Restore != tc.restore || !strings.Contains(v.Reason, tc.reason) {
+				t.Fatalf("got %+v, want pool=%v restore=%v reason~%q", v, tc.pool, tc.restore, tc.reason)
+			}
+			if v.Pool && v.Reason != "" {
+				t.Fatalf("a pool verdict with a reason: %+v", v)
+			}
+		})
+	}
+}
+
+func TestLayersOf(t *testing.T) {
+	got := LayersOf([]MountInfo{{Type: "overlay", Options: []string{"index=off", "lowerdir=/s/2/fs:/s/1/fs", "upperdir=/s/3/fs"}}})
+	if got != "/s/2/fs:/s/1/fs" {
+		t.Fatalf("got %q", got)
+	}
+}

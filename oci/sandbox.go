@@ -1,0 +1,327 @@
+package oci
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/store"
+)
+
+// Rootfs prepares and removes a pooled sandbox's root filesystem. The shim implements
+// it with containerd's snapshot service under a lease.
+type Rootfs interface {
+	Prepare(ctx context.Context, id string, t *store.Template) ([]mount.Mount, error)
+	Remove(ctx context.Context, id string) error
+}
+
+// Sandboxes restores, adopts and destroys pooled sandboxes with runc and CRIU. It
+// implements pool.Runtime.
+type Sandboxes struct {
+	// Runc is the runc binary; Root is runc's --root for the namespace (the same one
+	// the namespace's containers use, so an adopted sandbox is an ordinary container).
+	Runc, Root string
+	// Dir holds one bundle directory per sandbox.
+	Dir string
+	// CgroupParent is the cgroup under which pooled sandboxes wait.
+	CgroupParent string
+	Rootfs       Rootfs
+}
+
+// Sandbox is one pooled sandbox: a restored, frozen runc container with the stdio
+// pipes the shim kept.
+type Sandbox struct {
+	ID, Bundle string
+	Pid        int
+	Template   *store.Template
+
+	mu          sync.Mutex
+	stdin       *os.File // write end; guarded by mu
+	stdout      *os.File // read end; guarded by mu
+	stderr      *os.File // read end; guarded by mu
+	drainDone   chan struct{}
+	mounted     bool
+	cgroupPaths map[string]string
+	// ContainerID is set once adopted: the runc container then belongs to containerd's
+	// container and is removed by its Delete.
+	ContainerID string // guarded by mu
+	started     bool   // guarded by mu
+	copies      sync.WaitGroup
+}
+
+func (s *Sandboxes) runc(bundle string) *runc.Runc {
+	return &runc.Runc{Command: s.Runc, Root: s.Root, Log: filepath.Join(bundle, "log.json"), LogFormat: runc.JSON}
+}
+
+// pipeIO gives runc restore the sandbox's ends of three pipes.
+type pipeIO struct{ in, out, err *os.File }
+
+func (p *pipeIO) Stdin() io.WriteCloser  { return nil }
+func (p *pipeIO) Stdout() io.ReadCloser  { return nil }
+func (p *pipeIO) Stderr() io.ReadCloser  { return nil }
+func (p *pipeIO) Close() error           { return nil }
+func (p *pipeIO) Set(cmd *exec.Cmd)      { cmd.Stdin, cmd.Stdout, cmd.Stderr = p.in, p.out, p.err }
+func (p *pipeIO) CloseAfterStart() error { return closeAll(p.in, p.out, p.err) }
+
+func closeAll(fs ...*os.File) error {
+	var errs []error
+	for _, f := range fs {
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// sandboxSpec is the template's spec made to run as a pooled sandbox: its own rootfs and
+// cgroup, no hooks (the requesting container's hooks run at adoption).
+func sandboxSpec(t *store.Template, bundle, cgroupsPath string) (*specs.Spec, error) {
+	data, err := json.Marshal(t.Spec)
+	if err != nil {
+		return nil, err
+	}
+	var sp specs.Spec
+	if err := json.Unmarshal(data, &sp); err != nil {
+		return nil, err
+	}
+	if sp.Root == nil || sp.Linux == nil {
+		return nil, errors.New("template spec has no root or linux section")
+	}
+	for _, ns := range sp.Linux.Namespaces {
+		if ns.Path != "" {
+			return nil, fmt.Errorf("template joined an existing %s namespace (%s); only templates with namespaces of their own can be pooled", ns.Type, ns.Path)
+		}
+	}
+	sp.Root.Path = filepath.Join(bundle, "rootfs")
+	sp.Linux.CgroupsPath = cgroupsPath
+	sp.Hooks = nil
+	return &sp, nil
+}
+
+// Restore implements pool.Runtime: a new bundle, a rootfs from the template's image, a
+// CRIU restore through runc with pipes the shim keeps, then freeze.
+func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (_ any, _ int64, retErr error) {
+	bundle := filepath.Join(s.Dir, id)
+	sb := &Sandbox{ID: id, Bundle: bundle, Template: t}
+	defer func() {
+		if retErr != nil {
+			_ = s.Destroy(context.WithoutCancel(ctx), sb)
+		}
+	}()
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o700); err != nil {
+		return sb, 0, err
+	}
+	sp, err := sandboxSpec(t, bundle, filepath.Join(s.CgroupParent, id))
+	if err != nil {
+		return sb, 0, err
+	}
+	data, err := json.Marshal(sp)
+	if err != nil {
+		return sb, 0, err
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		return sb, 0, err
+	}
+	mounts, err := s.Rootfs.Prepare(ctx, id, t)
+	if err != nil {
+		return sb, 0, fmt.Errorf("prepare rootfs: %w", err)
+	}
+	if err := mount.All(mounts, sp.Root.Path); err != nil {
+		_ = s.Rootfs.Remove(ctx, id)
+		return sb, 0, fmt.Errorf("mount rootfs: %w", err)
+	}
+	sb.mounted = true
+
+	inR, inW, err := os.Pipe()
+	if err != nil {
+		return sb, 0, err
+	}
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW)
+		return sb, 0, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		closeAll(inR, inW, outR, outW)
+		return sb, 0, err
+	}
+	sb.stdin, sb.stdout, sb.stderr = inW, outR, errR
+	pio := &pipeIO{in: inR, out: outW, err: errW}
+	pidFile := filepath.Join(bundle, "pid")
+	_, err = s.runc(bundle).Restore(ctx, id, bundle, &runc.RestoreOpts{
+		CheckpointOpts: runc.CheckpointOpts{ImagePath: t.Images, WorkDir: filepath.Join(bundle, "work")},
+		IO:             pio,
+		PidFile:        pidFile,
+		Detach:         true,
+		NoSubreaper:    true,
+	})
+	pio.CloseAfterStart()
+	if err != nil {
+		return sb, 0, fmt.Errorf("runc restore: %w (CRIU log: %s)", err, LastLines(filepath.Join(bundle, "work", "restore.log"), 5))
+	}
+	pid, err := runc.ReadPidFile(pidFile)
+	if err != nil {
+		return sb, 0, err
+	}
+	sb.Pid = pid
+	// Drain output until adoption so the application never blocks on a full pipe; what
+	// it writes before adoption is not the requester's and never reaches it.
+	sb.drainDone = make(chan struct{})
+	go sb.drain()
+	if err := s.runc(bundle).Pause(ctx, id); err != nil {
+		return sb, 0, fmt.Errorf("runc pause: %w", err)
+	}
+	st, err := readRuncState(filepath.Join(s.Root, id))
+	if err != nil {
+		return sb, 0, err
+	}
+	if sb.cgroupPaths, err = st.cgroupPaths(); err != nil {
+		return sb, 0, err
+	}
+	return sb, RSS(pid), nil
+}
+
+// drain discards the sandbox's output until stopDrain sets a read deadline.
+func (sb *Sandbox) drain() {
+	defer close(sb.drainDone)
+	var wg sync.WaitGroup
+	for _, f := range []*os.File{sb.stdout, sb.stderr} {
+		wg.Add(1)
+		go func(f *os.File) {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			for {
+				if _, err := f.Read(buf); err != nil {
+					return
+				}
+			}
+		}(f)
+	}
+	wg.Wait()
+}
+
+func (sb *Sandbox) stopDrain() {
+	if sb.drainDone == nil {
+		return
+	}
+	now := time.Now()
+	_ = sb.stdout.SetReadDeadline(now)
+	_ = sb.stderr.SetReadDeadline(now)
+	<-sb.drainDone
+	_ = sb.stdout.SetReadDeadline(time.Time{})
+	_ = sb.stderr.SetReadDeadline(time.Time{})
+	sb.drainDone = nil
+}
+
+// RSS is the resident memory of a process in bytes (0 if unknown).
+func RSS(pid int) int64 {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			f := strings.Fields(l)
+			if len(f) >= 2 {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				return n << 10
+			}
+		}
+	}
+	return 0
+}
+
+// Destroy implements pool.Runtime. A sandbox that was never adopted is removed from
+// runc (killing it); an adopted one belongs to its container, whose Delete removed it.
+func (s *Sandboxes) Destroy(ctx context.Context, h any) error {
+	sb, ok := h.(*Sandbox)
+	if !ok || sb == nil {
+		return nil
+	}
+	var errs []error
+	sb.mu.Lock()
+	adopted := sb.ContainerID != ""
+	sb.mu.Unlock()
+	if !adopted {
+		if _, err := os.Stat(filepath.Join(s.Root, sb.ID)); err == nil {
+			if err := s.runc(sb.Bundle).Delete(ctx, sb.ID, &runc.DeleteOpts{Force: true}); err != nil {
+				errs = append(errs, fmt.Errorf("runc delete: %w", err))
+			}
+		}
+	}
+	if sb.drainDone != nil {
+		sb.stopDrain()
+	}
+	sb.copies.Wait()
+	sb.mu.Lock()
+	closeAll(sb.stdin, sb.stdout, sb.stderr)
+	sb.stdin, sb.stdout, sb.stderr = nil, nil, nil
+	sb.mu.Unlock()
+	if sb.mounted {
+		if err := mount.UnmountAll(filepath.Join(sb.Bundle, "rootfs"), 0); err != nil {
+			errs = append(errs, fmt.Errorf("unmount rootfs: %w", err))
+		}
+		sb.mounted = false
+	}
+	if s.Rootfs != nil {
+		if err := s.Rootfs.Remove(ctx, sb.ID); err != nil {
+			errs = append(errs, fmt.Errorf("remove rootfs snapshot: %w", err))
+		}
+	}
+	if err := os.RemoveAll(sb.Bundle); err != nil {
+		errs = append(errs, err)
+	}
+	if err := errors.Join(errs...); err != nil {
+		log.G(ctx).WithError(err).WithField("sandbox", sb.ID).Warn("destroy sandbox")
+		return err
+	}
+	return nil
+}
+
+// Cleanup removes what a previous shim left in Dir (it died holding a pool): its runc
+// containers, mounts and snapshots.
+func (s *Sandboxes) Cleanup(ctx context.Context) {
+	entries, _ := os.ReadDir(s.Dir)
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		sb := &Sandbox{ID: e.Name(), Bundle: filepath.Join(s.Dir, e.Name()), mounted: true}
+		log.G(ctx).WithField("sandbox", sb.ID).Info("removing a sandbox left by a previous shim")
+		_ = s.Destroy(ctx, sb)
+	}
+}
+
+// RemoveCgroupParent removes the (empty) cgroup under which sandboxes waited, in every
+// hierarchy; called when the shim's pools are closed.
+func (s *Sandboxes) RemoveCgroupParent() {
+	roots := []string{"/sys/fs/cgroup"}
+	if !unified() {
+		entries, _ := os.ReadDir("/sys/fs/cgroup")
+		roots = roots[:0]
+		for _, e := range entries {
+			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
+		}
+	}
+	for _, r := range roots {
+		p := filepath.Join(r, s.CgroupParent)
+		removeCgroup(p)
+		// The shared /warm-pool parent goes when the last namespace's does.
+		_ = os.Remove(filepath.Dir(p))
+	}
+}

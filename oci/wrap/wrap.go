@@ -1,0 +1,170 @@
+// Package wrap is the runc that containerd's process package drives for a container
+// served from the pool. The shim names its own binary as that container's runc;
+// invoked so (its first argument is runc's --root), the binary asks the shim, over a
+// root-only unix socket, to handle create (adopt a frozen sandbox: it sends the stdio
+// runc would have given the process) and start (thaw it); everything else, and every
+// container the shim does not know, goes to the real runc by exec.
+package wrap
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// Environment the shim sets for its children.
+const (
+	// EnvRunc is the real runc binary.
+	EnvRunc = "WARM_RUNC"
+	// EnvSocket is the shim's adoption socket.
+	EnvSocket = "WARM_ADOPT_SOCKET"
+)
+
+// Request is what the wrapper asks the shim.
+type Request struct {
+	Op      string `json:"op"` // create, start, kill, delete
+	ID      string `json:"id"`
+	PidFile string `json:"pid_file,omitempty"`
+}
+
+// Response is the shim's answer. Handled false means: run the real runc.
+type Response struct {
+	Handled bool   `json:"handled"`
+	Error   string `json:"error,omitempty"`
+}
+
+// IsInvocation reports whether this process was started as the wrapper.
+func IsInvocation(args []string) bool {
+	return os.Getenv(EnvRunc) != "" && len(args) > 1 && args[1] == "--root"
+}
+
+// runc's global flags that take a value.
+var valueFlags = map[string]bool{"--root": true, "--log": true, "--log-format": true, "--criu": true}
+
+// parse finds the subcommand, the container id (last argument) and --pid-file.
+func parse(args []string) (sub, id, pidFile string) {
+	i := 1
+	for ; i < len(args); i++ {
+		a := args[i]
+		if !strings.HasPrefix(a, "-") {
+			break
+		}
+		if valueFlags[a] {
+			i++
+		}
+	}
+	if i >= len(args) {
+		return "", "", ""
+	}
+	sub = args[i]
+	rest := args[i+1:]
+	for j := 0; j < len(rest); j++ {
+		if rest[j] == "--pid-file" && j+1 < len(rest) {
+			pidFile = rest[j+1]
+		} else if strings.HasPrefix(rest[j], "--pid-file=") {
+			pidFile = strings.TrimPrefix(rest[j], "--pid-file=")
+		}
+	}
+	if len(rest) > 0 {
+		id = rest[len(rest)-1]
+	}
+	return sub, id, pidFile
+}
+
+// Main runs the wrapper and returns its exit status.
+func Main(args []string) int {
+	sub, id, pidFile := parse(args)
+	if sock := os.Getenv(EnvSocket); sock != "" && id != "" {
+		switch sub {
+		case "create", "start", "kill", "delete":
+			resp, err := ask(sock, Request{Op: sub, ID: id, PidFile: pidFile}, sub == "create")
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "warm: %s %s: %v\n", sub, id, err)
+				return 1
+			}
+			if resp.Error != "" {
+				fmt.Fprintf(os.Stderr, "warm: %s %s: %s\n", sub, id, resp.Error)
+				return 1
+			}
+			if resp.Handled {
+				return 0
+			}
+		}
+	}
+	real := os.Getenv(EnvRunc)
+	argv := append([]string{"runc"}, args[1:]...)
+	err := syscall.Exec(real, argv, os.Environ())
+	fmt.Fprintf(os.Stderr, "warm: exec %s: %v\n", real, err)
+	return 1
+}
+
+func ask(sock string, req Request, withStdio bool) (Response, error) {
+	var resp Response
+	c, err := net.DialUnix("unix", nil, &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return resp, err
+	}
+	defer c.Close()
+	data, err := json.Marshal(req)
+	if err != nil {
+		return resp, err
+	}
+	var oob []byte
+	if withStdio {
+		oob = unix.UnixRights(0, 1, 2)
+	}
+	if _, _, err := c.WriteMsgUnix(data, oob, nil); err != nil {
+		return resp, err
+	}
+	if err := c.CloseWrite(); err != nil {
+		return resp, err
+	}
+	if err := json.NewDecoder(c).Decode(&resp); err != nil {
+		return resp, fmt.Errorf("read shim reply: %w", err)
+	}
+	return resp, nil
+}
+
+// ReadRequest reads a wrapper's request and the stdio files it sent (nil when none).
+func ReadRequest(c *net.UnixConn) (Request, []*os.File, error) {
+	var req Request
+	buf := make([]byte, 64<<10)
+	oob := make([]byte, unix.CmsgSpace(3*4))
+	n, oobn, _, _, err := c.ReadMsgUnix(buf, oob)
+	if err != nil {
+		return req, nil, err
+	}
+	var files []*os.File
+	if oobn > 0 {
+		msgs, err := unix.ParseSocketControlMessage(oob[:oobn])
+		if err != nil {
+			return req, nil, err
+		}
+		for _, m := range msgs {
+			fds, err := unix.ParseUnixRights(&m)
+			if err != nil {
+				return req, nil, err
+			}
+			for _, fd := range fds {
+				files = append(files, os.NewFile(uintptr(fd), fmt.Sprintf("wrapper-fd-%d", fd)))
+			}
+		}
+	}
+	if err := json.Unmarshal(buf[:n], &req); err != nil {
+		for _, f := range files {
+			f.Close()
+		}
+		return req, nil, fmt.Errorf("bad request: %w", err)
+	}
+	return req, files, nil
+}
+
+// Reply writes the shim's answer.
+func Reply(c *net.UnixConn, r Response) error {
+	return json.NewEncoder(c).Encode(r)
+}

@@ -1,0 +1,79 @@
+package wrap
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+func TestParse(t *testing.T) {
+	cases := []struct {
+		args             []string
+		sub, id, pidFile string
+	}{
+		{[]string{"x", "--root", "/r", "--log", "/b/log.json", "--log-format", "json", "create", "--bundle", "/b", "--pid-file", "/b/init.pid", "c1"}, "create", "c1", "/b/init.pid"},
+		{[]string{"x", "--root", "/r", "--debug", "--systemd-cgroup", "start", "c2"}, "start", "c2", ""},
+		{[]string{"x", "--root", "/r", "kill", "--all", "c3", "9"}, "kill", "9", ""},
+		{[]string{"x", "--root", "/r"}, "", "", ""},
+	}
+	for _, tc := range cases {
+		sub, id, pf := parse(tc.args)
+		if sub != tc.sub || id != tc.id || pf != tc.pidFile {
+			t.Errorf("%v: got %q %q %q", tc.args, sub, id, pf)
+		}
+	}
+}
+
+func TestIsInvocation(t *testing.T) {
+	t.Setenv(EnvRunc, "")
+	if IsInvocation([]string{"shim", "--root", "/r"}) {
+		t.Fatal("without WARM_RUNC the binary is the shim")
+	}
+	t.Setenv(EnvRunc, "/usr/bin/runc")
+	if !IsInvocation([]string{"shim", "--root", "/r", "state", "x"}) || IsInvocation([]string{"shim", "-namespace", "n"}) {
+		t.Fatal("wrong detection")
+	}
+}
+
+// TestRequestRoundTrip sends a request with stdio over a socket pair, as the wrapper
+// and the shim do.
+func TestRequestRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "s")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	got := make(chan Request, 1)
+	nfiles := make(chan int, 1)
+	go func() {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, files, err := ReadRequest(c)
+		if err != nil {
+			t.Error(err)
+		}
+		for _, f := range files {
+			f.Close()
+		}
+		got <- req
+		nfiles <- len(files)
+		_ = Reply(c, Response{Handled: true})
+	}()
+	resp, err := ask(sock, Request{Op: "create", ID: "c1", PidFile: "/p"}, true)
+	if err != nil || !resp.Handled {
+		t.Fatalf("%+v %v", resp, err)
+	}
+	if r := <-got; r.ID != "c1" || r.PidFile != "/p" {
+		t.Fatalf("request %+v", r)
+	}
+	if n := <-nfiles; n != 3 {
+		t.Fatalf("%d files, want stdin, stdout and stderr", n)
+	}
+	_ = os.Remove(sock)
+}

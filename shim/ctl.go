@@ -1,0 +1,168 @@
+package shim
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/warmshim/warm/pool"
+	"github.com/warmshim/warm/store"
+)
+
+// ctlServer is the pool shim's control API for warmctl: HTTP on a root-only unix socket
+// (<run_dir>/<namespace>/ctl.sock).
+type ctlServer struct {
+	srv  *http.Server
+	path string
+}
+
+func startCtl(path string, w *warm) (*ctlServer, error) {
+	_ = os.Remove(path)
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /pools", func(rw http.ResponseWriter, r *http.Request) {
+		writeJSON(rw, w.poolStats())
+	})
+	mux.HandleFunc("POST /pools/{name}/prewarm", func(rw http.ResponseWriter, r *http.Request) {
+		p := w.poolNamed(r.PathValue("name"))
+		if p == nil {
+			http.Error(rw, "no pool for template "+r.PathValue("name"), http.StatusNotFound)
+			return
+		}
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if err != nil || n < 0 {
+			http.Error(rw, "n must be a number of sandboxes", http.StatusBadRequest)
+			return
+		}
+		p.Prewarm(n)
+		writeJSON(rw, p.Stats())
+	})
+	mux.HandleFunc("POST /pools/{name}/drain", func(rw http.ResponseWriter, r *http.Request) {
+		p := w.poolNamed(r.PathValue("name"))
+		if p == nil {
+			http.Error(rw, "no pool for template "+r.PathValue("name"), http.StatusNotFound)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+		defer cancel()
+		if err := p.Drain(ctx); err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		writeJSON(rw, p.Stats())
+	})
+	mux.HandleFunc("POST /shutdown", func(rw http.ResponseWriter, r *http.Request) {
+		// Drain every pool; the shim exits once no container remains.
+		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
+		defer cancel()
+		if err := w.drainAll(ctx); err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		rw.WriteHeader(http.StatusNoContent)
+		if w.onIdle != nil {
+			go w.onIdle()
+		}
+	})
+	mux.HandleFunc("GET /templates", func(rw http.ResponseWriter, r *http.Request) {
+		w.mu.Lock()
+		st, ns := w.store, w.ns
+		w.mu.Unlock()
+		ts, err := st.List(ns)
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		var out []store.Meta
+		for _, t := range ts {
+			m := t.Meta
+			m.Spec = nil
+			out = append(out, m)
+		}
+		writeJSON(rw, out)
+	})
+	mux.HandleFunc("DELETE /templates/{name}", func(rw http.ResponseWriter, r *http.Request) {
+		if err := w.deleteTemplate(r.Context(), r.PathValue("name")); err != nil {
+			code := http.StatusInternalServerError
+			if errors.Is(err, store.ErrInUse) {
+				code = http.StatusConflict
+			} else if errors.Is(err, store.ErrNotFound) {
+				code = http.StatusNotFound
+			}
+			http.Error(rw, err.Error(), code)
+			return
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
+	s := &ctlServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
+	go func() { _ = s.srv.Serve(l) }()
+	return s, nil
+}
+
+func (s *ctlServer) close() {
+	_ = s.srv.Close()
+	_ = os.Remove(s.path)
+}
+
+func writeJSON(rw http.ResponseWriter, v any) {
+	rw.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(rw).Encode(v)
+}
+
+func (w *warm) poolNamed(name string) *pool.Pool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.pools[name]
+}
+
+func (w *warm) poolStats() []pool.Stats {
+	w.mu.Lock()
+	pools := make([]*pool.Pool, 0, len(w.pools))
+	for _, p := range w.pools {
+		pools = append(pools, p)
+	}
+	w.mu.Unlock()
+	out := make([]pool.Stats, 0, len(pools))
+	for _, p := range pools {
+		out = append(out, p.Stats())
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Template < out[j].Template })
+	return out
+}
+
+// deleteTemplate drains the template's pool and removes it, unless a container uses a
+// sandbox or a restore from it.
+func (w *warm) deleteTemplate(ctx context.Context, name string) error {
+	w.mu.Lock()
+	p, st, ns := w.pools[name], w.store, w.ns
+	w.mu.Unlock()
+	if p != nil {
+		if in := p.Stats().InUse; in > 0 {
+			return fmt.Errorf("%s: %w by %d container(s)", name, store.ErrInUse, in)
+		}
+		if err := p.Close(ctx); err != nil {
+			return err
+		}
+		w.mu.Lock()
+		delete(w.pools, name)
+		w.mu.Unlock()
+	}
+	if err := st.Delete(ns, name); err != nil {
+		return err
+	}
+	return nil
+}

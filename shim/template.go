@@ -1,0 +1,189 @@
+package shim
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/fifo"
+	runcC "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/oci"
+	"github.com/warmshim/warm/store"
+)
+
+// maker is a container that makes a template once it is ready.
+type maker struct {
+	name   string
+	ns     string
+	rule   readyRule
+	spec   *specs.Spec
+	layers string
+	ready  chan struct{} // closed by the stdout tee when its text appears
+}
+
+// prepareMaker validates a template-making request and, for a stdout rule, puts a tee
+// between the process and containerd's stdout FIFO.
+func (w *warm) prepareMaker(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, topts *taskOptions) (*maker, error) {
+	name := spec.Annotations[AnnTemplate]
+	if err := store.ValidName(name); err != nil {
+		return nil, fmt.Errorf("annotation %s: %w", AnnTemplate, err)
+	}
+	rule, err := parseReady(spec.Annotations[AnnReady])
+	if err != nil {
+		return nil, err
+	}
+	if r.Terminal {
+		return nil, fmt.Errorf("annotation %s: a template cannot be made from a container with a tty (CRIU cannot restore it into another); run it without -t", AnnTemplate)
+	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.start(ctx, topts.cfg, ns); err != nil {
+		return nil, err
+	}
+	m := &maker{name: name, ns: ns, rule: rule, spec: spec, layers: layersOf(r), ready: make(chan struct{})}
+	if rule.kind == "stdout" {
+		path := filepath.Join(r.Bundle, "warm-stdout")
+		if err := startTee(path, r.Stdout, []byte(rule.arg), m.ready); err != nil {
+			return nil, fmt.Errorf("stdout readiness: %w", err)
+		}
+		r.Stdout = path
+	}
+	return m, nil
+}
+
+// startTee copies what the process writes to path on to the original stdout (if any),
+// closing ready when a line contains text.
+func startTee(path, orig string, text []byte, ready chan struct{}) error {
+	rf, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o600)
+	if err != nil {
+		return err
+	}
+	go func() {
+		defer rf.Close()
+		var out io.WriteCloser
+		if orig != "" {
+			if f, err := fifo.OpenFifo(context.Background(), orig, syscall.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+				out = f
+				defer f.Close()
+			}
+		}
+		var once sync.Once
+		var line []byte
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := rf.Read(buf)
+			if n > 0 {
+				if out != nil {
+					_, _ = out.Write(buf[:n])
+				}
+				line = append(line, buf[:n]...)
+				for {
+					i := bytes.IndexByte(line, '\n')
+					if i < 0 {
+						break
+					}
+					if bytes.Contains(line[:i], text) {
+						once.Do(func() { close(ready) })
+					}
+					line = line[i+1:]
+				}
+				if len(line) > 64<<10 {
+					line = line[len(line)-len(text):]
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return nil
+}
+
+// watchMaker waits for the container to be ready, then checkpoints it (leaving it
+// running) into the store and gives the template's pool the new generation.
+func (w *warm) watchMaker(m *maker, c *runc.Container) {
+	ctx := log.WithLogger(namespaces.WithNamespace(context.Background(), m.ns),
+		log.G(context.Background()).WithField("template", m.name).WithField("container", c.ID))
+	p, err := c.Process("")
+	if err != nil {
+		return
+	}
+	ip := p.(*process.Init)
+	pid := ip.Pid()
+	alive := func() bool { return syscall.Kill(pid, 0) == nil && !isZombie(pid) }
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	var deadline <-chan time.Time
+	if m.rule.kind == "delay" {
+		deadline = time.After(m.rule.delay)
+	}
+wait:
+	for {
+		select {
+		case <-m.ready:
+			break wait
+		case <-deadline:
+			break wait
+		case <-tick.C:
+			if !alive() {
+				log.G(ctx).Warn("template container exited before it was ready: no template made")
+				return
+			}
+			if m.rule.kind == "file" {
+				if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root", m.rule.arg)); err == nil {
+					break wait
+				}
+			}
+		}
+	}
+	meta := store.Meta{Name: m.name, Namespace: m.ns, Created: time.Now().UTC(), Source: "annotation",
+		Spec: m.spec, Layers: m.layers, MemoryBytes: oci.RSS(pid)}
+	if sn, parent, err := w.rootfs.parentOf(ctx, c.ID); err != nil {
+		log.G(ctx).WithError(err).Warn("template: image snapshot unknown; pooled sandboxes cannot get a rootfs")
+	} else {
+		meta.Snapshotter, meta.SnapshotParent = sn, parent
+	}
+	start := time.Now()
+	t, err := w.store.Commit(meta, func(images string) error {
+		work := filepath.Join(c.Bundle, "warm-template-work")
+		defer os.RemoveAll(work)
+		err := ip.Runtime().Checkpoint(ctx, c.ID, &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}, runcC.LeaveRunning)
+		if err != nil {
+			return fmt.Errorf("%w (CRIU: %s)", err, oci.LastLines(filepath.Join(work, "dump.log"), 5))
+		}
+		return nil
+	})
+	if err != nil {
+		log.G(ctx).WithError(err).Error("template checkpoint failed; the container keeps running")
+		return
+	}
+	log.G(ctx).WithField("generation", t.Generation).WithField("checkpoint", time.Since(start)).Info("template registered")
+	w.mu.Lock()
+	w.poolLocked(t)
+	w.mu.Unlock()
+}
+
+func isZombie(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return true
+	}
+	i := bytes.LastIndexByte(data, ')')
+	return i < 0 || i+2 >= len(data) || data[i+2] == 'Z'
+}

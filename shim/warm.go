@@ -1,0 +1,447 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/log"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/oci"
+	"github.com/warmshim/warm/oci/wrap"
+	"github.com/warmshim/warm/pool"
+	"github.com/warmshim/warm/store"
+)
+
+// warm is the part of the task service that serves containers from templates: the
+// template store, the pools, and the adoption of pooled sandboxes. It starts the first
+// time a container names a template.
+type warm struct {
+	grpcAddress string
+
+	mu        sync.Mutex
+	ready     bool                  // guarded by mu
+	ns        string                // guarded by mu
+	cfg       config.Config         // guarded by mu
+	self      string                // this binary, the runc of adopted containers; guarded by mu
+	runc      string                // the real runc; guarded by mu
+	store     *store.Store          // guarded by mu
+	sandboxes *oci.Sandboxes        // guarded by mu
+	rootfs    *snapshotRootfs       // guarded by mu
+	pools     map[string]*pool.Pool // template name -> pool; guarded by mu
+	frozen    map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
+	served    map[string]*served    // container id -> how it was served; guarded by mu
+	listener  *net.UnixListener     // adoption socket; guarded by mu
+	ctl       *ctlServer            // guarded by mu
+	// onIdle is called after an operator drained every pool: the service exits if no
+	// container remains.
+	onIdle func()
+}
+
+type frozenRef struct {
+	pool *pool.Pool
+	id   string
+}
+
+// served is a container created from a template.
+type served struct {
+	pool    *pool.Pool
+	sb      *pool.Sandbox // a hit: the adopted sandbox
+	bundle  string
+	spec    *specs.Spec
+	release func() // a restore-on-create: the template generation it reads
+}
+
+func newWarm(grpcAddress string) *warm {
+	return &warm{grpcAddress: grpcAddress, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}}
+}
+
+// runcRoot is the runc --root the process package uses for a namespace.
+func runcRoot(cfg config.Config, ns string) string {
+	root := cfg.RuncRoot
+	if root == "" {
+		root = process.RuncRoot
+	}
+	return filepath.Join(root, ns)
+}
+
+// start sets warm up for a namespace (once per shim: pools live in the namespace's
+// pool shim).
+func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ready {
+		if w.ns != ns {
+			return fmt.Errorf("warm pools of namespace %s are served by another shim than %s's", ns, w.ns)
+		}
+		w.cfg = cfg
+		return nil
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	realRunc, err := exec.LookPath(cfg.Runc)
+	if err != nil {
+		return fmt.Errorf("runc %q: %w", cfg.Runc, err)
+	}
+	st, err := store.New(filepath.Join(cfg.StateDir, "templates"))
+	if err != nil {
+		return err
+	}
+	run := filepath.Join(cfg.RunDir, ns)
+	if err := os.MkdirAll(run, 0o700); err != nil {
+		return err
+	}
+	w.rootfs = &snapshotRootfs{address: w.grpcAddress, ns: ns}
+	w.sandboxes = &oci.Sandboxes{
+		Runc: realRunc, Root: runcRoot(cfg, ns),
+		Dir:          filepath.Join(run, "sandboxes"),
+		CgroupParent: "/warm-pool/" + ns,
+		Rootfs:       w.rootfs,
+	}
+	if err := os.MkdirAll(w.sandboxes.Dir, 0o700); err != nil {
+		return err
+	}
+	w.sandboxes.Cleanup(ctx)
+	sock := filepath.Join(run, "adopt-"+strconv.Itoa(os.Getpid())+".sock")
+	_ = os.Remove(sock)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: sock, Net: "unix"})
+	if err != nil {
+		return fmt.Errorf("adoption socket: %w", err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		l.Close()
+		return err
+	}
+	// The wrapper runs as a child of runc's caller (this process): it finds the
+	// socket and the real runc in its environment.
+	os.Setenv(wrap.EnvSocket, sock)
+	os.Setenv(wrap.EnvRunc, realRunc)
+	w.listener = l
+	go w.serveAdoptions(l)
+	w.ns, w.cfg, w.self, w.runc, w.store, w.ready = ns, cfg, self, realRunc, st, true
+	ctl, err := startCtl(filepath.Join(run, "ctl.sock"), w)
+	if err != nil {
+		log.G(ctx).WithError(err).Warn("warm control socket")
+	}
+	w.ctl = ctl
+	tmpls, err := st.List(ns)
+	if err != nil {
+		return err
+	}
+	for _, t := range tmpls {
+		w.poolLocked(t)
+	}
+	log.G(ctx).WithField("namespace", ns).WithField("templates", len(tmpls)).Info("warm pools started")
+	return nil
+}
+
+// poolLocked returns the pool of t's name, creating it or moving it to t's generation.
+func (w *warm) poolLocked(t *store.Template) *pool.Pool {
+	if p, ok := w.pools[t.Name]; ok {
+		p.SetTemplate(t)
+		p.SetConfig(w.cfg.PoolFor(t.Name))
+		return p
+	}
+	p := pool.New(w.ns, t, w.cfg.PoolFor(t.Name), &trackedRuntime{w: w}, w.store.Use)
+	w.pools[t.Name] = p
+	return p
+}
+
+// trackedRuntime records which pid each frozen sandbox has, so the reaper's exits reach
+// the pool.
+type trackedRuntime struct{ w *warm }
+
+func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
+	h, mem, err := r.w.sandboxes.Restore(ctx, t, id)
+	if err == nil {
+		sb := h.(*oci.Sandbox)
+		r.w.mu.Lock()
+		r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id}
+		r.w.mu.Unlock()
+	}
+	return h, mem, err
+}
+
+func (r *trackedRuntime) Destroy(ctx context.Context, h any) error {
+	if sb, ok := h.(*oci.Sandbox); ok && sb != nil {
+		r.w.mu.Lock()
+		delete(r.w.frozen, sb.Pid)
+		r.w.mu.Unlock()
+	}
+	return r.w.sandboxes.Destroy(ctx, h)
+}
+
+// exited is told every exit the reaper sees; a frozen sandbox that died leaves its pool.
+func (w *warm) exited(pid int) {
+	w.mu.Lock()
+	ref, ok := w.frozen[pid]
+	if ok {
+		delete(w.frozen, pid)
+	}
+	w.mu.Unlock()
+	if ok && ref.pool != nil {
+		go ref.pool.Died(context.Background(), ref.id)
+	}
+}
+
+// plan decides how a Create that names a template is served, and prepares the request:
+// a pool hit gets this binary as its runc (adoption happens in runc create), a
+// restore-on-create gets the template's checkpoint, a miss is left cold.
+func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, topts *taskOptions) error {
+	name := spec.Annotations[AnnTemplate]
+	if err := store.ValidName(name); err != nil {
+		return fmt.Errorf("annotation %s: %w", AnnTemplate, err)
+	}
+	ns, err := namespaces.NamespaceRequired(ctx)
+	if err != nil {
+		return err
+	}
+	if err := w.start(ctx, topts.cfg, ns); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	p := w.pools[name]
+	if p != nil {
+		p.SetConfig(w.cfg.PoolFor(name))
+	}
+	w.mu.Unlock()
+	l := log.G(ctx).WithField("template", name).WithField("container", r.ID)
+	if p == nil {
+		l.Info("cold start: no such template (yet)")
+		return nil
+	}
+	t := p.Template()
+	cfg := p.Config()
+	v := oci.Compare(t.Spec, t.Layers, spec, layersOf(r), cfg.AllowEnv)
+	if v.Pool {
+		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
+		if err == nil {
+			w.mu.Lock()
+			w.served[r.ID] = &served{pool: p, sb: sb, bundle: r.Bundle, spec: spec}
+			delete(w.frozen, sb.Handle.(*oci.Sandbox).Pid)
+			w.mu.Unlock()
+			topts.runc.BinaryName = w.self
+			// The delete action of a dead shim needs the real runc too.
+			if err := os.WriteFile(filepath.Join(r.Bundle, "warm-runc"), []byte(w.runc), 0o600); err != nil {
+				return err
+			}
+			// The container runs on the sandbox's rootfs (a snapshot of the same layers);
+			// the one containerd prepared stays unused and unmounted.
+			r.Rootfs = nil
+			l.WithField("sandbox", sb.ID).WithField("acquire", sb.AcquireLatency).Debug("pool hit")
+			return nil
+		}
+		v.Reason = "pool empty after acquire_timeout"
+		if errors.Is(err, pool.ErrClosed) {
+			v.Reason = "pool closed"
+		}
+	}
+	p.Miss(v.Reason)
+	if v.Restore {
+		release := w.store.Use(t)
+		w.mu.Lock()
+		w.served[r.ID] = &served{pool: p, bundle: r.Bundle, spec: spec, release: release}
+		w.mu.Unlock()
+		r.Checkpoint = t.Images
+		l.WithField("reason", v.Reason).Info("restore on create")
+		return nil
+	}
+	l.WithField("reason", v.Reason).Info("cold start: request does not match the template")
+	return nil
+}
+
+// unplan undoes plan after a Create failed, so the container can be retried cold.
+func (w *warm) unplan(ctx context.Context, id string) {
+	w.mu.Lock()
+	s := w.served[id]
+	delete(w.served, id)
+	w.mu.Unlock()
+	if s == nil {
+		return
+	}
+	if s.sb != nil {
+		_ = s.pool.Release(ctx, s.sb)
+	}
+	if s.release != nil {
+		s.release()
+	}
+}
+
+// isHit reports whether the container was served from the pool.
+func (w *warm) isHit(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.served[id]
+	return s != nil && s.sb != nil
+}
+
+// deleted releases what a served container held once containerd deleted it: a used
+// sandbox is destroyed, never returned to the pool.
+func (w *warm) deleted(ctx context.Context, id string) {
+	w.unplan(ctx, id)
+}
+
+// holdsPools reports whether the shim must stay up for its pools.
+func (w *warm) holdsPools() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, p := range w.pools {
+		st := p.Stats()
+		if !st.Drained || st.Frozen > 0 || st.Restoring > 0 || st.InUse > 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// drainAll drains every pool (they stay, empty, until Prewarm).
+func (w *warm) drainAll(ctx context.Context) error {
+	w.mu.Lock()
+	pools := make([]*pool.Pool, 0, len(w.pools))
+	for _, p := range w.pools {
+		pools = append(pools, p)
+	}
+	w.mu.Unlock()
+	var errs []error
+	for _, p := range pools {
+		errs = append(errs, p.Drain(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// close drains every pool and removes the sockets: nothing is left behind.
+func (w *warm) close(ctx context.Context) error {
+	w.mu.Lock()
+	pools := w.pools
+	w.pools = map[string]*pool.Pool{}
+	l, ctl := w.listener, w.ctl
+	w.mu.Unlock()
+	var errs []error
+	for _, p := range pools {
+		errs = append(errs, p.Close(ctx))
+	}
+	w.mu.Lock()
+	if w.sandboxes != nil {
+		w.sandboxes.RemoveCgroupParent()
+	}
+	w.mu.Unlock()
+	if l != nil {
+		os.Remove(l.Addr().String())
+		l.Close()
+	}
+	if ctl != nil {
+		ctl.close()
+	}
+	return errors.Join(errs...)
+}
+
+func layersOf(r *taskAPI.CreateTaskRequest) string {
+	var ms []oci.MountInfo
+	for _, m := range r.Rootfs {
+		ms = append(ms, oci.MountInfo{Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	return oci.LayersOf(ms)
+}
+
+// serveAdoptions answers the runc wrapper of adopted containers.
+func (w *warm) serveAdoptions(l *net.UnixListener) {
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			return
+		}
+		go w.handleWrapper(c)
+	}
+}
+
+func (w *warm) handleWrapper(c *net.UnixConn) {
+	defer c.Close()
+	ctx := context.Background()
+	req, files, err := wrap.ReadRequest(c)
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				f.Close()
+			}
+		}
+	}()
+	if err != nil {
+		_ = wrap.Reply(c, wrap.Response{Error: err.Error()})
+		return
+	}
+	w.mu.Lock()
+	s := w.served[req.ID]
+	w.mu.Unlock()
+	if s == nil || s.sb == nil {
+		_ = wrap.Reply(c, wrap.Response{Handled: false})
+		return
+	}
+	sb := s.sb.Handle.(*oci.Sandbox)
+	var resp wrap.Response
+	switch req.Op {
+	case "create":
+		if len(files) != 3 {
+			resp.Error = "create without stdio"
+			break
+		}
+		ar := oci.AdoptRequest{ContainerID: req.ID, Bundle: s.bundle, Spec: s.spec, Stdout: files[1], Stderr: files[2]}
+		// Without stdin runc's stdin is /dev/null: the sandbox then reads EOF, as a
+		// cold container would.
+		if isPipe(files[0]) {
+			ar.Stdin, files[0] = files[0], nil
+		}
+		// The output files now belong to the sandbox's copies.
+		files[1], files[2] = nil, nil
+		if err := w.sandboxes.Adopt(ctx, sb, ar); err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		if req.PidFile != "" {
+			if err := os.WriteFile(req.PidFile, []byte(strconv.Itoa(sb.Pid)), 0o600); err != nil {
+				resp.Error = err.Error()
+				break
+			}
+		}
+		resp.Handled = true
+	case "start":
+		if err := w.sandboxes.Thaw(ctx, sb, s.spec, s.bundle); err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		resp.Handled = true
+	case "kill", "delete":
+		// A signal must reach a process that never started; runc delete refuses a
+		// paused container. Thaw first, then let runc act.
+		if !sb.Started() && sb.Adopted() {
+			if err := w.sandboxes.Thaw(ctx, sb, nil, s.bundle); err != nil {
+				resp.Error = err.Error()
+			}
+		}
+	}
+	_ = wrap.Reply(c, resp)
+}
+
+func isPipe(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeNamedPipe != 0
+}
+
+// missed counts a miss of the template the spec names.
+func (w *warm) missed(spec *specs.Spec, reason string) {
+	if p := w.poolNamed(spec.Annotations[AnnTemplate]); p != nil {
+		p.Miss(reason)
+	}
+}
