@@ -26,7 +26,7 @@ unit:
 
 # Integration tests need root; they start their own containerd under /tmp/warm-it-*.
 integration: build
-	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./test/...
+	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./oci/... ./test/...
 
 test: vet unit integration
 

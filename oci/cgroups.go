@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 )
 
 // unified reports whether the host runs a pure cgroup v2 hierarchy.
@@ -27,7 +28,13 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			return nil, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
 		}
 		np := strings.TrimSuffix(p, oldPath) + newPath
-		if err := os.MkdirAll(np, 0o755); err != nil {
+		if subsys == "" && unified() {
+			// NewManager also enables the controllers on the way down, which a bare
+			// mkdir would not.
+			if _, err := cgroupsv2.NewManager("/sys/fs/cgroup", newPath, &cgroupsv2.Resources{}); err != nil {
+				return nil, fmt.Errorf("create cgroup %s: %w", np, err)
+			}
+		} else if err := os.MkdirAll(np, 0o755); err != nil {
 			return nil, fmt.Errorf("create cgroup %s: %w", np, err)
 		}
 		if subsys == "cpuset" {

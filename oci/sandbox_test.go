@@ -1,0 +1,295 @@
+package oci
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/containerd/containerd/v2/core/mount"
+	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/store"
+)
+
+// These tests drive real runc and CRIU (no containerd): restore a template into a
+// frozen sandbox, adopt it into another container id and cgroup, thaw it, and destroy
+// it, on whichever cgroup version the host has. They need root, runc, criu and
+// busybox (WARM_INTEGRATION=1 turns their absence into a failure).
+
+func needStack(t *testing.T) (runcPath string) {
+	t.Helper()
+	var missing []string
+	if os.Geteuid() != 0 {
+		missing = append(missing, "root")
+	}
+	runcPath, err := exec.LookPath("runc")
+	if err != nil {
+		missing = append(missing, "runc in PATH")
+	}
+	if _, err := exec.LookPath("criu"); err != nil {
+		missing = append(missing, "criu in PATH")
+	}
+	if _, err := os.Stat(busybox()); err != nil {
+		missing = append(missing, "/bin/busybox (busybox-static)")
+	}
+	if len(missing) > 0 {
+		if os.Getenv("WARM_INTEGRATION") == "1" {
+			t.Fatalf("WARM_INTEGRATION=1 but missing: %s", strings.Join(missing, ", "))
+		}
+		t.Skipf("needs %s (run `make test`)", strings.Join(missing, ", "))
+	}
+	return runcPath
+}
+
+func busybox() string {
+	if p := os.Getenv("WARM_BUSYBOX"); p != "" {
+		return p
+	}
+	return "/bin/busybox"
+}
+
+// bindRootfs gives every sandbox a bind mount of one busybox tree.
+type bindRootfs struct{ dir string }
+
+func (b bindRootfs) Prepare(context.Context, string, *store.Template) ([]mount.Mount, error) {
+	return []mount.Mount{{Type: "bind", Source: b.dir, Options: []string{"rbind", "rw"}}}, nil
+}
+func (b bindRootfs) Remove(context.Context, string) error { return nil }
+
+func busyboxTree(t *testing.T, dir string) {
+	t.Helper()
+	for _, d := range []string{"bin", "proc", "sys", "dev", "tmp", "etc"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	data, err := os.ReadFile(busybox())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "busybox"), data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"sh", "sleep", "echo", "cat", "touch", "hostname", "ls"} {
+		_ = os.Symlink("busybox", filepath.Join(dir, "bin", a))
+	}
+}
+
+func baseRuncSpec(t *testing.T, runcPath, bundle string) *specs.Spec {
+	t.Helper()
+	cmd := exec.Command(runcPath, "spec", "--bundle", bundle)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v %s", err, out)
+	}
+	var sp specs.Spec
+	data, _ := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err := json.Unmarshal(data, &sp); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(filepath.Join(bundle, "config.json"))
+	sp.Process.Terminal = false
+	sp.Root.Readonly = false
+	sp.Hostname = "template"
+	return &sp
+}
+
+func writeSpec(t *testing.T, bundle string, sp *specs.Spec) {
+	t.Helper()
+	data, _ := json.Marshal(sp)
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSandboxRestoreAdoptThaw(t *testing.T) {
+	runcPath := needStack(t)
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("/tmp", "warm-oci-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	root := filepath.Join(dir, "runc")
+	tree := filepath.Join(dir, "tree")
+	busyboxTree(t, tree)
+	tag := fmt.Sprintf("warmocitest%d", os.Getpid())
+	r := &runc.Runc{Command: runcPath, Root: root}
+
+	// The template: a counter that answers lines on stdin with its state.
+	tb := filepath.Join(dir, "tmpl")
+	if err := os.MkdirAll(filepath.Join(tb, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := mount.All([]mount.Mount{{Type: "bind", Source: tree, Options: []string{"rbind", "rw"}}}, filepath.Join(tb, "rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	defer mount.UnmountAll(filepath.Join(tb, "rootfs"), 0)
+	sp := baseRuncSpec(t, runcPath, tb)
+	sp.Process.Args = []string{"sh", "-c", `seed=$$$RANDOM; echo noise; while read l; do echo "$l seed=$seed host=$(hostname)"; done`}
+	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
+	writeSpec(t, tb, sp)
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	defer inW.Close()
+	defer outR.Close()
+	if _, err := r.Run(ctx, "tmpl", tb, &runc.CreateOpts{IO: &pipeIO{in: inR, out: outW, err: outW}, Detach: true}); err != nil {
+		t.Fatalf("runc run: %v", err)
+	}
+	inR.Close()
+	outW.Close()
+	defer r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
+	tmplOut := bufio.NewReader(outR)
+	readLine := func(rd *bufio.Reader) string {
+		t.Helper()
+		type res struct {
+			s   string
+			err error
+		}
+		ch := make(chan res, 1)
+		go func() { s, err := rd.ReadString('\n'); ch <- res{s, err} }()
+		select {
+		case x := <-ch:
+			if x.err != nil {
+				t.Fatalf("read: %v", x.err)
+			}
+			return strings.TrimSpace(x.s)
+		case <-time.After(20 * time.Second):
+			t.Fatal("no line within 20s")
+		}
+		return ""
+	}
+	if l := readLine(tmplOut); l != "noise" {
+		t.Fatalf("template said %q", l)
+	}
+	fmt.Fprintln(inW, "hi")
+	tmplSeed := strings.Fields(readLine(tmplOut))[1]
+
+	st, err := store.New(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := st.Commit(store.Meta{Name: "echo", Namespace: "t", Spec: sp}, func(images string) error {
+		return r.Checkpoint(ctx, "tmpl", &runc.CheckpointOpts{ImagePath: images, WorkDir: filepath.Join(dir, "ckwork")}, runc.LeaveRunning)
+	})
+	if err != nil {
+		t.Fatalf("checkpoint: %v (%s)", err, LastLines(filepath.Join(dir, "ckwork", "dump.log"), 5))
+	}
+
+	sbs := &Sandboxes{Runc: runcPath, Root: root, Dir: filepath.Join(dir, "sandboxes"), CgroupParent: "/" + tag + "-pool", Rootfs: bindRootfs{tree}}
+	defer sbs.RemoveCgroupParent()
+	h, mem, err := sbs.Restore(ctx, tm, "sb1")
+	if err != nil {
+		t.Fatalf("restore: %v", err)
+	}
+	sb := h.(*Sandbox)
+	if mem <= 0 {
+		t.Errorf("memory %d", mem)
+	}
+	if s, err := r.State(ctx, "sb1"); err != nil || s.Status != "paused" {
+		t.Fatalf("sandbox state %+v %v: want paused", s, err)
+	}
+
+	// Adopt into container "c1" with its own cgroup, a memory limit and a hostname.
+	cb := filepath.Join(dir, "c1")
+	if err := os.MkdirAll(cb, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	req := *sp
+	req.Hostname = "adopted"
+	req.Linux = &specs.Linux{}
+	*req.Linux = *sp.Linux
+	req.Linux.CgroupsPath = "/" + tag + "/c1"
+	limit := int64(64 << 20)
+	req.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	cInR, cInW, _ := os.Pipe()
+	cOutR, cOutW, _ := os.Pipe()
+	cErrR, cErrW, _ := os.Pipe()
+	defer cInW.Close()
+	defer cOutR.Close()
+	defer cErrR.Close()
+	if err := sbs.Adopt(ctx, sb, AdoptRequest{ContainerID: "c1", Bundle: cb, Spec: &req, Stdin: cInR, Stdout: cOutW, Stderr: cErrW}); err != nil {
+		t.Fatalf("adopt: %v", err)
+	}
+	if s, err := r.State(ctx, "c1"); err != nil || s.Status != "paused" || s.Pid != sb.Pid {
+		t.Fatalf("adopted state %+v %v: want c1 paused with pid %d", s, err, sb.Pid)
+	}
+	if _, err := r.State(ctx, "sb1"); err == nil {
+		t.Fatal("the sandbox's old runc id still exists")
+	}
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", sb.Pid))
+	if !strings.Contains(string(cg), "/"+tag+"/c1") {
+		t.Fatalf("process not in the requested cgroup:\n%s", cg)
+	}
+	if err := sbs.Thaw(ctx, sb, &req, cb); err != nil {
+		t.Fatal(err)
+	}
+	out := bufio.NewReader(cOutR)
+	fmt.Fprintln(cInW, "adopted")
+	got := strings.Fields(readLine(out))
+	if len(got) != 3 || got[1] != tmplSeed || got[2] != "host=adopted" {
+		t.Fatalf("adopted sandbox said %v; want the template's %s and host=adopted (and no earlier noise)", got, tmplSeed)
+	}
+	// runc knows it as c1: ps, exec, pause, resume, then kill and delete.
+	if ps, err := r.Ps(ctx, "c1"); err != nil || len(ps) == 0 {
+		t.Fatalf("ps %v %v", ps, err)
+	}
+	if err := r.Pause(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Resume(ctx, "c1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Kill(ctx, "c1", 9, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 200; i++ {
+		if s, err := r.State(ctx, "c1"); err == nil && s.Status == "stopped" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := r.Delete(ctx, "c1", &runc.DeleteOpts{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sbs.Destroy(ctx, sb); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sb.Bundle); !os.IsNotExist(err) {
+		t.Fatal("sandbox bundle left behind")
+	}
+
+	// A second sandbox destroyed while frozen leaves nothing either.
+	h2, _, err := sbs.Restore(ctx, tm, "sb2")
+	if err != nil {
+		t.Fatalf("restore 2: %v", err)
+	}
+	if err := sbs.Destroy(ctx, h2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.State(ctx, "sb2"); err == nil {
+		t.Fatal("destroyed sandbox still known to runc")
+	}
+	_ = r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
+	for _, p := range []string{"/" + tag, "/" + tag + "-pool"} {
+		removeCgroupEverywhere(p)
+	}
+}
+
+func removeCgroupEverywhere(p string) {
+	if unified() {
+		removeCgroup(filepath.Join("/sys/fs/cgroup", p))
+		return
+	}
+	entries, _ := os.ReadDir("/sys/fs/cgroup")
+	for _, e := range entries {
+		removeCgroup(filepath.Join("/sys/fs/cgroup", e.Name(), p))
+	}
+}
