@@ -1,7 +1,9 @@
 package test
 
 import (
+	"fmt"
 	"io"
+	"sync"
 	"strings"
 	"syscall"
 	"testing"
@@ -127,5 +129,125 @@ func TestPoolHit(t *testing.T) {
 	}
 	if code := exitOf(t, exit); code != 137 {
 		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestPoolMissesAndFallbacks: a request that differs from the template starts cold with
+// the reason counted; an empty pool falls back to restoring the template's checkpoint
+// into the request's container (still the template's state).
+func TestPoolMissesAndFallbacks(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "miss-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+
+	serve := func(args []string, opts ...oci.SpecOpts) string {
+		t.Helper()
+		c := e.container(args, append([]oci.SpecOpts{templateAnn(name, false)}, opts...)...)
+		r, w := io.Pipe()
+		defer w.Close()
+		var out syncBuffer
+		task, exit := e.start(c, streams(r, &out, io.Discard))
+		got := askSeed(t, w, &out, "q")
+		_ = task.Kill(e.ctx, syscall.SIGKILL)
+		exitOf(t, exit)
+		return got
+	}
+	// Other args: cold, its own seed.
+	other := append([]string(nil), echoApp...)
+	other[2] = "true; " + other[2]
+	if got := serve(other); got == seed {
+		t.Fatal("a request with other args was served the template's state")
+	}
+	// Other environment.
+	if got := serve(echoApp, oci.WithEnv([]string{"EXTRA=1"})); got == seed {
+		t.Fatal("a request with other environment was served the template's state")
+	}
+	st, _, _ := ctl.Pool(name)
+	if st.Misses["process args differ"] != 1 || st.Hits != 0 {
+		t.Fatalf("misses %v hits %d", st.Misses, st.Hits)
+	}
+	found := false
+	for k := range st.Misses {
+		found = found || strings.HasPrefix(k, "environment differs: EXTRA")
+	}
+	if !found {
+		t.Fatalf("misses %v: want an environment reason naming EXTRA", st.Misses)
+	}
+	// Empty pool: drained, so Create waits acquire_timeout, then restores on create.
+	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := serve(echoApp); got != seed {
+		t.Fatalf("restore-on-create gave seed %s, want the template's %s", got, seed)
+	}
+	st, _, _ = ctl.Pool(name)
+	if st.Misses["pool empty after acquire_timeout"] != 1 {
+		t.Fatalf("misses %v", st.Misses)
+	}
+	// Prewarm refills it and the next request is a hit again.
+	if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=2", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "prewarmed", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 2 })
+	if got := serve(echoApp); got != seed {
+		t.Fatalf("seed %s after prewarm", got)
+	}
+	if st, _, _ = ctl.Pool(name); st.Hits != 1 {
+		t.Fatalf("hits %d after prewarm", st.Hits)
+	}
+}
+
+// oneshotApp initialises, then (restored or not) sleeps a little and prints its seed.
+var oneshotApp = []string{"sh", "-c", `seed=$RANDOM$RANDOM; touch /tmp/ready; sleep 1; echo "done seed=$seed"`}
+
+// TestPoolConcurrentCtrRun runs 10, then 50, `ctr run --rm` at once against a pool of
+// 5: every one succeeds and every one gets the template's state, from a frozen sandbox
+// or, once the pool is empty, by a restore on create. No sandbox is served twice.
+func TestPoolConcurrentCtrRun(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "burst-" + shortName(t)
+	c := e.container(oneshotApp, oci.WithAnnotations(map[string]string{
+		"io.containerd.warm.template": name, "io.containerd.warm.ready": "file:/tmp/ready"}))
+	var mout syncBuffer
+	_, mexit := e.start(c, streams(nil, &mout, io.Discard))
+	exitOf(t, mexit)
+	seed := strings.TrimPrefix(strings.TrimSpace(mout.String()), "done seed=")
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	for _, n := range []int{10, 50} {
+		if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=5", nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "pool of 5", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 5 })
+		before, _, _ := ctl.Pool(name)
+		var wg sync.WaitGroup
+		errs := make(chan string, n)
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				id := fmt.Sprintf("%s-%d-%d", shortName(t), n, i)
+				args := append([]string{"run", "--rm", "--annotation", "io.containerd.warm.template=" + name}, cd.RuntimeFlags(harness.Warm)...)
+				args = append(args, BusyboxRef, id)
+				args = append(args, oneshotApp...)
+				out, err := cd.Ctr(e.ctx, nil, args...)
+				if err != nil || !strings.Contains(out, "done seed="+seed) {
+					errs <- fmt.Sprintf("%s: %v: %q", id, err, out)
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(errs)
+		for msg := range errs {
+			t.Error(msg)
+		}
+		after, _, _ := ctl.Pool(name)
+		hits := after.Hits - before.Hits
+		t.Logf("%d concurrent: %d hits, misses %v", n, hits, after.Misses)
+		if hits < 5 {
+			t.Errorf("%d concurrent runs against 5 frozen sandboxes: only %d hits", n, hits)
+		}
 	}
 }
