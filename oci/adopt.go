@@ -8,8 +8,6 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -17,7 +15,6 @@ import (
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 )
 
 // AdoptRequest is a container that takes over a frozen sandbox.
@@ -27,6 +24,8 @@ type AdoptRequest struct {
 	// The stdio runc would have given the container's process (from the shim's
 	// process package): the sandbox's pipes are spliced to them.
 	Stdin, Stdout, Stderr *os.File
+	// Rebind are network files to bind over the template's (Verdict.Rebind).
+	Rebind []specs.Mount
 }
 
 // Adopt makes the frozen sandbox the container req.ContainerID: it moves into the
@@ -40,15 +39,25 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		return fmt.Errorf("adopt: cgroupsPath %q is not a cgroupfs path", cgroupsPathOf(sp))
 	}
 	renamed := false
+	var moved map[string]string
 	defer func() {
 		if retErr == nil {
 			return
+		}
+		// Leave nothing that could stop a cold start of the same container: the
+		// processes die (thawed, or SIGKILL stays pending), then runc forgets them and
+		// the cgroups they were moved to go.
+		if moved != nil {
+			killCgroup(moved)
 		}
 		id := sb.ID
 		if renamed {
 			id = req.ContainerID
 		}
 		_ = s.runc(sb.Bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true})
+		for _, p := range moved {
+			removeCgroup(p)
+		}
 	}()
 	oldPath := sb.Template.Spec.Linux.CgroupsPath
 	if cur, err := readRuncState(s.Root + "/" + sb.ID); err == nil {
@@ -61,6 +70,9 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		oldPath = cfg.Cgroups.Path
 	}
 	paths, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
+	if paths != nil {
+		moved = paths
+	}
 	if err != nil {
 		return fmt.Errorf("adopt: move cgroup: %w", err)
 	}
@@ -76,6 +88,9 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		if err := setHostname(sb.Pid, sp.Hostname); err != nil {
 			return fmt.Errorf("adopt: hostname: %w", err)
 		}
+	}
+	if err := rebindMounts(sb.Pid, req.Rebind); err != nil {
+		return fmt.Errorf("adopt: %w", err)
 	}
 	state := specs.State{Version: specs.Version, ID: req.ContainerID, Status: specs.StateCreated, Pid: sb.Pid, Bundle: req.Bundle, Annotations: sp.Annotations}
 	if sp.Hooks != nil {
@@ -178,6 +193,19 @@ func applyResources(path string, res *specs.LinuxResources) error {
 	if res == nil {
 		return nil
 	}
+	// As runc does, a zero real-time period or runtime means "not set".
+	r := *res
+	if r.CPU != nil {
+		cpu := *r.CPU
+		if cpu.RealtimePeriod != nil && *cpu.RealtimePeriod == 0 {
+			cpu.RealtimePeriod = nil
+		}
+		if cpu.RealtimeRuntime != nil && *cpu.RealtimeRuntime == 0 {
+			cpu.RealtimeRuntime = nil
+		}
+		r.CPU = &cpu
+	}
+	res = &r
 	if unified() {
 		m, err := cgroupsv2.Load(path)
 		if err != nil {
@@ -190,30 +218,8 @@ func applyResources(path string, res *specs.LinuxResources) error {
 		return err
 	}
 	// Devices are already the template's (and compatibility required the same).
-	r := *res
 	r.Devices = nil
 	return cg.Update(&r)
-}
-
-// setHostname sets the hostname in the UTS namespace of pid. setns affects only the
-// calling thread, which is locked and then left to die with its goroutine.
-func setHostname(pid int, name string) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends in the sandbox's namespace
-		f, err := os.Open("/proc/" + strconv.Itoa(pid) + "/ns/uts")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWUTS); err != nil {
-			errc <- fmt.Errorf("setns: %w", err)
-			return
-		}
-		errc <- unix.Sethostname([]byte(name))
-	}()
-	return <-errc
 }
 
 // runHook runs an OCI hook with the container state on its stdin, as runc does.

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/containerd/cgroups/v3"
@@ -185,5 +186,22 @@ func removeCgroup(p string) {
 			return
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// killCgroup kills every process of a container's cgroups and waits (up to a second)
+// until they are gone. Frozen processes are thawed so the kill takes effect.
+func killCgroup(paths map[string]string) {
+	_ = freezeDir(paths, false)
+	list := pickProcsDir(paths)
+	for i := 0; i < 100; i++ {
+		pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+		if err != nil || len(pids) == 0 {
+			return
+		}
+		for _, pid := range pids {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

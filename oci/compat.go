@@ -19,6 +19,10 @@ type Verdict struct {
 	Restore bool
 	// Reason names the first difference that rules out the pool (empty when Pool).
 	Reason string
+	// Rebind lists the request's per-container network files (/etc/hosts,
+	// /etc/resolv.conf, /etc/hostname) whose source differs from the template's: adoption
+	// binds them over the sandbox's.
+	Rebind []specs.Mount
 }
 
 // Compare decides whether a request (its spec and the identity of its image layers) may
@@ -33,6 +37,11 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 	// The checkpoint matches the request: restoring it into the request's container is
 	// correct from here on; adopting a pooled sandbox needs more.
 	v := Verdict{Restore: true}
+	for i, m := range req.Mounts {
+		if isNetworkFile(m) && m.Source != tmpl.Mounts[i].Source {
+			v.Rebind = append(v.Rebind, m)
+		}
+	}
 	switch {
 	case req.Process.Terminal:
 		v.Reason, v.Restore = "tty requested", false
@@ -74,7 +83,7 @@ func sameProcess(t *specs.Spec, tl string, r *specs.Spec, rl string, allowEnv []
 		return "masked or read-only paths differ"
 	case !rootEqual(t.Root, r.Root):
 		return "read-only root differs"
-	case !jsonEqual(t.Mounts, r.Mounts):
+	case !jsonEqual(mountsForCompare(t.Mounts), mountsForCompare(r.Mounts)):
 		return "mounts differ"
 	case !jsonEqual(t.Linux.Sysctl, r.Linux.Sysctl):
 		return "sysctls differ"
@@ -194,4 +203,17 @@ func LayersOf(mounts []MountInfo) string {
 type MountInfo struct {
 	Type, Source string
 	Options      []string
+}
+
+// mountsForCompare drops the sources of per-container network files, which adoption
+// rebinds.
+func mountsForCompare(ms []specs.Mount) []specs.Mount {
+	out := make([]specs.Mount, len(ms))
+	for i, m := range ms {
+		if isNetworkFile(m) {
+			m.Source = ""
+		}
+		out[i] = m
+	}
+	return out
 }

@@ -46,6 +46,9 @@ func TestCompare(t *testing.T) {
 		{name: "seccomp", change: func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_ERRNO"} }, reason: "seccomp differs"},
 		{name: "pod netns", change: func(s *specs.Spec) { s.Linux.Namespaces[1].Path = "/var/run/netns/pod" }, reason: "request joins an existing network namespace"},
 		{name: "fewer namespaces", change: func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[:2] }, reason: "namespaces differ"},
+		{name: "network files rebound", change: func(s *specs.Spec) {
+			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: "/c2/hosts"})
+		}, pool: true, restore: true},
 		{name: "tty", change: func(s *specs.Spec) { s.Process.Terminal = true }, reason: "tty"},
 		{name: "systemd cgroup", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "system.slice:warm:c1" }, restore: true, reason: "systemd"},
 		{name: "createContainer hook", change: func(s *specs.Spec) { s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/h"}}} }, restore: true, reason: "createContainer"},
@@ -55,6 +58,9 @@ func TestCompare(t *testing.T) {
 			tmpl := baseSpec()
 			req := clone(tmpl)
 			tc.change(req)
+			if tc.name == "network files rebound" {
+				tmpl.Mounts = append(tmpl.Mounts, specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: "/c1/hosts"})
+			}
 			layers := "l1:l2"
 			if tc.layers != "" {
 				layers = tc.layers
@@ -65,6 +71,9 @@ func TestCompare(t *testing.T) {
 			}
 			if v.Pool && v.Reason != "" {
 				t.Fatalf("a pool verdict with a reason: %+v", v)
+			}
+			if tc.name == "network files rebound" && (len(v.Rebind) != 1 || v.Rebind[0].Source != "/c2/hosts") {
+				t.Fatalf("rebind %+v", v.Rebind)
 			}
 		})
 	}

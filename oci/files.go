@@ -38,3 +38,25 @@ func LastLines(path string, n int) string {
 	}
 	return strings.Join(lines, " | ")
 }
+
+// CriuErrors returns the error lines of a CRIU log (the last few, else its last lines),
+// joined by " | ", for error messages a user can act on.
+func CriuErrors(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var errs []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "Error") || strings.Contains(l, "Warn") {
+			errs = append(errs, strings.TrimSpace(l))
+		}
+	}
+	if len(errs) == 0 {
+		return LastLines(path, 3)
+	}
+	if len(errs) > 4 {
+		errs = errs[len(errs)-4:]
+	}
+	return strings.Join(errs, " | ")
+}

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
+	"sort"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -103,15 +103,13 @@ func renameRuncContainer(root, oldID, newID string, cgroupPaths map[string]strin
 	cg["path"], _ = json.Marshal(cgroupsPath)
 	cfg["cgroups"], _ = json.Marshal(cg)
 	cfg["Hooks"], _ = json.Marshal(convertHooks(spec.Hooks))
-	var labels []string
-	_ = json.Unmarshal(cfg["labels"], &labels)
-	kept := labels[:0]
-	for _, l := range labels {
-		if !strings.HasPrefix(l, "bundle=") {
-			kept = append(kept, l)
-		}
+	// runc keeps the annotations and the bundle as labels; hooks get them as the state.
+	labels := make([]string, 0, len(spec.Annotations)+1)
+	for k, v := range spec.Annotations {
+		labels = append(labels, k+"="+v)
 	}
-	cfg["labels"], _ = json.Marshal(append(kept, "bundle="+bundle))
+	sort.Strings(labels)
+	cfg["labels"], _ = json.Marshal(append(labels, "bundle="+bundle))
 	if spec.Hostname != "" {
 		cfg["hostname"], _ = json.Marshal(spec.Hostname)
 	}

@@ -172,7 +172,7 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	})
 	pio.CloseAfterStart()
 	if err != nil {
-		return sb, 0, fmt.Errorf("runc restore: %w (CRIU log: %s)", err, LastLines(filepath.Join(bundle, "work", "restore.log"), 5))
+		return sb, 0, fmt.Errorf("runc restore: %w (CRIU log: %s)", err, CriuErrors(filepath.Join(bundle, "work", "restore.log")))
 	}
 	pid, err := runc.ReadPidFile(pidFile)
 	if err != nil {

@@ -71,7 +71,7 @@ func checkpoint(ctx context.Context, c *runc.Container, r *taskAPI.CheckpointTas
 	if err != nil {
 		dumpLog := filepath.Join(c.Bundle, "criu-dump.log")
 		_ = oci.CopyFile(dumpLog, filepath.Join(work, "dump.log"), 0o600)
-		return fmt.Errorf("checkpoint %s: %w (CRIU log %s: %s)", c.ID, err, dumpLog, oci.LastLines(dumpLog, 5))
+		return fmt.Errorf("checkpoint %s: %w (CRIU log %s: %s)", c.ID, err, dumpLog, oci.CriuErrors(dumpLog))
 	}
 	return nil
 }

@@ -165,7 +165,7 @@ wait:
 		defer os.RemoveAll(work)
 		err := ip.Runtime().Checkpoint(ctx, c.ID, &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}, runcC.LeaveRunning)
 		if err != nil {
-			return fmt.Errorf("%w (CRIU: %s)", err, oci.LastLines(filepath.Join(work, "dump.log"), 5))
+			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
 		}
 		return nil
 	})

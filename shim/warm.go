@@ -60,7 +60,8 @@ type served struct {
 	sb      *pool.Sandbox // a hit: the adopted sandbox
 	bundle  string
 	spec    *specs.Spec
-	release func() // a restore-on-create: the template generation it reads
+	rebind  []specs.Mount // network files adoption binds over the template's
+	release func()        // a restore-on-create: the template generation it reads
 }
 
 func newWarm(grpcAddress string) *warm {
@@ -230,7 +231,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
 		if err == nil {
 			w.mu.Lock()
-			w.served[r.ID] = &served{pool: p, sb: sb, bundle: r.Bundle, spec: spec}
+			w.served[r.ID] = &served{pool: p, sb: sb, bundle: r.Bundle, spec: spec, rebind: v.Rebind}
 			delete(w.frozen, sb.Handle.(*oci.Sandbox).Pid)
 			w.mu.Unlock()
 			topts.runc.BinaryName = w.self
@@ -397,7 +398,7 @@ func (w *warm) handleWrapper(c *net.UnixConn) {
 			resp.Error = "create without stdio"
 			break
 		}
-		ar := oci.AdoptRequest{ContainerID: req.ID, Bundle: s.bundle, Spec: s.spec, Stdout: files[1], Stderr: files[2]}
+		ar := oci.AdoptRequest{ContainerID: req.ID, Bundle: s.bundle, Spec: s.spec, Stdout: files[1], Stderr: files[2], Rebind: s.rebind}
 		// Without stdin runc's stdin is /dev/null: the sandbox then reads EOF, as a
 		// cold container would.
 		if isPipe(files[0]) {

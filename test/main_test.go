@@ -111,7 +111,8 @@ func teardown() error {
 	if client, err := cd.Client(); err == nil {
 		containers, _ := client.Containers(ctx)
 		for _, c := range containers {
-			errs = append(errs, "container left by a test: "+c.ID())
+			info, _ := c.Info(ctx)
+			errs = append(errs, fmt.Sprintf("container left by a test: %s %v", c.ID(), info.Labels))
 			if t, err := c.Task(ctx, nil); err == nil {
 				_, _ = t.Delete(ctx, containerd.WithProcessKill)
 			}

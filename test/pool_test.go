@@ -3,8 +3,8 @@ package test
 import (
 	"fmt"
 	"io"
-	"sync"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 

@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -45,6 +46,35 @@ func IsInvocation(args []string) bool {
 
 // runc's global flags that take a value.
 var valueFlags = map[string]bool{"--root": true, "--log": true, "--log-format": true, "--criu": true}
+
+// logPath returns runc's --log argument.
+func logPath(args []string) string {
+	for i := 1; i+1 < len(args); i++ {
+		switch {
+		case args[i] == "--log":
+			return args[i+1]
+		case valueFlags[args[i]]:
+			i++
+		case !strings.HasPrefix(args[i], "-"):
+			return ""
+		}
+	}
+	return ""
+}
+
+// fail reports an error where go-runc's caller looks for runc's: stderr and the JSON
+// log file.
+func fail(args []string, msg string) int {
+	fmt.Fprintln(os.Stderr, msg)
+	if p := logPath(args); p != "" {
+		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
+			line, _ := json.Marshal(map[string]string{"level": "error", "msg": msg, "time": time.Now().UTC().Format(time.RFC3339Nano)})
+			f.Write(append(line, '\n'))
+			f.Close()
+		}
+	}
+	return 1
+}
 
 // parse finds the subcommand, the container id (last argument) and --pid-file.
 func parse(args []string) (sub, id, pidFile string) {
@@ -84,12 +114,10 @@ func Main(args []string) int {
 		case "create", "start", "kill", "delete":
 			resp, err := ask(sock, Request{Op: sub, ID: id, PidFile: pidFile}, sub == "create")
 			if err != nil {
-				fmt.Fprintf(os.Stderr, "warm: %s %s: %v\n", sub, id, err)
-				return 1
+				return fail(args, fmt.Sprintf("warm: %s %s: %v", sub, id, err))
 			}
 			if resp.Error != "" {
-				fmt.Fprintf(os.Stderr, "warm: %s %s: %s\n", sub, id, resp.Error)
-				return 1
+				return fail(args, fmt.Sprintf("warm: %s %s: %s", sub, id, resp.Error))
 			}
 			if resp.Handled {
 				return 0
@@ -99,8 +127,7 @@ func Main(args []string) int {
 	real := os.Getenv(EnvRunc)
 	argv := append([]string{"runc"}, args[1:]...)
 	err := syscall.Exec(real, argv, os.Environ())
-	fmt.Fprintf(os.Stderr, "warm: exec %s: %v\n", real, err)
-	return 1
+	return fail(args, fmt.Sprintf("warm: exec %s: %v", real, err))
 }
 
 func ask(sock string, req Request, withStdio bool) (Response, error) {

@@ -25,6 +25,15 @@ func TestParse(t *testing.T) {
 	}
 }
 
+func TestLogPath(t *testing.T) {
+	if p := logPath([]string{"x", "--root", "/r", "--log", "/b/log.json", "create", "c"}); p != "/b/log.json" {
+		t.Fatalf("got %q", p)
+	}
+	if p := logPath([]string{"x", "--root", "/r", "create", "--log", "/not/global", "c"}); p != "" {
+		t.Fatalf("got %q", p)
+	}
+}
+
 func TestIsInvocation(t *testing.T) {
 	t.Setenv(EnvRunc, "")
 	if IsInvocation([]string{"shim", "--root", "/r"}) {

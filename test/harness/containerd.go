@@ -81,6 +81,8 @@ initial = 2
 refill_batch = 3
 refill_interval = "50ms"
 acquire_timeout = "2s"
+# nerdctl sets HOSTNAME per container; the restored process keeps the template's.
+allow_env = ["HOSTNAME"]
 `
 
 // Start launches containerd in dir. The shim socket directory, the runc root and the
