@@ -44,6 +44,7 @@ type warm struct {
 	served    map[string]*served    // container id -> how it was served; guarded by mu
 	listener  *net.UnixListener     // adoption socket; guarded by mu
 	ctl       *ctlServer            // guarded by mu
+	importing map[string]bool       // templates being imported from images; guarded by mu
 	// onIdle is called after an operator drained every pool: the service exits if no
 	// container remains.
 	onIdle func()
@@ -65,7 +66,7 @@ type served struct {
 }
 
 func newWarm(grpcAddress string) *warm {
-	return &warm{grpcAddress: grpcAddress, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}}
+	return &warm{grpcAddress: grpcAddress, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
 }
 
 // runcRoot is the runc --root the process package uses for a namespace.
@@ -87,6 +88,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 			return fmt.Errorf("warm pools of namespace %s are served by another shim than %s's", ns, w.ns)
 		}
 		w.cfg = cfg
+		go w.syncImageTemplates(ctx)
 		return nil
 	}
 	self, err := os.Executable()
@@ -146,6 +148,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		w.poolLocked(t)
 	}
 	log.G(ctx).WithField("namespace", ns).WithField("templates", len(tmpls)).Info("warm pools started")
+	go w.syncImageTemplates(ctx)
 	return nil
 }
 

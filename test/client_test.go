@@ -36,6 +36,7 @@ type env struct {
 	ctx     context.Context
 	client  *containerd.Client
 	runtime string
+	warmCfg string // ConfigPath for warm containers ("" = the suite's)
 }
 
 // syncBuffer is a bytes.Buffer safe for the cio copy goroutine and the test.
@@ -70,7 +71,11 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func (e *env) runtimeOpt() containerd.NewContainerOpts {
 	if e.runtime == harness.Warm {
-		return containerd.WithRuntime(harness.Warm, &runtimeoptions.Options{ConfigPath: cd.WarmCfg})
+		cfg := cd.WarmCfg
+		if e.warmCfg != "" {
+			cfg = e.warmCfg
+		}
+		return containerd.WithRuntime(harness.Warm, &runtimeoptions.Options{ConfigPath: cfg})
 	}
 	return containerd.WithRuntime(harness.Runc, &options.Options{BinaryName: cd.Env.Runc, Root: cd.RuncRoot})
 }

@@ -1,8 +1,11 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -249,5 +252,55 @@ func TestPoolConcurrentCtrRun(t *testing.T) {
 		if hits < 5 {
 			t.Errorf("%d concurrent runs against 5 frozen sandboxes: only %d hits", n, hits)
 		}
+	}
+}
+
+// TestPoolFromCheckpointImage makes a template from a containerd checkpoint image (what
+// `ctr c checkpoint --task` makes, an OCI image that can be pushed and pulled), named in
+// the config as [pools.NAME] image, and serves a container from it.
+func TestPoolFromCheckpointImage(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	c := e.container(echoApp)
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	e.start(c, streams(r, &out, io.Discard))
+	seed := askSeed(t, w, &out, "orig")
+	name := "img-" + shortName(t)
+	ref := "warmtest/checkpoint:" + name
+	if out, err := cd.Ctr(e.ctx, nil, "container", "checkpoint", "--task", c.ID(), ref); err != nil {
+		t.Fatalf("ctr c checkpoint: %v\n%s", err, out)
+	}
+	t.Cleanup(func() { _, _ = cd.Ctr(context.Background(), nil, "image", "rm", "--sync", ref) })
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(tempDir(t), "warm.toml")
+	if err := os.WriteFile(cfg, append(base, []byte(fmt.Sprintf("\n[pools.%s]\nimage = %q\n", name, ref))...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.warmCfg = cfg
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	serve := func() string {
+		c := e.container(echoApp, templateAnn(name, false))
+		r, w := io.Pipe()
+		defer w.Close()
+		var out syncBuffer
+		task, exit := e.start(c, streams(r, &out, io.Discard))
+		got := askSeed(t, w, &out, "q")
+		_ = task.Kill(e.ctx, syscall.SIGKILL)
+		exitOf(t, exit)
+		return got
+	}
+	// The first Create with this config starts the import (and runs cold meanwhile).
+	serve()
+	waitFor(t, "pool from the checkpoint image", func() bool { s, ok, _ := ctl.Pool(name); return ok && s.Frozen >= 1 })
+	if got := serve(); got != seed {
+		t.Fatalf("served seed %s, checkpointed %s", got, seed)
+	}
+	if s, _, _ := ctl.Pool(name); s.Hits != 1 {
+		t.Fatalf("not a pool hit: %+v", s)
 	}
 }
