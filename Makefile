@@ -13,6 +13,7 @@ all: build
 
 build:
 	$(GO) build -o $(BIN)/containerd-shim-warm-v2 ./cmd/containerd-shim-warm-v2
+	$(GO) build -o $(BIN)/warmctl ./cmd/warmctl
 
 setup:
 	./scripts/setup.sh
@@ -32,6 +33,7 @@ test: vet unit integration
 
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-warm-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-warm-v2
+	install -D -m 0755 $(BIN)/warmctl $(DESTDIR)$(PREFIX)/bin/warmctl
 	@if [ ! -e $(DESTDIR)/etc/containerd/warm.toml ]; then \
 		install -D -m 0600 warm.toml $(DESTDIR)/etc/containerd/warm.toml; \
 	else echo "keeping existing /etc/containerd/warm.toml"; fi

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -302,5 +303,49 @@ func TestPoolFromCheckpointImage(t *testing.T) {
 	}
 	if s, _, _ := ctl.Pool(name); s.Hits != 1 {
 		t.Fatalf("not a pool hit: %+v", s)
+	}
+}
+
+// TestWarmctl drives a pool with the warmctl command: list, a template in use cannot be
+// removed, one that is not can.
+func TestWarmctl(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "ctl-" + shortName(t)
+	makeTemplate(t, e, name)
+	warmctl := func(args ...string) (string, error) {
+		cmd := exec.Command(cd.Env.Warmctl, append([]string{"--run-dir", cd.WarmRun, "-n", cd.Namespace}, args...)...)
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	out, err := warmctl("pool", "ls")
+	if err != nil || !strings.Contains(out, name) || !strings.Contains(out, "FROZEN") {
+		t.Fatalf("pool ls: %v\n%s", err, out)
+	}
+	if out, err := warmctl("template", "ls"); err != nil || !strings.Contains(out, name) || !strings.Contains(out, "annotation") {
+		t.Fatalf("template ls: %v\n%s", err, out)
+	}
+	c := e.container(echoApp, templateAnn(name, false))
+	r, w := io.Pipe()
+	defer w.Close()
+	var sout syncBuffer
+	task, exit := e.start(c, streams(r, &sout, io.Discard))
+	askSeed(t, w, &sout, "q")
+	if out, err := warmctl("template", "rm", name); err == nil || !strings.Contains(out, "in use") {
+		t.Fatalf("removing a template in use: %v\n%s", err, out)
+	}
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := warmctl("template", "rm", name); err != nil {
+		t.Fatalf("template rm: %v\n%s", err, out)
+	}
+	if out, _ := warmctl("pool", "ls"); strings.Contains(out, name) {
+		t.Fatalf("pool of a removed template still listed:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(cd.WarmState, "templates", cd.Namespace, name)); !os.IsNotExist(err) {
+		t.Fatalf("template directory left: %v", err)
 	}
 }

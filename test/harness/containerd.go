@@ -28,7 +28,7 @@ const (
 // Env is the set of tools the harness needs, found in PATH (the project's setup script
 // puts them there).
 type Env struct {
-	Containerd, Ctr, Runc, Criu, Shim, Nerdctl string
+	Containerd, Ctr, Runc, Criu, Shim, Nerdctl, Warmctl string
 }
 
 // FindEnv looks up the tools; the error names every missing one.
@@ -49,6 +49,7 @@ func FindEnv() (Env, error) {
 	look(&e.Criu, "criu")
 	look(&e.Shim, "containerd-shim-warm-v2")
 	look(&e.Nerdctl, "nerdctl")
+	look(&e.Warmctl, "warmctl")
 	if len(missing) > 0 {
 		return e, fmt.Errorf("not in PATH: %s (run `make test`, which installs them with scripts/setup.sh)", strings.Join(missing, ", "))
 	}

@@ -1,0 +1,142 @@
+// Command warmctl shows and steers the warm pools of a containerd namespace, through the
+// pool shim's control socket (<run_dir>/<namespace>/ctl.sock, root-only).
+//
+//	warmctl [-n NAMESPACE] [--run-dir DIR] pool ls
+//	warmctl pool prewarm TEMPLATE N
+//	warmctl pool drain TEMPLATE
+//	warmctl template ls
+//	warmctl template rm TEMPLATE
+//	warmctl shutdown            drain every pool; the pool shim exits when no container is left
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/warmshim/warm/pool"
+	"github.com/warmshim/warm/store"
+)
+
+func main() {
+	ns := flag.String("n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace")
+	runDir := flag.String("run-dir", "/run/warm", "warm's run_dir (see warm.toml)")
+	asJSON := flag.Bool("json", false, "print JSON")
+	flag.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | shutdown")
+	}
+	flag.Parse()
+	c := client(filepath.Join(*runDir, *ns, "ctl.sock"))
+	if err := run(c, flag.Args(), *asJSON); err != nil {
+		fmt.Fprintln(os.Stderr, "warmctl:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+type ctl struct {
+	http *http.Client
+	sock string
+}
+
+func client(sock string) *ctl {
+	return &ctl{sock: sock, http: &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}}
+}
+
+func (c *ctl) do(method, path string, out any) error {
+	req, _ := http.NewRequest(method, "http://warm"+path, nil)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		if _, serr := os.Stat(c.sock); serr != nil {
+			return fmt.Errorf("no pool shim for this namespace (%s missing): start a container that names a template", c.sock)
+		}
+		return err
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s", strings.TrimSpace(string(body)))
+	}
+	if out != nil && len(body) > 0 {
+		return json.Unmarshal(body, out)
+	}
+	return nil
+}
+
+func run(c *ctl, args []string, asJSON bool) error {
+	cmd := strings.Join(args, " ")
+	switch {
+	case cmd == "pool ls" || cmd == "pool list" || cmd == "pools":
+		var ps []pool.Stats
+		if err := c.do("GET", "/pools", &ps); err != nil {
+			return err
+		}
+		if asJSON {
+			return json.NewEncoder(os.Stdout).Encode(ps)
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(tw, "TEMPLATE\tGENERATION\tFROZEN\tRESTORING\tIN USE\tDESIRED\tHITS\tMISSES\tACQUIRE P50\tACQUIRE P99\tMEMORY")
+		for _, p := range ps {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t%v\t%s\n", p.Template, p.Generation, p.Frozen, p.Restoring, p.InUse, p.Desired,
+				p.Hits, misses(p.Misses), p.P50, p.P99, mib(p.Memory))
+		}
+		return tw.Flush()
+	case len(args) == 4 && args[0] == "pool" && args[1] == "prewarm":
+		return c.do("POST", "/pools/"+args[2]+"/prewarm?n="+args[3], nil)
+	case len(args) == 3 && args[0] == "pool" && args[1] == "drain":
+		return c.do("POST", "/pools/"+args[2]+"/drain", nil)
+	case cmd == "template ls" || cmd == "templates":
+		var ts []store.Meta
+		if err := c.do("GET", "/templates", &ts); err != nil {
+			return err
+		}
+		if asJSON {
+			return json.NewEncoder(os.Stdout).Encode(ts)
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
+		fmt.Fprintln(tw, "TEMPLATE\tCREATED\tSOURCE\tMEMORY")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Created.Format(time.RFC3339), t.Source, mib(t.MemoryBytes))
+		}
+		return tw.Flush()
+	case len(args) == 3 && args[0] == "template" && (args[1] == "rm" || args[1] == "delete"):
+		return c.do("DELETE", "/templates/"+args[2], nil)
+	case cmd == "shutdown":
+		return c.do("POST", "/shutdown", nil)
+	}
+	flag.Usage()
+	return fmt.Errorf("unknown command %q", cmd)
+}
+
+func misses(m map[string]int) string {
+	if len(m) == 0 {
+		return "0"
+	}
+	var parts []string
+	for k, v := range m {
+		parts = append(parts, fmt.Sprintf("%d %s", v, k))
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, "; ")
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1fMiB", float64(b)/(1<<20)) }
