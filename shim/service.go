@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"sync"
+	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -189,6 +190,7 @@ func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Containe
 // Create a new container: cold, or from a template (adopting a pooled sandbox, or
 // restoring the template's checkpoint), or cold and making a template once ready.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, err error) {
+	began := time.Now()
 	topts, err := parseOptions(r.Options)
 	if err != nil {
 		// Bad configuration: nothing was created yet, so nothing leaks.
@@ -262,6 +264,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 
 	proc, _ := container.Process("")
 	handleStarted(container, proc)
+	s.warm.createdIn(r.ID, time.Since(began))
 	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
 }
 
@@ -310,6 +313,7 @@ func (s *service) RegisterTTRPC(server *ttrpc.Server) error {
 
 // Start a process.
 func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
+	began := time.Now()
 	container, err := s.getContainer(r.ID)
 	if err != nil {
 		return nil, err
@@ -365,6 +369,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		s.send(&eventstypes.TaskExecStarted{ContainerID: container.ID, ExecID: r.ExecID, Pid: uint32(p.Pid())})
 	}
 	handleStarted(container, p)
+	if r.ExecID == "" {
+		s.warm.startedIn(r.ID, time.Since(began))
+	}
 	return &taskAPI.StartResponse{Pid: uint32(p.Pid())}, nil
 }
 

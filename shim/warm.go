@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
@@ -63,6 +64,7 @@ type served struct {
 	spec    *specs.Spec
 	rebind  []specs.Mount // network files adoption binds over the template's
 	release func()        // a restore-on-create: the template generation it reads
+	create  time.Duration // a hit: the shim's Create time, until Start adds its own
 }
 
 func newWarm(grpcAddress string) *warm {
@@ -281,6 +283,25 @@ func (w *warm) unplan(ctx context.Context, id string) {
 	}
 	if s.release != nil {
 		s.release()
+	}
+}
+
+// createdIn records how long a hit's Create took in the shim.
+func (w *warm) createdIn(id string, d time.Duration) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := w.served[id]; s != nil && s.sb != nil {
+		s.create = d
+	}
+}
+
+// startedIn records a hit's Create+Start time in the shim with its pool.
+func (w *warm) startedIn(id string, d time.Duration) {
+	w.mu.Lock()
+	s := w.served[id]
+	w.mu.Unlock()
+	if s != nil && s.sb != nil {
+		s.pool.RecordServe(s.create + d)
 	}
 }
 

@@ -89,6 +89,11 @@ allow_env = ["HOSTNAME"]
 // Start launches containerd in dir. The shim socket directory, the runc root and the
 // warm config all live inside dir.
 func Start(env Env, dir, namespace string) (*Containerd, error) {
+	return StartWith(env, dir, namespace, poolConfig)
+}
+
+// StartWith is Start with the given [pool] section (TOML) in warm.toml.
+func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	c := &Containerd{
 		Env:       env,
 		Dir:       dir,
@@ -101,7 +106,7 @@ func Start(env Env, dir, namespace string) (*Containerd, error) {
 	}
 	c.WarmState, c.WarmRun = filepath.Join(dir, "warm-state"), filepath.Join(dir, "warm-run")
 	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = \"debug\"\nstate_dir = %q\nrun_dir = %q\n%s",
-		env.Runc, c.RuncRoot, env.Criu, c.WarmState, c.WarmRun, poolConfig)
+		env.Runc, c.RuncRoot, env.Criu, c.WarmState, c.WarmRun, pools)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
 		return nil, err
 	}

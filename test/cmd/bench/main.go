@@ -1,7 +1,10 @@
-// Command bench measures, on one machine in one run, the end-to-end latency of
-// `ctr run --rm busybox true` through io.containerd.runc.v2 and io.containerd.warm.v2
-// (runs interleaved so both see the same conditions), prints median, p90 and p99, and
-// writes the same figures as JSON.
+// Command bench (`make bench`) measures, on one machine in one run, on an isolated
+// containerd: `ctr run --rm busybox true` through runc and through warm (the cold path),
+// and for the sample Go and Python services the time from `ctr run` to the first reply:
+// runc cold, containerd's native restore (what `ctr c checkpoint --task` / `ctr c
+// restore --live` do), warm restore-on-create, a warm pool hit, and 10 concurrent hits.
+// It prints median, p90 and p99 and the pool's memory, checks the targets, and writes
+// everything as JSON.
 package main
 
 import (
@@ -12,49 +15,50 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"sync"
 	"time"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
+	"github.com/warmshim/warm/pool"
+	"github.com/warmshim/warm/test/benchkit"
 	"github.com/warmshim/warm/test/harness"
 )
 
-const image = "docker.io/warmbench/busybox:1"
-
-// Row is one benchmark's figures in milliseconds.
-type Row struct {
-	Name    string    `json:"name"`
-	Runtime string    `json:"runtime"`
-	Runs    int       `json:"runs"`
-	Median  float64   `json:"median_ms"`
-	P90     float64   `json:"p90_ms"`
-	P99     float64   `json:"p99_ms"`
-	Samples []float64 `json:"samples_ms"`
+// Report is the JSON file.
+type Report struct {
+	When    time.Time              `json:"when"`
+	Host    string                 `json:"host"`
+	Command string                 `json:"command"`
+	Runs    int                    `json:"runs_per_row"`
+	Rows    []benchkit.Row         `json:"rows"`
+	Pools   map[string]pool.Stats  `json:"pools"`
+	Targets []Target               `json:"targets"`
+	Extra   map[string]interface{} `json:"extra,omitempty"`
 }
 
-// Report is what the JSON file holds.
-type Report struct {
-	When    time.Time `json:"when"`
-	Host    string    `json:"host"`
-	Command string    `json:"command"`
-	Rows    []Row     `json:"rows"`
+// Target is one goal of the issue and whether this run met it.
+type Target struct {
+	What string `json:"what"`
+	Got  string `json:"got"`
+	Met  bool   `json:"met"`
 }
 
 func main() {
-	runs := flag.Int("runs", 30, "runs per runtime (at least 20)")
+	runs := flag.Int("runs", 20, "runs per row (at least 20)")
 	out := flag.String("out", "out/bench.json", "JSON file to write")
+	apps := flag.String("apps", "go,python", "sample applications to measure")
 	flag.Parse()
 	if *runs < 20 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 20")
 		os.Exit(2)
 	}
-	if err := run(*runs, *out); err != nil {
+	if err := run(*runs, *out, strings.Split(*apps, ",")); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(runs int, outPath string) error {
+func run(runs int, outPath string, which []string) error {
 	env, err := harness.FindEnv()
 	if err != nil {
 		return err
@@ -64,66 +68,79 @@ func run(runs int, outPath string) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	cd, err := harness.Start(env, dir, "warmbench")
+	const ns = "warmbench"
+	cd, err := harness.StartWith(env, dir, ns, benchkit.PoolConfig)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		_ = cd.Stop()
-		harness.RemoveNamespaceCgroups("warmbench")
-	}()
-	ctx := cd.Context(context.Background())
 	client, err := cd.Client()
 	if err != nil {
 		return err
 	}
-	defer client.Close()
+	e := &benchkit.Env{CD: cd, Client: client, Ctx: cd.Context(context.Background()), Ctl: harness.NewCtl(cd.WarmRun, ns)}
+	defer func() {
+		_ = e.Ctl.Do("POST", "/shutdown", nil)
+		client.Close()
+		_ = cd.Stop()
+		harness.RemoveNamespaceCgroups(ns)
+		if leaks := harness.Leaks(dir, ns); len(leaks) > 0 {
+			fmt.Fprintf(os.Stderr, "left behind: %v\n", leaks)
+		}
+	}()
+	rep := Report{When: time.Now().UTC(), Command: "make bench", Runs: runs, Pools: map[string]pool.Stats{}}
+	rep.Host, _ = os.Hostname()
+
 	files, err := harness.BusyboxFiles()
 	if err != nil {
 		return err
 	}
-	if err := harness.ImportImage(ctx, client, image, files, ocispec.ImageConfig{Env: []string{"PATH=/bin"}}); err != nil {
+	const busybox = "docker.io/warmbench/busybox:1"
+	if err := e.Import(busybox, files); err != nil {
 		return err
 	}
-	rts := []string{harness.Runc, harness.Warm}
-	samples := map[string][]float64{}
-	once := func(rt string, i int) (time.Duration, error) {
-		id := fmt.Sprintf("b%d-%d", i+1, len(samples[rt]))
-		args := append([]string{"run", "--rm"}, cd.RuntimeFlags(rt)...)
-		args = append(args, image, id, "true")
-		start := time.Now()
-		out, err := cd.Ctr(ctx, nil, args...)
-		d := time.Since(start)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w: %s", rt, err, out)
-		}
-		return d, nil
+	goApp, pyApp, appFiles, err := benchkit.Apps(dir)
+	if err != nil {
+		return err
 	}
-	// Warm-up, not counted: first runs pay for page cache and shim binary loading.
-	for _, rt := range rts {
-		if _, err := once(rt, -1); err != nil {
+	for _, a := range []benchkit.App{goApp, pyApp} {
+		if err := e.Import(a.Image, appFiles[a.Name]); err != nil {
 			return err
 		}
 	}
-	for i := 0; i < runs; i++ {
-		for _, rt := range rts {
-			d, err := once(rt, i)
+	progress := func(format string, args ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", args...) }
+
+	// The floor and the cold path, interleaved so both see the same machine.
+	progress("busybox true, runc and warm, %d runs each", runs)
+	floor := map[string][]float64{}
+	for i := -1; i < runs; i++ {
+		for _, rt := range []string{harness.Runc, harness.Warm} {
+			d, err := e.CtrTrue(cd.RuntimeFlags(rt), busybox)
 			if err != nil {
 				return err
 			}
-			samples[rt] = append(samples[rt], float64(d.Microseconds())/1000)
+			if i >= 0 { // the first round warms caches
+				floor[rt] = append(floor[rt], ms(d))
+			}
 		}
 	}
-	host, _ := os.Hostname()
-	rep := Report{When: time.Now().UTC(), Host: host, Command: "make bench"}
-	fmt.Printf("%-34s %-24s %5s %9s %9s %9s\n", "benchmark", "runtime", "runs", "median", "p90", "p99")
-	for _, rt := range rts {
-		r := summarize("ctr run --rm busybox true", rt, samples[rt])
-		rep.Rows = append(rep.Rows, r)
-		fmt.Printf("%-34s %-24s %5d %7.1fms %7.1fms %7.1fms\n", r.Name, r.Runtime, r.Runs, r.Median, r.P90, r.P99)
+	rep.Rows = append(rep.Rows, benchkit.Summarize("busybox true", "runc (floor)", floor[harness.Runc]),
+		benchkit.Summarize("busybox true", "warm, cold path", floor[harness.Warm]))
+
+	byName := map[string]benchkit.App{"go": goApp, "python": pyApp}
+	for _, name := range which {
+		app, ok := byName[strings.TrimSpace(name)]
+		if !ok {
+			return fmt.Errorf("unknown app %q", name)
+		}
+		rows, st, err := measureApp(e, app, runs, progress)
+		if err != nil {
+			return fmt.Errorf("%s: %w", app.Name, err)
+		}
+		rep.Rows = append(rep.Rows, rows...)
+		rep.Pools[app.Name] = st
 	}
-	ratio := rep.Rows[1].Median / rep.Rows[0].Median
-	fmt.Printf("warm/runc median ratio: %.3f (target: within 10%%, i.e. <= 1.10)\n", ratio)
+	rep.Targets = targets(rep)
+	printReport(rep)
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
 		return err
 	}
@@ -135,23 +152,170 @@ func run(runs int, outPath string) error {
 	return nil
 }
 
-func summarize(name, rt string, s []float64) Row {
-	sorted := append([]float64(nil), s...)
-	sort.Float64s(sorted)
-	return Row{Name: name, Runtime: rt, Runs: len(s), Median: pct(sorted, 50), P90: pct(sorted, 90), P99: pct(sorted, 99), Samples: s}
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(string, ...any)) ([]benchkit.Row, pool.Stats, error) {
+	var rows []benchkit.Row
+	tmpl := "bench-" + app.Name
+	series := func(mode string, f func() (time.Duration, error)) error {
+		progress("%s: %s, %d runs", app.Name, mode, runs)
+		var s []float64
+		for i := 0; i < runs; i++ {
+			d, err := f()
+			if err != nil {
+				return err
+			}
+			s = append(s, ms(d))
+		}
+		rows = append(rows, benchkit.Summarize(app.Name, mode, s))
+		return nil
+	}
+	runcFlags := e.CD.RuntimeFlags(harness.Runc)
+	warmFlags := append([]string{"--annotation", "io.containerd.warm.template=" + tmpl}, e.CD.RuntimeFlags(harness.Warm)...)
+
+	if err := series("runc cold", func() (time.Duration, error) { return e.CtrFirstReply(runcFlags, app) }); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	ref := "warmbench/checkpoint:" + app.Name
+	progress("%s: native checkpoint", app.Name)
+	if err := e.NativeCheckpoint(app, ref); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	defer e.DeleteImage(ref)
+	if err := series("containerd native restore (runc)", func() (time.Duration, error) { return e.NativeRestoreFirstReply(app, ref) }); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	progress("%s: making template %s", app.Name, tmpl)
+	if err := e.MakeTemplate(app, tmpl); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	e.RemoveMaker(tmpl)
+	if err := series("warm pool hit", func() (time.Duration, error) {
+		if err := e.WaitFrozen(tmpl, 1); err != nil {
+			return 0, err
+		}
+		return e.CtrFirstReply(warmFlags, app)
+	}); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	// 10 concurrent hits, twice (20 samples).
+	progress("%s: 10 concurrent hits, x2", app.Name)
+	var conc []float64
+	for round := 0; round < 2; round++ {
+		if err := e.Ctl.Do("POST", "/pools/"+tmpl+"/prewarm?n=10", nil); err != nil {
+			return nil, pool.Stats{}, err
+		}
+		if err := e.WaitFrozen(tmpl, 10); err != nil {
+			return nil, pool.Stats{}, err
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		var firstErr error
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, err := e.CtrFirstReply(warmFlags, app)
+				mu.Lock()
+				defer mu.Unlock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				conc = append(conc, ms(d))
+			}()
+		}
+		wg.Wait()
+		if firstErr != nil {
+			return nil, pool.Stats{}, firstErr
+		}
+	}
+	rows = append(rows, benchkit.Summarize(app.Name, "warm 10 concurrent hits", conc))
+	st, _, err := e.Ctl.Pool(tmpl)
+	if err != nil {
+		return nil, pool.Stats{}, err
+	}
+	// With the pool drained and acquire_timeout 0, every Create restores on create.
+	if err := e.Ctl.Do("POST", "/pools/"+tmpl+"/drain", nil); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	if err := series("warm restore-on-create", func() (time.Duration, error) { return e.CtrFirstReply(warmFlags, app) }); err != nil {
+		return nil, pool.Stats{}, err
+	}
+	// Reorder: cold, native, restore-on-create, hit, concurrent.
+	sort.SliceStable(rows, func(i, j int) bool { return order(rows[i].Mode) < order(rows[j].Mode) })
+	return rows, st, nil
 }
 
-// pct is the nearest-rank percentile of sorted samples.
-func pct(sorted []float64, p float64) float64 {
-	if len(sorted) == 0 {
-		return 0
+func order(mode string) int {
+	for i, m := range []string{"runc cold", "containerd native restore (runc)", "warm restore-on-create", "warm pool hit", "warm 10 concurrent hits"} {
+		if m == mode {
+			return i
+		}
 	}
-	rank := int((p/100)*float64(len(sorted))+0.999999) - 1
-	if rank < 0 {
-		rank = 0
+	return 99
+}
+
+func find(rep Report, app, mode string) *benchkit.Row {
+	for i := range rep.Rows {
+		if rep.Rows[i].App == app && rep.Rows[i].Mode == mode {
+			return &rep.Rows[i]
+		}
 	}
-	if rank >= len(sorted) {
-		rank = len(sorted) - 1
+	return nil
+}
+
+func targets(rep Report) []Target {
+	var ts []Target
+	add := func(what string, got string, met bool) { ts = append(ts, Target{What: what, Got: got, Met: met}) }
+	floorRunc, floorWarm := find(rep, "busybox true", "runc (floor)"), find(rep, "busybox true", "warm, cold path")
+	if floorRunc != nil && floorWarm != nil {
+		r := floorWarm.Median / floorRunc.Median
+		add("cold path: warm within 10% of runc (busybox true, median)", fmt.Sprintf("%.2fx", r), r <= 1.10)
 	}
-	return sorted[rank]
+	for _, app := range []string{"go", "python"} {
+		hit, cold, native, conc := find(rep, app, "warm pool hit"), find(rep, app, "runc cold"), find(rep, app, "containerd native restore (runc)"), find(rep, app, "warm 10 concurrent hits")
+		if hit == nil {
+			continue
+		}
+		if st, ok := rep.Pools[app]; ok && st.ServeP99 > 0 {
+			add(app+": hit, shim side Create+Start p99 < 10ms", st.ServeP99.Round(time.Microsecond).String(), st.ServeP99 < 10*time.Millisecond)
+		}
+		if floorRunc != nil {
+			add(app+": hit end to end median <= runc busybox true median", fmt.Sprintf("%.1fms vs %.1fms", hit.Median, floorRunc.Median), hit.Median <= floorRunc.Median)
+		}
+		if cold != nil && app == "go" {
+			add(app+": hit >= 10x faster than runc cold (median)", fmt.Sprintf("%.1fx", cold.Median/hit.Median), cold.Median/hit.Median >= 10)
+		}
+		if native != nil && app == "go" {
+			add(app+": hit >= 3x faster than containerd native restore (median)", fmt.Sprintf("%.1fx", native.Median/hit.Median), native.Median/hit.Median >= 3)
+		}
+		if conc != nil {
+			add(app+": 10 concurrent hits p99 within 2x of one hit's p99", fmt.Sprintf("%.1fms vs %.1fms", conc.P99, hit.P99), conc.P99 <= 2*hit.P99)
+		}
+	}
+	return ts
+}
+
+func printReport(rep Report) {
+	fmt.Printf("\n%-14s %-34s %5s %10s %10s %10s\n", "app", "mode", "runs", "median", "p90", "p99")
+	for _, r := range rep.Rows {
+		fmt.Printf("%-14s %-34s %5d %8.1fms %8.1fms %8.1fms\n", r.App, r.Mode, r.Runs, r.Median, r.P90, r.P99)
+	}
+	fmt.Println()
+	for app, st := range rep.Pools {
+		per := int64(0)
+		if st.Frozen > 0 {
+			per = st.Memory / int64(st.Frozen)
+		}
+		fmt.Printf("pool %-8s frozen %d, memory %.1f MiB (%.1f MiB per sandbox), hit shim-side Create+Start p50 %v p99 %v\n",
+			app, st.Frozen, float64(st.Memory)/(1<<20), float64(per)/(1<<20), st.ServeP50.Round(time.Microsecond), st.ServeP99.Round(time.Microsecond))
+	}
+	fmt.Println()
+	for _, t := range rep.Targets {
+		mark := "MET"
+		if !t.Met {
+			mark = "NOT MET"
+		}
+		fmt.Printf("%-8s %-62s %s\n", mark, t.What, t.Got)
+	}
 }

@@ -1,0 +1,50 @@
+// Command goservice is warm's sample Go service: its initialisation takes about a second
+// and 200 MB (a table it computes), after which it answers each line on stdin with one
+// line on stdout that depends on the table, and writes /tmp/ready.
+package main
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"os"
+	"time"
+)
+
+const tableBytes = 200 << 20
+
+func main() {
+	start := time.Now()
+	// 200 MB of data that is not all zero (a restored copy must really hold it), built
+	// by hashing: about a second of CPU.
+	table := make([]byte, tableBytes)
+	var seed [8]byte
+	binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano()))
+	h := sha256.Sum256(seed[:])
+	for off := 0; off < len(table); off += 4096 {
+		if off%(1<<20) == 0 {
+			h = sha256.Sum256(h[:])
+		}
+		copy(table[off:], h[:])
+	}
+	for time.Since(start) < time.Second {
+		h = sha256.Sum256(h[:])
+	}
+	id := fmt.Sprintf("%x", h[:6])
+	if f, err := os.Create("/tmp/ready"); err == nil {
+		f.Close()
+	}
+	fmt.Printf("ready after %v\n", time.Since(start).Round(time.Millisecond))
+	sc := bufio.NewScanner(os.Stdin)
+	out := bufio.NewWriter(os.Stdout)
+	for sc.Scan() {
+		line := sc.Text()
+		sum := 0
+		for i := 0; i < len(line); i++ {
+			sum += int(table[(int(line[i])<<20)%tableBytes])
+		}
+		fmt.Fprintf(out, "reply %s state=%s sum=%d\n", line, id, sum)
+		out.Flush()
+	}
+}

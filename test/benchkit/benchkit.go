@@ -1,0 +1,295 @@
+// Package benchkit measures container start latency on an isolated containerd, the same
+// way for every runtime and mode, for `make bench` and `make demo`.
+package benchkit
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+
+	"github.com/warmshim/warm/test/harness"
+)
+
+// PoolConfig is the pool section the benchmarks run with: acquire_timeout 0 makes an
+// empty pool fall back to restore-on-create at once (the restore-on-create row drains
+// the pool for that).
+const PoolConfig = `
+[pool]
+min = 1
+max = 10
+initial = 1
+refill_batch = 4
+refill_interval = "20ms"
+acquire_timeout = "0s"
+`
+
+// Row is one measured series, in milliseconds.
+type Row struct {
+	App     string    `json:"app"`
+	Mode    string    `json:"mode"`
+	Runs    int       `json:"runs"`
+	Median  float64   `json:"median_ms"`
+	P90     float64   `json:"p90_ms"`
+	P99     float64   `json:"p99_ms"`
+	Samples []float64 `json:"samples_ms"`
+}
+
+// Summarize computes a row's percentiles (nearest rank).
+func Summarize(app, mode string, s []float64) Row {
+	sorted := append([]float64(nil), s...)
+	sort.Float64s(sorted)
+	return Row{App: app, Mode: mode, Runs: len(s), Median: pct(sorted, 50), P90: pct(sorted, 90), P99: pct(sorted, 99), Samples: s}
+}
+
+func pct(sorted []float64, p float64) float64 {
+	if len(sorted) == 0 {
+		return 0
+	}
+	i := int(p/100*float64(len(sorted))+0.999999) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(sorted) {
+		i = len(sorted) - 1
+	}
+	return sorted[i]
+}
+
+// App is a sample application image.
+type App struct {
+	Name  string   // short name: go, python
+	Image string   // reference
+	Args  []string // command
+}
+
+// Apps returns the sample applications, building their images into workDir.
+func Apps(workDir string) (goApp App, pyApp App, files map[string][]harness.File, err error) {
+	files = map[string][]harness.File{}
+	if files["go"], err = harness.GoServiceFiles(workDir); err != nil {
+		return
+	}
+	if files["python"], err = harness.PythonFiles(); err != nil {
+		return
+	}
+	goApp = App{Name: "go", Image: "docker.io/warmbench/goservice:1", Args: []string{"/app/goservice"}}
+	pyApp = App{Name: "python", Image: "docker.io/warmbench/pyservice:1", Args: []string{"/usr/bin/python3", "/app/service.py"}}
+	return
+}
+
+// Env is a running benchmark environment.
+type Env struct {
+	CD     *harness.Containerd
+	Client *containerd.Client
+	Ctx    context.Context
+	Ctl    *harness.Ctl
+	seq    int
+	mu     sync.Mutex
+}
+
+// ID returns a fresh container id.
+func (e *Env) ID(prefix string) string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.seq++
+	return fmt.Sprintf("%s-%d-%d", prefix, os.Getpid(), e.seq)
+}
+
+// Import builds and imports an image.
+func (e *Env) Import(ref string, files []harness.File) error {
+	return harness.ImportImage(e.Ctx, e.Client, ref, files, ocispec.ImageConfig{Env: []string{"PATH=/usr/bin:/bin"}})
+}
+
+// CtrFirstReply runs `ctr run --rm` with the given flags and measures from the start of
+// ctr to the first line of the application's reply to "ping".
+func (e *Env) CtrFirstReply(flags []string, app App) (time.Duration, error) {
+	id := e.ID("b" + app.Name)
+	args := append([]string{"--address", e.CD.Address, "--namespace", e.CD.Namespace, "run", "--rm"}, flags...)
+	args = append(append(args, app.Image, id), app.Args...)
+	cmd := exec.CommandContext(e.Ctx, e.CD.Env.Ctr, args...)
+	cmd.Cancel = func() error { return cmd.Process.Kill() }
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return 0, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	cmd.Stderr = io.Discard
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	_, _ = stdin.Write([]byte("ping\n"))
+	d, rerr := firstReply(stdout, start)
+	// EOF on stdin ends the application once the reply shows the task exists.
+	stdin.Close()
+	go io.Copy(io.Discard, stdout)
+	werr := cmd.Wait()
+	if rerr != nil {
+		return 0, fmt.Errorf("%s: %w (ctr: %v)", strings.Join(args, " "), rerr, werr)
+	}
+	return d, nil
+}
+
+func firstReply(r io.Reader, start time.Time) (time.Duration, error) {
+	type res struct {
+		d   time.Duration
+		err error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		sc := bufio.NewScanner(r)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "reply ") {
+				ch <- res{d: time.Since(start)}
+				return
+			}
+		}
+		ch <- res{err: fmt.Errorf("no reply (output ended: %v)", sc.Err())}
+	}()
+	select {
+	case x := <-ch:
+		return x.d, x.err
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("no reply within 60s")
+	}
+}
+
+// CtrTrue measures `ctr run --rm IMAGE true`.
+func (e *Env) CtrTrue(flags []string, image string) (time.Duration, error) {
+	args := append([]string{"run", "--rm"}, flags...)
+	args = append(args, image, e.ID("true"), "true")
+	start := time.Now()
+	out, err := e.CD.Ctr(e.Ctx, nil, args...)
+	if err != nil {
+		return 0, fmt.Errorf("%v: %s", err, out)
+	}
+	return time.Since(start), nil
+}
+
+// MakeTemplate starts a template-making container of app through warm and waits until
+// its pool holds a frozen sandbox.
+func (e *Env) MakeTemplate(app App, name string) error {
+	flags := append([]string{"-d", "--annotation", "io.containerd.warm.template=" + name,
+		"--annotation", "io.containerd.warm.ready=file:/tmp/ready"}, e.CD.RuntimeFlags(harness.Warm)...)
+	args := append(append([]string{"run"}, flags...), app.Image, "maker-"+name)
+	args = append(args, app.Args...)
+	if out, err := e.CD.Ctr(e.Ctx, nil, args...); err != nil {
+		return fmt.Errorf("template maker: %v: %s", err, out)
+	}
+	return e.WaitFrozen(name, 1)
+}
+
+// RemoveMaker stops the template maker (its template stays).
+func (e *Env) RemoveMaker(name string) {
+	_, _ = e.CD.Ctr(e.Ctx, nil, "task", "kill", "-s", "SIGKILL", "maker-"+name)
+	for i := 0; i < 100; i++ {
+		if out, _ := e.CD.Ctr(e.Ctx, nil, "task", "rm", "maker-"+name); !strings.Contains(out, "running") {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, _ = e.CD.Ctr(e.Ctx, nil, "container", "rm", "maker-"+name)
+}
+
+// WaitFrozen waits until the template's pool holds n frozen sandboxes.
+func (e *Env) WaitFrozen(name string, n int) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if st, ok, err := e.Ctl.Pool(name); err == nil && ok && st.Frozen >= n {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, _, err := e.Ctl.Pool(name)
+	return fmt.Errorf("pool %s never reached %d frozen sandboxes: %+v %v", name, n, st, err)
+}
+
+// NativeCheckpoint runs app through runc, waits until it answers, and checkpoints it as
+// `ctr c checkpoint --task` does, into image ref.
+func (e *Env) NativeCheckpoint(app App, ref string) error {
+	img, err := e.Client.GetImage(e.Ctx, app.Image)
+	if err != nil {
+		return err
+	}
+	id := e.ID("ck" + app.Name)
+	c, err := e.Client.NewContainer(e.Ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
+		containerd.WithRuntime(harness.Runc, nil), containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...)))
+	if err != nil {
+		return err
+	}
+	defer c.Delete(e.Ctx, containerd.WithSnapshotCleanup)
+	pr, pw := io.Pipe()
+	or, ow := io.Pipe()
+	task, err := c.NewTask(e.Ctx, cio.NewCreator(cio.WithStreams(pr, ow, io.Discard), cio.WithFIFODir(e.CD.Dir)))
+	if err != nil {
+		return err
+	}
+	defer task.Delete(e.Ctx, containerd.WithProcessKill)
+	if err := task.Start(e.Ctx); err != nil {
+		return err
+	}
+	_, _ = pw.Write([]byte("ping\n"))
+	if _, err := firstReply(or, time.Now()); err != nil {
+		return err
+	}
+	go io.Copy(io.Discard, or)
+	if _, err := c.Checkpoint(e.Ctx, ref, containerd.WithCheckpointRuntime, containerd.WithCheckpointTask); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	_ = task.Kill(e.Ctx, syscall.SIGKILL)
+	pw.Close()
+	return nil
+}
+
+// NativeRestoreFirstReply restores the checkpoint as `ctr c restore --live` does
+// (client.Restore, then a task from the checkpoint) and measures to the first reply.
+func (e *Env) NativeRestoreFirstReply(app App, ref string) (time.Duration, error) {
+	ck, err := e.Client.GetImage(e.Ctx, ref)
+	if err != nil {
+		return 0, err
+	}
+	id := e.ID("rs" + app.Name)
+	start := time.Now()
+	c, err := e.Client.Restore(e.Ctx, id, ck, containerd.WithRestoreImage, containerd.WithRestoreSpec, containerd.WithRestoreRuntime)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Delete(e.Ctx, containerd.WithSnapshotCleanup)
+	pr, pw := io.Pipe()
+	or, ow := io.Pipe()
+	task, err := c.NewTask(e.Ctx, cio.NewCreator(cio.WithStreams(pr, ow, io.Discard), cio.WithFIFODir(e.CD.Dir)), containerd.WithTaskCheckpoint(ck))
+	if err != nil {
+		return 0, err
+	}
+	defer task.Delete(e.Ctx, containerd.WithProcessKill)
+	if err := task.Start(e.Ctx); err != nil {
+		return 0, err
+	}
+	_, _ = pw.Write([]byte("ping\n"))
+	d, err := firstReply(or, start)
+	go io.Copy(io.Discard, or)
+	_ = task.Kill(e.Ctx, syscall.SIGKILL)
+	pw.Close()
+	return d, err
+}
+
+// DeleteImage removes an image.
+func (e *Env) DeleteImage(ref string) {
+	_ = e.Client.ImageService().Delete(e.Ctx, ref, images.SynchronousDelete())
+}
