@@ -261,6 +261,21 @@ runc_root = "$T/warm-runc-root"
 criu = "criu"
 log_level = "debug"
 EOF
+# How the warm handler finds warm.toml. CRI gives a non-runc runtime its handler options
+# as runtimeoptions.v1.Options; for a container in a user-namespace pod containerd's client
+# (WithUIDOwner/WithGIDOwner in client/task_opts_unix.go) must convert the container's
+# options to runc's type and fails ("can't unmarshal type runtimeoptions.v1.Options to
+# output containerd.runc.v1.Options") before the shim is reached. So by default the handler
+# has no options and the shim reads $WARM_CONFIG (set in the shim manager's env);
+# CRITEST_WARM_CONFIG=configpath uses the ConfigPath option instead, to show the difference.
+WARM_OPTIONS=
+case "${CRITEST_WARM_CONFIG:-env}" in
+env) ;;
+configpath)
+	WARM_OPTIONS="      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.warm.options]
+        ConfigPath = \"$T/warm.toml\"" ;;
+*) die "CRITEST_WARM_CONFIG must be env or configpath" ;;
+esac
 cat >"$T/config.toml" <<EOF
 version = 3
 root = "$T/root"
@@ -273,6 +288,7 @@ state = "$T/state"
   level = "info"
 [plugins.'io.containerd.shim.v1.manager']
   socket_dir = "$T/s"
+  env = ["WARM_CONFIG=$T/warm.toml"]
 [plugins.'io.containerd.nri.v1.nri']
   disable = false
   socket_path = "$T/nri.sock"
@@ -286,6 +302,7 @@ state = "$T/state"
     config_path = "$T/certs.d"
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
   [plugins.'io.containerd.cri.v1.runtime'.cni]
     bin_dirs = ["/usr/lib/cni"]
     conf_dir = "$T/cni/conf"
@@ -301,8 +318,7 @@ state = "$T/state"
       runtime_type = "io.containerd.warm.v2"
       pod_annotations = ["io.containerd.warm.*"]
       container_annotations = ["io.containerd.warm.*"]
-      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.warm.options]
-        ConfigPath = "$T/warm.toml"
+$WARM_OPTIONS
 EOF
 mkdir -p "$T/nri/plugins" "$T/nri/conf"
 log "starting containerd ($T/config.toml)"
@@ -319,6 +335,58 @@ done
 [ -n "$ready" ] || die "CRI not ready: $(tail -20 "$T/containerd.log")"
 # The sandbox image, pulled once up front.
 "${CRICTL[@]}" pull registry.k8s.io/pause:3.10.2 >/dev/null || die "pull pause: $(tail -5 "$T/containerd.log")"
+
+# --- crictl smoke test per handler -------------------------------------------------------
+# runp --runtime H, create, start, exec, logs, stop, rm; checks that handler warm really
+# runs containerd-shim-warm-v2 (one shim for the pod) and prints pod start to first reply.
+smoke() { # handler
+	local h=$1 pod ctr out t0 t1 shims
+	mkdir -p "$T/smoke-$h"
+	cat >"$T/smoke-$h/pod.json" <<EOF
+{"metadata": {"name": "smoke-$h", "namespace": "warm-smoke", "uid": "smoke-$h-uid", "attempt": 0},
+ "log_directory": "$T/smoke-$h", "linux": {}}
+EOF
+	cat >"$T/smoke-$h/ctr.json" <<EOF
+{"metadata": {"name": "app"}, "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command": ["sh", "-c", "echo hello-from-$h; exec sleep 3600"], "log_path": "app.log", "linux": {}}
+EOF
+	t0=$(date +%s%N)
+	pod=$("${CRICTL[@]}" runp --runtime "$h" "$T/smoke-$h/pod.json" 2>>"$T/smoke-$h/crictl.err") || return 1
+	ctr=$("${CRICTL[@]}" create "$pod" "$T/smoke-$h/ctr.json" "$T/smoke-$h/pod.json" 2>>"$T/smoke-$h/crictl.err") || return 1
+	"${CRICTL[@]}" start "$ctr" >/dev/null || return 1
+	out=$("${CRICTL[@]}" exec "$ctr" echo exec-ok) || return 1
+	t1=$(date +%s%N)
+	[ "$out" = exec-ok ] || { log "smoke $h: exec said '$out'"; return 1; }
+	shims=$(pgrep -fc "containerd-shim-warm-v2 .*-address $T/c.sock" || true)
+	if [ "$h" = warm ] && [ "$shims" != 1 ]; then
+		log "smoke $h: want exactly 1 containerd-shim-warm-v2 for the pod, found $shims"
+		return 1
+	fi
+	for _ in $(seq 1 50); do
+		"${CRICTL[@]}" logs "$ctr" 2>/dev/null | grep -q "hello-from-$h" && break
+		sleep 0.1
+	done
+	"${CRICTL[@]}" logs "$ctr" 2>/dev/null | grep -q "hello-from-$h" || { log "smoke $h: no log line"; return 1; }
+	"${CRICTL[@]}" stop -t 2 "$ctr" >/dev/null || return 1
+	"${CRICTL[@]}" rm "$ctr" >/dev/null || return 1
+	"${CRICTL[@]}" stopp "$pod" >/dev/null || return 1
+	"${CRICTL[@]}" rmp "$pod" >/dev/null || return 1
+	for _ in $(seq 1 50); do
+		[ "$(pgrep -fc "containerd-shim-.*-address $T/c.sock" || true)" = 0 ] && break
+		sleep 0.1
+	done
+	[ "$(pgrep -fc "containerd-shim-.*-address $T/c.sock" || true)" = 0 ] || { log "smoke $h: shim still running after rmp"; return 1; }
+	printf 'crictl smoke %-5s: ok (runp+create+start+exec, pod start to first reply: %d ms)\n' "$h" $(((t1 - t0) / 1000000)) | tee -a "$OUTDIR/smoke.txt"
+}
+"${CRICTL[@]}" pull registry.k8s.io/e2e-test-images/busybox:1.29-2 >/dev/null || die "pull busybox failed"
+: >"$OUTDIR/smoke.txt"
+smoke_rc=0
+for h in runc warm; do
+	smoke "$h" || { log "crictl smoke test failed for handler $h"; smoke_rc=1; }
+done
+if [ "${CRITEST_SMOKE_ONLY:-0}" = 1 ]; then
+	exit "$smoke_rc"
+fi
 
 # --- critest per handler ---------------------------------------------------------------
 reports=()
@@ -353,6 +421,8 @@ sargs=(-ref-name "$ref" -ref "$OUTDIR/junit_$ref.xml" -allow "$HERE/scripts/cri/
 [ -n "$cand" ] && sargs+=(-cand-name "$cand" -cand "$OUTDIR/junit_$cand.xml")
 "$T/bin/crisummary" "${sargs[@]}" | tee "$OUTDIR/summary.txt"
 src=${PIPESTATUS[0]}
+cat "$OUTDIR/smoke.txt" >>"$OUTDIR/summary.txt"
+[ "$smoke_rc" = 0 ] || { echo "crictl smoke test failed (see above)" | tee -a "$OUTDIR/summary.txt"; src=1; }
 for h in "${reports[@]}"; do echo "critest $h wall time: $(cat "$OUTDIR/wall_$h.txt")s" | tee -a "$OUTDIR/summary.txt"; done
 set -e
 exit "$src"
