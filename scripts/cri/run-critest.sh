@@ -11,10 +11,18 @@
 # sending registry.k8s.io, gcr.io, k8s.gcr.io, docker.io and quay.io to it, a CNI bridge
 # (warmcri0, 10.238.0.0/16), and containerd with CRI and NRI, its own root, state, sockets,
 # shim socket dir and runc roots. No traffic leaves loopback and the bridge.
+# Before critest, a crictl smoke test (runp --runtime H, create, start, exec, logs, stop,
+# rm) runs for both handlers and prints pod start to first reply.
 #
-# Environment: CRITEST_HANDLERS (default "runc warm"), CRITEST_FOCUS / CRITEST_SKIP (extra
-# ginkgo regexps), CRITEST_PARALLEL (default 1), CRITEST_KEEP=1 keeps the temp dir's logs
-# (copied into OUTDIR either way).
+# The warm handler has no `options` table: the shim finds warm.toml through WARM_CONFIG in
+# the shim manager's env. With ConfigPath in the handler's options (CRITEST_WARM_CONFIG=
+# configpath) containerd fails user-namespace containers before reaching the shim; see the
+# comment at WARM_OPTIONS below.
+#
+# Environment: CRITEST_HANDLERS (default "runc warm"; the first is the reference),
+# CRITEST_FOCUS / CRITEST_SKIP (extra ginkgo regexps), CRITEST_PARALLEL (default 1),
+# CRITEST_WARM_CONFIG (env | configpath), CRITEST_SMOKE_ONLY=1 (what crictl-smoke.sh sets),
+# CRITEST_KEEP=1 keeps the temp dir (its logs are copied into OUTDIR/logs either way).
 #
 # Exit status: 0 when every spec that passes with runc passes with warm and runc has no
 # failure outside scripts/cri/runc-allowlist.tsv; 1 otherwise; 2 when the set-up fails.

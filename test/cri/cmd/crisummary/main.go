@@ -81,9 +81,9 @@ func load(path string) (map[string]result, error) {
 func classify(c junitCase) result {
 	switch {
 	case c.Failure != nil:
-		return result{failed, firstLine(c.Failure.Message, c.Failure.Text)}
+		return result{failed, firstLine(rpcError(c.Failure.Text), c.Failure.Message, c.Failure.Text)}
 	case c.Error != nil:
-		return result{failed, firstLine(c.Error.Message, c.Error.Text)}
+		return result{failed, firstLine(rpcError(c.Error.Text), c.Error.Message, c.Error.Text)}
 	case c.Skipped != nil || c.Status == "skipped" || c.Status == "pending":
 		msg := ""
 		if c.Skipped != nil {
@@ -97,6 +97,17 @@ func classify(c junitCase) result {
 	}
 }
 
+// rpcError returns the first line of text that carries a gRPC error from the runtime,
+// which says more than Ginkgo's "failed to start container".
+func rpcError(text string) string {
+	for _, l := range strings.Split(text, "\n") {
+		if i := strings.Index(l, "rpc error:"); i >= 0 {
+			return l[i:]
+		}
+	}
+	return ""
+}
+
 func firstLine(ss ...string) string {
 	for _, s := range ss {
 		s = strings.TrimSpace(s)
@@ -106,8 +117,8 @@ func firstLine(ss ...string) string {
 		if i := strings.IndexByte(s, '\n'); i >= 0 {
 			s = s[:i]
 		}
-		if len(s) > 200 {
-			s = s[:200] + "..."
+		if len(s) > 300 {
+			s = s[:300] + "..."
 		}
 		return s
 	}
