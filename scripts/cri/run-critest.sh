@@ -69,7 +69,7 @@ fi
 # --- state and teardown -----------------------------------------------------------
 T=$(mktemp -d /tmp/wcri.XXXXXX)
 chmod 0755 "$T"
-REG_PID= CTD_PID=
+REG_PID= CTD_PID= CRITEST_PID=
 ipfwd=$(cat /proc/sys/net/ipv4/ip_forward)
 nat_before=$(iptables -t nat -S 2>/dev/null | awk '$1 == "-N" {print $2}' | sort || true)
 filter_before=$(iptables -S 2>/dev/null | awk '$1 == "-N" {print $2}' | sort || true)
@@ -159,6 +159,7 @@ teardown() {
 	set +e
 	trap - EXIT INT TERM
 	log "teardown"
+	stop_pid "$CRITEST_PID" critest
 	if [ -n "$CTD_PID" ] && kill -0 "$CTD_PID" 2>/dev/null; then
 		# Remove whatever pods are left so the CNI DEL runs while containerd is up.
 		local p
@@ -411,8 +412,12 @@ for h in $HANDLERS; do
 	[ -n "$skip" ] && args+=(-ginkgo.skip "$skip")
 	start=$(date +%s)
 	set +e
-	(cd "$T" && critest "${args[@]}") >"$OUTDIR/critest_$h.log" 2>&1
+	# In the background, so that a signal to this script runs the teardown at once.
+	(cd "$T" && exec critest "${args[@]}") >"$OUTDIR/critest_$h.log" 2>&1 &
+	CRITEST_PID=$!
+	wait "$CRITEST_PID"
 	crc=$?
+	CRITEST_PID=
 	set -e
 	end=$(date +%s)
 	log "handler $h: critest exit $crc in $((end - start))s; log $OUTDIR/critest_$h.log"
