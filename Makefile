@@ -14,6 +14,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/containerd-shim-warm-v2 ./cmd/containerd-shim-warm-v2
 	$(GO) build -o $(BIN)/warmctl ./cmd/warmctl
+	$(GO) build -ldflags='-s -w' -o $(BIN)/warm-runc ./cmd/warm-runc
 
 setup:
 	./scripts/setup.sh
@@ -34,6 +35,7 @@ test: vet unit integration
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-warm-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-warm-v2
 	install -D -m 0755 $(BIN)/warmctl $(DESTDIR)$(PREFIX)/bin/warmctl
+	install -D -m 0755 $(BIN)/warm-runc $(DESTDIR)$(PREFIX)/bin/warm-runc
 	@if [ ! -e $(DESTDIR)/etc/containerd/warm.toml ]; then \
 		install -D -m 0600 warm.toml $(DESTDIR)/etc/containerd/warm.toml; \
 	else echo "keeping existing /etc/containerd/warm.toml"; fi

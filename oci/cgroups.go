@@ -24,50 +24,80 @@ func unified() bool { return cgroups.Mode() == cgroups.Unified }
 func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, error) {
 	oldPath, newPath = "/"+strings.Trim(oldPath, "/"), "/"+strings.Trim(newPath, "/")
 	moved := map[string]string{}
+	migrate := map[string]string{}
+	sibling := filepath.Dir(oldPath) == filepath.Dir(newPath)
 	for subsys, p := range paths {
 		if !strings.HasSuffix(p, oldPath) {
 			return nil, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
 		}
 		np := strings.TrimSuffix(p, oldPath) + newPath
+		// A v1 cgroup can be renamed to a sibling: no process moves (a v1 migration
+		// costs an RCU grace period per process and hierarchy), and the freezer state
+		// goes with it. cgroup2 refuses renames: its processes migrate below.
+		if sibling && subsys != "" && os.Rename(p, np) == nil {
+			moved[subsys] = np
+			continue
+		}
+		// On a hybrid host the cgroup2 hierarchy carries no controller: the processes
+		// stay in the sandbox's cgroup there (runc's state says so, and removes it),
+		// which spares a migration on the hit's path.
+		if sibling && subsys == "" && !unified() {
+			moved[subsys] = p
+			continue
+		}
+		migrate[subsys] = p
+	}
+	if len(migrate) == 0 {
+		return moved, nil
+	}
+	for subsys, p := range migrate {
+		np := strings.TrimSuffix(p, oldPath) + newPath
 		if subsys == "" && unified() {
 			// NewManager also enables the controllers on the way down, which a bare
 			// mkdir would not.
 			if _, err := cgroupsv2.NewManager("/sys/fs/cgroup", newPath, &cgroupsv2.Resources{}); err != nil {
-				return nil, fmt.Errorf("create cgroup %s: %w", np, err)
+				return moved, fmt.Errorf("create cgroup %s: %w", np, err)
 			}
 		} else if err := os.MkdirAll(np, 0o755); err != nil {
-			return nil, fmt.Errorf("create cgroup %s: %w", np, err)
+			return moved, fmt.Errorf("create cgroup %s: %w", np, err)
 		}
 		if subsys == "cpuset" {
 			if err := initCpuset(np); err != nil {
-				return nil, err
+				return moved, err
 			}
 		}
 		moved[subsys] = np
 	}
-	// Freeze the destination first, so processes stay frozen as they move.
-	if err := freezeDir(moved, true); err != nil {
-		return nil, err
+	// Freeze the destination first (when the freezer itself migrates), so processes
+	// stay frozen as they move.
+	if _, ok := migrate["freezer"]; ok || unified() {
+		if err := freezeDir(moved, true); err != nil {
+			return moved, err
+		}
 	}
-	// One hierarchy lists the processes; every hierarchy gets each of them.
-	list := pickProcsDir(paths)
-	pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+	// One hierarchy lists the processes; every migrating hierarchy gets each of them.
+	pids, err := readPids(filepath.Join(pickProcsDir(moved), "cgroup.procs"))
 	if err != nil {
-		return nil, err
+		return moved, err
 	}
 	for _, pid := range pids {
-		for subsys, np := range moved {
+		for subsys := range migrate {
+			np := moved[subsys]
 			if err := os.WriteFile(filepath.Join(np, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 				// ESRCH: the process exited meanwhile; anything else is fatal.
 				if !strings.Contains(err.Error(), "no such process") {
-					return nil, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
+					return moved, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
 				}
 			}
 		}
 	}
-	for _, p := range paths {
-		removeCgroup(p)
-	}
+	// The emptied cgroups go in the background: removing them is not on the hit's path,
+	// and an exiting task can keep one busy for a moment.
+	go func() {
+		for _, p := range migrate {
+			removeCgroup(p)
+		}
+	}()
 	return moved, nil
 }
 

@@ -37,7 +37,8 @@ type Sandboxes struct {
 	Runc, Root string
 	// Dir holds one bundle directory per sandbox.
 	Dir string
-	// CgroupParent is the cgroup under which pooled sandboxes wait.
+	// CgroupParent is the cgroup under which pooled sandboxes wait when their template's
+	// own parent cannot be used (a systemd path).
 	CgroupParent string
 	Rootfs       Rootfs
 }
@@ -112,6 +113,18 @@ func sandboxSpec(t *store.Template, bundle, cgroupsPath string) (*specs.Spec, er
 	return &sp, nil
 }
 
+// cgroupParentOf is where a template's sandboxes wait: beside the template's own
+// container (e.g. /<namespace>), so that adopting one into a sibling container cgroup is
+// a rename; or under CgroupParent.
+func (s *Sandboxes) cgroupParentOf(t *store.Template) string {
+	if t.Spec != nil && t.Spec.Linux != nil {
+		if p := t.Spec.Linux.CgroupsPath; strings.HasPrefix(p, "/") && !strings.Contains(p, ":") && filepath.Dir(p) != "/" {
+			return filepath.Dir(p)
+		}
+	}
+	return s.CgroupParent
+}
+
 // Restore implements pool.Runtime: a new bundle, a rootfs from the template's image, a
 // CRIU restore through runc with pipes the shim keeps, then freeze.
 func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (_ any, _ int64, retErr error) {
@@ -125,7 +138,7 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o700); err != nil {
 		return sb, 0, err
 	}
-	sp, err := sandboxSpec(t, bundle, filepath.Join(s.CgroupParent, id))
+	sp, err := sandboxSpec(t, bundle, filepath.Join(s.cgroupParentOf(t), id))
 	if err != nil {
 		return sb, 0, err
 	}

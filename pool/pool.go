@@ -29,6 +29,9 @@ type Runtime interface {
 	Destroy(ctx context.Context, handle any) error
 }
 
+// refillHoldoff is how long after an Acquire the refiller leaves the CPU to the hit.
+const refillHoldoff = 100 * time.Millisecond
+
 // ErrEmpty is returned by Acquire when no frozen sandbox came within the timeout.
 var ErrEmpty = errors.New("pool empty")
 
@@ -456,6 +459,15 @@ func (p *Pool) round(ctx context.Context) {
 	n := want - len(p.frozen) - restoring
 	if now.Before(p.retryAt) {
 		n = 0
+	}
+	// A hit is being served right after an Acquire: restoring now (CRIU is CPU heavy)
+	// would slow it down. Unless callers wait, refill a moment later.
+	if p.waiting == 0 && now.Sub(p.lastAcq) < refillHoldoff && len(p.frozen) > 0 {
+		n = 0
+		go func() {
+			time.Sleep(refillHoldoff)
+			p.Kick()
+		}()
 	}
 	if n > p.cfg.RefillBatch-restoring {
 		n = p.cfg.RefillBatch - restoring

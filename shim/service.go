@@ -265,6 +265,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	proc, _ := container.Process("")
 	handleStarted(container, proc)
 	s.warm.createdIn(r.ID, time.Since(began))
+	log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).Debug("created")
 	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
 }
 

@@ -97,6 +97,11 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	if err != nil {
 		return err
 	}
+	// The small warm-runc beside the shim starts faster than the shim binary, which
+	// can serve as the wrapper too.
+	if small := filepath.Join(filepath.Dir(self), wrap.Binary); isExecutable(small) {
+		self = small
+	}
 	realRunc, err := exec.LookPath(cfg.Runc)
 	if err != nil {
 		return fmt.Errorf("runc %q: %w", cfg.Runc, err)
@@ -430,10 +435,12 @@ func (w *warm) handleWrapper(c *net.UnixConn) {
 		}
 		// The output files now belong to the sandbox's copies.
 		files[1], files[2] = nil, nil
+		began := time.Now()
 		if err := w.sandboxes.Adopt(ctx, sb, ar); err != nil {
 			resp.Error = err.Error()
 			break
 		}
+		log.G(ctx).WithField("container", req.ID).WithField("adopt", time.Since(began)).Debug("sandbox adopted")
 		if req.PidFile != "" {
 			if err := os.WriteFile(req.PidFile, []byte(strconv.Itoa(sb.Pid)), 0o600); err != nil {
 				resp.Error = err.Error()
@@ -442,6 +449,10 @@ func (w *warm) handleWrapper(c *net.UnixConn) {
 		}
 		resp.Handled = true
 	case "start":
+		began := time.Now()
+		defer func() {
+			log.G(ctx).WithField("container", req.ID).WithField("thaw", time.Since(began)).Debug("sandbox thawed")
+		}()
 		if err := w.sandboxes.Thaw(ctx, sb, s.spec, s.bundle); err != nil {
 			resp.Error = err.Error()
 			break
@@ -469,4 +480,9 @@ func (w *warm) missed(spec *specs.Spec, reason string) {
 	if p := w.poolNamed(spec.Annotations[AnnTemplate]); p != nil {
 		p.Miss(reason)
 	}
+}
+
+func isExecutable(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -77,6 +78,10 @@ func run(m *testing.M) int {
 	if code != 0 {
 		fmt.Fprintf(os.Stderr, "--- containerd log (last lines) ---\n%s\n", cd.LogTail(80))
 	}
+	// Keep containerd's log (it holds the shims' logs too) for a look after the run.
+	if data, err := os.ReadFile(cd.LogPath); err == nil {
+		_ = os.WriteFile(filepath.Join(os.TempDir(), "warm-it-containerd.log"), data, 0o600)
+	}
 	if err := teardown(); err != nil {
 		fmt.Fprintln(os.Stderr, "teardown:", err)
 		code = 1
@@ -139,6 +144,10 @@ func teardown() error {
 		client.Close()
 	}
 	_ = cd.Stop()
+	harness.RemoveCNIRules(namespace)
+	if out, err := exec.Command("iptables", "-t", "nat", "-S").Output(); err == nil && strings.Contains(string(out), namespace) {
+		errs = append(errs, "iptables nat rules naming "+namespace)
+	}
 	// Shims exit on their own once their containers are gone; give them a moment.
 	var leaks []string
 	for i := 0; i < 100; i++ {

@@ -39,7 +39,11 @@ type Response struct {
 	Error   string `json:"error,omitempty"`
 }
 
-// IsInvocation reports whether this process was started as the wrapper.
+// Binary is the name of the small wrapper binary installed beside the shim.
+const Binary = "warm-runc"
+
+// IsInvocation reports whether this process (the shim binary) was started as the
+// wrapper, which the shim does when warm-runc is not installed beside it.
 func IsInvocation(args []string) bool {
 	return os.Getenv(EnvRunc) != "" && len(args) > 1 && args[1] == "--root"
 }

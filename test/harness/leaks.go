@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 )
@@ -79,4 +80,58 @@ func cgroupRoots() []string {
 		}
 	}
 	return roots
+}
+
+// RemoveCNIRules removes the nat rules (and the chains they jump to) that the CNI bridge
+// plugin added for containers of the namespace and that its DEL left behind: the suite
+// leaves the host's firewall as it found it.
+func RemoveCNIRules(namespace string) []string {
+	out, err := exec.Command("iptables", "-t", "nat", "-S").Output()
+	if err != nil {
+		return nil
+	}
+	var removed []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if !strings.HasPrefix(line, "-A ") || !strings.Contains(line, `id: \"`+namespace+"-") {
+			continue
+		}
+		args := append([]string{"-t", "nat", "-D"}, splitRule(strings.TrimPrefix(line, "-A "))...)
+		if exec.Command("iptables", args...).Run() == nil {
+			removed = append(removed, line)
+		}
+		f := strings.Fields(line)
+		if chain := f[len(f)-1]; strings.HasPrefix(chain, "CNI-") {
+			_ = exec.Command("iptables", "-t", "nat", "-F", chain).Run()
+			_ = exec.Command("iptables", "-t", "nat", "-X", chain).Run()
+		}
+	}
+	return removed
+}
+
+// splitRule splits an iptables -S rule into arguments, keeping quoted comments whole.
+func splitRule(s string) []string {
+	var args []string
+	var cur strings.Builder
+	inQuote := false
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\\' && i+1 < len(s) && s[i+1] == '"':
+			cur.WriteByte('"')
+			i++
+		case c == '"':
+			inQuote = !inQuote
+		case c == ' ' && !inQuote:
+			if cur.Len() > 0 {
+				args = append(args, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteByte(c)
+		}
+	}
+	if cur.Len() > 0 {
+		args = append(args, cur.String())
+	}
+	return args
 }
