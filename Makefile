@@ -7,7 +7,7 @@ PREFIX ?= /usr/local
 WITH_TOOLS = tools=$$(./scripts/setup.sh) && export PATH=$(BIN):$$tools:$$PATH &&
 UNIT_PKGS = $(shell $(GO) list ./... | grep -v /test)
 
-.PHONY: all build setup test unit integration vet install bench demo clean
+.PHONY: all build setup test unit integration critest vet install bench demo clean
 
 all: build
 
@@ -30,7 +30,12 @@ unit:
 integration: build
 	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./oci/... ./test/...
 
-test: vet unit integration
+# CRI conformance: critest v1.37.0 against handlers runc and warm (about 5 minutes).
+critest: build
+	WARM_SETUP_CRITEST=1 ./scripts/setup.sh >/dev/null
+	scripts/cri/run-critest.sh $(CURDIR)/out/critest
+
+test: vet unit integration critest
 
 install: build
 	install -D -m 0755 $(BIN)/containerd-shim-warm-v2 $(DESTDIR)$(PREFIX)/bin/containerd-shim-warm-v2
@@ -42,6 +47,8 @@ install: build
 
 bench: build
 	$(WITH_TOOLS) $(GO) run ./test/cmd/bench -out $(CURDIR)/out/bench.json
+	WARM_SETUP_CRITEST=1 ./scripts/setup.sh >/dev/null
+	CRITEST_BENCH=20 CRITEST_SMOKE_ONLY=1 scripts/cri/run-critest.sh $(CURDIR)/out/critest-bench
 
 demo: build
 	$(WITH_TOOLS) $(GO) run ./test/cmd/demo

@@ -101,6 +101,13 @@ if ! stamp nerdctl "$NERDCTL_VERSION"; then
 fi
 
 if [ "${WARM_SETUP_CRITEST:-0}" = 1 ]; then
+	# Debian's dynamic busybox for the CRI stand-in images (busybox-static cannot be
+	# installed beside it, so only the .deb is kept).
+	if ! ls "$TOOLS"/debs/busybox_*.deb >/dev/null 2>&1; then
+		log "busybox .deb for the CRI images"
+		mkdir -p "$TOOLS/debs"
+		(cd "$TOOLS/debs" && apt-get download busybox >&2)
+	fi
 	if ! stamp critest "$CRITOOLS_VERSION" || ! stamp crictl "$CRITOOLS_VERSION"; then
 		log "critest + crictl $CRITOOLS_VERSION"
 		(cd "$HERE/tools/critools" && go test -c -o "$BIN/critest" sigs.k8s.io/cri-tools/cmd/critest &&

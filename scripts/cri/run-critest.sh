@@ -385,7 +385,7 @@ EOF
 		sleep 0.1
 	done
 	[ "$(pgrep -fc "containerd-shim-.*-address $T/c.sock" || true)" = 0 ] || { log "smoke $h: shim still running after rmp"; return 1; }
-	printf 'crictl smoke %-5s: ok (runp+create+start+exec, pod start to first reply: %d ms)\n' "$h" $(((t1 - t0) / 1000000)) | tee -a "$OUTDIR/smoke.txt"
+	printf 'crictl smoke %-5s: ok (runp+create+start+exec, pod start to first reply: %d ms)\n' "$h" $(((t1 - t0) / 1000000)) | tee -a "${SMOKE_OUT:-$OUTDIR/smoke.txt}"
 }
 "${CRICTL[@]}" pull registry.k8s.io/e2e-test-images/busybox:1.29-2 >/dev/null || die "pull busybox failed"
 : >"$OUTDIR/smoke.txt"
@@ -393,6 +393,24 @@ smoke_rc=0
 for h in runc warm; do
 	smoke "$h" || { log "crictl smoke test failed for handler $h"; smoke_rc=1; }
 done
+# Benchmark row: pod start to first reply, CRITEST_BENCH runs per handler, interleaved.
+if [ "${CRITEST_BENCH:-0}" -gt 0 ] && [ "$smoke_rc" = 0 ]; then
+	: >"$T/bench.txt"
+	for _ in $(seq 1 "$CRITEST_BENCH"); do
+		for h in runc warm; do
+			SMOKE_OUT=$T/bench.txt smoke "$h" >/dev/null || { log "bench run failed for $h"; smoke_rc=1; break 2; }
+		done
+	done
+	{
+		printf '%-40s %-8s %5s %9s %9s %9s\n' "benchmark" "handler" "runs" "median" "p90" "p99"
+		for h in runc warm; do
+			grep "crictl smoke $h " "$T/bench.txt" | sed 's/.*first reply: \([0-9]*\) ms.*/\1/' | sort -n | awk -v h="$h" '
+				function rank(p) { i = int(p / 100 * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] }
+				{ v[NR] = $1 }
+				END { printf "%-40s %-8s %5d %7dms %7dms %7dms\n", "pod start to first reply (crictl)", h, NR, rank(50), rank(90), rank(99) }'
+		done
+	} | tee "$OUTDIR/bench.txt"
+fi
 if [ "${CRITEST_SMOKE_ONLY:-0}" = 1 ]; then
 	exit "$smoke_rc"
 fi
