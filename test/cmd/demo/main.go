@@ -1,6 +1,8 @@
-// Command demo starts an isolated containerd (temporary root, never the host's), runs a
-// container through warm with ctr and with the Go client, prints what happened, and
-// removes everything it made.
+// Command demo (`make demo`) shows warm on an isolated containerd (temporary root, never
+// the host's): it builds the sample Go service (a second and 200 MB of initialisation)
+// into a local image, runs it cold through runc, makes a warm template from it, fills a
+// pool, serves the same container from the pool, and prints the comparison. Everything
+// it made is removed at the end.
 package main
 
 import (
@@ -11,17 +13,14 @@ import (
 	"strings"
 	"time"
 
-	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-
+	"github.com/warmshim/warm/test/benchkit"
 	"github.com/warmshim/warm/test/harness"
 )
 
-const image = "docker.io/warmdemo/busybox:1"
-
 func main() {
-	keep := flag.Bool("keep", false, "leave the containerd running (prints how to reach it)")
+	runs := flag.Int("runs", 5, "runs per mode")
 	flag.Parse()
-	if err := run(*keep); err != nil {
+	if err := run(*runs); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -29,7 +28,7 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
-func run(keep bool) error {
+func run(runs int) error {
 	env, err := harness.FindEnv()
 	if err != nil {
 		return err
@@ -38,57 +37,83 @@ func run(keep bool) error {
 	if err != nil {
 		return err
 	}
+	defer os.RemoveAll(dir)
+	const ns = "warmdemo"
 	step("starting an isolated containerd in %s", dir)
-	cd, err := harness.Start(env, dir, "warmdemo")
+	cd, err := harness.StartWith(env, dir, ns, benchkit.PoolConfig)
 	if err != nil {
 		return err
 	}
-	cleanup := func() {
-		_ = cd.Stop()
-		harness.RemoveNamespaceCgroups("warmdemo")
-		if leaks := harness.Leaks(dir, "warmdemo"); len(leaks) > 0 {
-			fmt.Fprintf(os.Stderr, "left behind: %v\n", leaks)
-		}
-		os.RemoveAll(dir)
-	}
-	if !keep {
-		defer cleanup()
-	}
-	ctx, cancel := context.WithTimeout(cd.Context(context.Background()), 5*time.Minute)
-	defer cancel()
 	client, err := cd.Client()
 	if err != nil {
 		return err
 	}
-	defer client.Close()
-	step("building a busybox image locally and importing it as %s", image)
-	files, err := harness.BusyboxFiles()
+	e := &benchkit.Env{CD: cd, Client: client, Ctx: cd.Context(context.Background()), Ctl: harness.NewCtl(cd.WarmRun, ns)}
+	defer func() {
+		_ = e.Ctl.Do("POST", "/shutdown", nil)
+		client.Close()
+		_ = cd.Stop()
+		harness.RemoveNamespaceCgroups(ns)
+		if leaks := harness.Leaks(dir, ns); len(leaks) > 0 {
+			fmt.Fprintf(os.Stderr, "left behind: %v\n", leaks)
+		} else {
+			step("cleaned up: no shim, mount or cgroup left")
+		}
+	}()
+	step("building the sample Go service (1 s and 200 MB of initialisation) into a local image")
+	goApp, _, files, err := benchkit.Apps(dir)
 	if err != nil {
 		return err
 	}
-	if err := harness.ImportImage(ctx, client, image, files, ocispec.ImageConfig{Env: []string{"PATH=/bin:/sbin"}}); err != nil {
+	if err := e.Import(goApp.Image, files["go"]); err != nil {
 		return err
 	}
-	args := append([]string{"run", "--rm"}, cd.RuntimeFlags(harness.Warm)...)
-	args = append(args, image, "demo1", "sh", "-c", "echo hello from a container run by warm; echo kernel: $(uname -r); echo pid in container: $$")
-	step("ctr %s", strings.Join(args, " "))
+	measure := func(label string, flags []string, before func() error) ([]float64, error) {
+		var s []float64
+		for i := 0; i < runs; i++ {
+			if before != nil {
+				if err := before(); err != nil {
+					return nil, err
+				}
+			}
+			d, err := e.CtrFirstReply(flags, goApp)
+			if err != nil {
+				return nil, err
+			}
+			s = append(s, float64(d.Microseconds())/1000)
+			fmt.Printf("    %-10s run %d: ctr run -> first reply in %6.1f ms\n", label, i+1, s[len(s)-1])
+		}
+		return s, nil
+	}
+	step("cold: ctr run --rm --runtime io.containerd.runc.v2 %s (x%d)", goApp.Image, runs)
+	cold, err := measure("runc cold", cd.RuntimeFlags(harness.Runc), nil)
+	if err != nil {
+		return err
+	}
+	const tmpl = "demo-go"
+	step("making template %s: the service runs through warm with io.containerd.warm.template=%s and io.containerd.warm.ready=file:/tmp/ready;", tmpl, tmpl)
+	fmt.Println("    once ready, warm checkpoints it (it keeps running) and restores a pool of frozen sandboxes")
 	start := time.Now()
-	out, err := cd.Ctr(ctx, nil, args...)
-	fmt.Print(indent(out))
+	if err := e.MakeTemplate(goApp, tmpl); err != nil {
+		return err
+	}
+	e.RemoveMaker(tmpl)
+	step("template made and pool filled in %v", time.Since(start).Round(time.Millisecond))
+	warmFlags := append([]string{"--annotation", "io.containerd.warm.template=" + tmpl}, cd.RuntimeFlags(harness.Warm)...)
+	step("warm: ctr run --rm --runtime io.containerd.warm.v2 --annotation io.containerd.warm.template=%s %s (x%d)", tmpl, goApp.Image, runs)
+	hits, err := measure("warm hit", warmFlags, func() error { return e.WaitFrozen(tmpl, 1) })
 	if err != nil {
-		return fmt.Errorf("ctr run: %w", err)
+		return err
 	}
-	step("ctr run --rm through io.containerd.warm.v2 took %v end to end", time.Since(start).Round(time.Millisecond))
-	if keep {
-		fmt.Printf("containerd keeps running: ctr --address %s --namespace warmdemo ...\n", cd.Address)
+	st, _, _ := e.Ctl.Pool(tmpl)
+	c, h := benchkit.Summarize("go", "runc cold", cold), benchkit.Summarize("go", "warm pool hit", hits)
+	fmt.Println()
+	fmt.Printf("%-16s %5s %10s %10s %10s\n", "mode", "runs", "median", "p90", "p99")
+	for _, r := range []benchkit.Row{c, h} {
+		fmt.Printf("%-16s %5d %8.1fms %8.1fms %8.1fms\n", r.Mode, r.Runs, r.Median, r.P90, r.P99)
 	}
-	step("done")
+	fmt.Printf("\nwarm pool hit is %.1fx faster than a cold start (median); pool: %d frozen, %.0f MiB, %d hits, shim-side Create+Start p50 %v\n",
+		c.Median/h.Median, st.Frozen, float64(st.Memory)/(1<<20), st.Hits, st.ServeP50.Round(time.Microsecond))
+	fmt.Println(strings.Repeat("-", 60))
 	return nil
-}
-
-func indent(s string) string {
-	if s == "" {
-		return ""
-	}
-	return "    " + strings.ReplaceAll(strings.TrimRight(s, "\n"), "\n", "\n    ") + "\n"
 }
