@@ -48,6 +48,29 @@ type Config struct {
 	Pool Pool `toml:"pool"`
 	// Pools overrides Pool per template name.
 	Pools map[string]Pool `toml:"pools"`
+	// Recovery configures crash recovery.
+	Recovery Recovery `toml:"recovery"`
+}
+
+// Recovery configures how warm restores a task that exits abnormally.
+type Recovery struct {
+	// Enabled turns recovery on for every container (an annotation can still turn it
+	// off, or on when this is false).
+	Enabled bool `toml:"enabled"`
+	// MaxRetries is how many restores of one exit are tried.
+	MaxRetries int `toml:"max_retries"`
+	// Backoff is the wait before the first retry; it doubles with each.
+	Backoff Duration `toml:"backoff"`
+	// HealthTimeout bounds a health check after a restore.
+	HealthTimeout Duration `toml:"health_timeout"`
+	// CrashLoopMax recoveries within CrashLoopWindow stop recovery for the container.
+	CrashLoopMax    int      `toml:"crash_loop_max"`
+	CrashLoopWindow Duration `toml:"crash_loop_window"`
+	// CheckpointKeep is how many periodic checkpoints are kept by default.
+	CheckpointKeep int `toml:"checkpoint_keep"`
+	// Incremental makes periodic checkpoints pre-dump memory first, so the task is
+	// frozen only for what changed since.
+	Incremental bool `toml:"incremental"`
 }
 
 // Pool configures the pool of frozen sandboxes kept for one template.
@@ -191,7 +214,9 @@ func merge(base, over Pool) Pool {
 
 // Default returns the configuration used when no file exists.
 func Default() Config {
-	return Config{Runc: "runc", Criu: "criu", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm"}
+	return Config{Runc: "runc", Criu: "criu", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm",
+		Recovery: Recovery{MaxRetries: 3, Backoff: Duration{100 * time.Millisecond}, HealthTimeout: Duration{5 * time.Second},
+			CrashLoopMax: 5, CrashLoopWindow: Duration{time.Minute}, CheckpointKeep: 3, Incremental: true}}
 }
 
 var logLevels = []string{"trace", "debug", "info", "warn", "error"}
@@ -267,6 +292,17 @@ func (c Config) Validate() error {
 			return fmt.Errorf("key %s: %q must be an absolute path", k, p)
 		}
 	}
+	r := c.Recovery
+	switch {
+	case r.MaxRetries < 1:
+		return fmt.Errorf("key recovery.max_retries: %d must be at least 1", r.MaxRetries)
+	case r.CrashLoopMax < 1:
+		return fmt.Errorf("key recovery.crash_loop_max: %d must be at least 1", r.CrashLoopMax)
+	case r.CheckpointKeep < 1:
+		return fmt.Errorf("key recovery.checkpoint_keep: %d must be at least 1 (the latest checkpoint)", r.CheckpointKeep)
+	case r.HealthTimeout.Duration <= 0:
+		return fmt.Errorf("key recovery.health_timeout: must be positive")
+	}
 	if c.Pool.Image != "" {
 		return errors.New("key pool.image: a checkpoint image names one template; set it in [pools.NAME]")
 	}
@@ -320,7 +356,7 @@ func allowedKeys() []string {
 			f := t.Field(i)
 			tag := strings.Split(f.Tag.Get("toml"), ",")[0]
 			switch {
-			case f.Type == reflect.TypeOf(Pool{}):
+			case f.Type == reflect.TypeOf(Pool{}) || f.Type == reflect.TypeOf(Recovery{}):
 				walk(f.Type, prefix+tag+".")
 			case f.Type == reflect.TypeOf(map[string]Pool{}):
 				walk(reflect.TypeOf(Pool{}), prefix+tag+".NAME.")

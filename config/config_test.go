@@ -18,7 +18,13 @@ func TestParse(t *testing.T) {
 	}{
 		{name: "empty gives defaults", text: "", want: Default()},
 		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\nsystemd_cgroup = true\nlog_level = \"debug\"\n",
-			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm"}},
+			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm", Recovery: Default().Recovery}},
+		{name: "recovery", text: "[recovery]\nenabled = true\nmax_retries = 5\nbackoff = \"1s\"\n", want: func() Config {
+			c := Default()
+			c.Recovery.Enabled, c.Recovery.MaxRetries, c.Recovery.Backoff = true, 5, Duration{time.Second}
+			return c
+		}()},
+		{name: "bad recovery", text: "[recovery]\nmax_retries = 0\n", wantErr: []string{"recovery.max_retries"}},
 		{name: "unknown key", text: "runc_path = \"x\"\n", wantErr: []string{"unknown key runc_path", "allowed keys are", "runc_root"}},
 		{name: "bad type", text: "systemd_cgroup = \"yes\"\n", wantErr: []string{"systemd_cgroup"}},
 		{name: "bad log level", text: "log_level = \"loud\"\n", wantErr: []string{"key log_level", "loud", "trace, debug, info, warn, error"}},
@@ -101,7 +107,7 @@ func TestShippedExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !reflect.DeepEqual(c.PoolFor("any"), Default().PoolFor("any")) || c.Runc != "runc" || c.StateDir != "/var/lib/warm" {
+	if !reflect.DeepEqual(c.PoolFor("any"), Default().PoolFor("any")) || c.Runc != "runc" || c.StateDir != "/var/lib/warm" || c.Recovery != Default().Recovery {
 		t.Fatalf("warm.toml %+v differs from the defaults %+v", c, Default())
 	}
 }

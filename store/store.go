@@ -20,6 +20,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/checkpoint-restore/go-criu/v7/crit"
+	"github.com/checkpoint-restore/go-criu/v7/crit/images/inventory"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -159,14 +161,21 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	return &Template{Meta: meta, Generation: gen, Dir: final, Images: filepath.Join(final, "images")}, nil
 }
 
-// Verify checks that a directory holds a complete CRIU image set: the files CRIU writes
-// last (inventory) and runc writes after CRIU (descriptors.json) exist and are not empty.
+// Verify checks that a directory holds a complete, readable CRIU image set: runc's
+// descriptors.json is there and CRIU's inventory (written last) decodes with go-criu's
+// image tools.
 func Verify(images string) error {
-	for _, f := range []string{"inventory.img", "descriptors.json"} {
-		fi, err := os.Stat(filepath.Join(images, f))
-		if err != nil || fi.Size() == 0 {
-			return fmt.Errorf("checkpoint in %s is incomplete: %s missing or empty", images, f)
-		}
+	if fi, err := os.Stat(filepath.Join(images, "descriptors.json")); err != nil || fi.Size() == 0 {
+		return fmt.Errorf("checkpoint in %s is incomplete: descriptors.json missing or empty", images)
+	}
+	f, err := os.Open(filepath.Join(images, "inventory.img"))
+	if err != nil {
+		return fmt.Errorf("checkpoint in %s is incomplete: %w", images, err)
+	}
+	defer f.Close()
+	img, err := crit.New(f, nil, "", false, true).Decode(&inventory.InventoryEntry{})
+	if err != nil || img == nil || len(img.Entries) == 0 {
+		return fmt.Errorf("checkpoint in %s is unreadable: inventory.img does not decode (%v)", images, err)
 	}
 	return nil
 }

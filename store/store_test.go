@@ -5,15 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/warmshim/warm/internal/criutest"
 )
 
 func fakeImages(dir string) error {
-	for _, f := range []string{"inventory.img", "descriptors.json", "pages-1.img"} {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte("x"), 0o644); err != nil {
-			return err
-		}
+	if err := criutest.WriteImages(dir); err != nil {
+		return err
 	}
-	return nil
+	return os.WriteFile(filepath.Join(dir, "pages-1.img"), []byte("x"), 0o644)
 }
 
 func TestCommitGetReplaceDelete(t *testing.T) {
@@ -79,6 +79,15 @@ func TestFailedCommitLeavesCurrent(t *testing.T) {
 		return os.WriteFile(filepath.Join(d, "pages-1.img"), []byte("x"), 0o600)
 	}); err == nil {
 		t.Fatal("an incomplete image set was committed")
+	}
+	// A corrupted inventory (a dump cut short) is refused too.
+	if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, func(d string) error {
+		if err := fakeImages(d); err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(d, "inventory.img"), []byte("garbage"), 0o600)
+	}); err == nil {
+		t.Fatal("an unreadable inventory was committed")
 	}
 	got, err := s.Get("ns", "app")
 	if err != nil || got.Generation != t1.Generation {
