@@ -85,3 +85,14 @@ func cgroupMode(m string) (runcC.CgroupMode, error) {
 	}
 	return "", fmt.Errorf("checkpoint option cgroups_mode %q: %w: use soft, full, strict or ignore", m, errdefs.ErrInvalidArgument)
 }
+
+// checkpointImagePath is where a Checkpoint RPC wrote its images.
+func checkpointImagePath(r *taskAPI.CheckpointTaskRequest) string {
+	var opts options.CheckpointOptions
+	if r.Options != nil {
+		if err := typeurl.UnmarshalTo(r.Options, &opts); err == nil && opts.ImagePath != "" {
+			return opts.ImagePath
+		}
+	}
+	return r.Path
+}

@@ -38,6 +38,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/warmshim/warm/oci"
+	"github.com/warmshim/warm/recovery"
 )
 
 var (
@@ -76,6 +77,8 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		exitSubscribers:      make(map[*map[int][]runcC.Exit]struct{}),
 		warm:                 newWarm(grpcAddress),
 		makers:               make(map[string]*maker),
+		recover:              make(map[string]*recoverable),
+		healthReady:          make(map[string]chan struct{}),
 	}
 	sd.RegisterCallback(func(ctx context.Context) error { return s.warm.close(ctx) })
 	s.warm.onIdle = func() {
@@ -113,7 +116,10 @@ type service struct {
 
 	containers map[string]*runc.Container // guarded by mu
 	makers     map[string]*maker          // containers that make a template once started; guarded by mu
-	warm       *warm
+	recover    map[string]*recoverable    // containers that opted in to crash recovery; guarded by mu
+	// healthReady is closed when a restored task's stdout health text appears; guarded by mu
+	healthReady map[string]chan struct{}
+	warm        *warm
 
 	lifecycleMu sync.Mutex
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
@@ -204,6 +210,23 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	// What a cold start gets, should a warm one fail.
 	cold := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	coldRunc := proto.Clone(topts.runc).(*options.Options)
+	pol, err := recovery.FromAnnotations(topts.cfg.Recovery, spec.Annotations)
+	if err != nil {
+		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+	}
+	var relay *stdinRelay
+	if pol.Enabled && r.Stdin != "" && !r.Terminal {
+		var path string
+		if relay, path, err = newStdinRelay(ctx, r.Stdin, r.Bundle); err != nil {
+			return nil, errgrpc.ToGRPC(fmt.Errorf("stdin relay: %w", err))
+		}
+		r.Stdin = path
+		defer func() {
+			if err != nil {
+				relay.close()
+			}
+		}()
+	}
 	var mk *maker
 	if spec.Annotations[AnnTemplate] != "" {
 		if spec.Annotations[AnnReady] != "" {
@@ -240,10 +263,17 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.warm.unplan(ctx, r.ID)
 		return nil, err
 	}
+	rec, rerr := s.prepareRecovery(ctx, cold, spec, topts, relay)
+	if rerr != nil {
+		log.G(ctx).WithError(rerr).WithField("container", r.ID).Warn("crash recovery not enabled")
+	}
 	s.mu.Lock()
 	s.containers[r.ID] = container
 	if mk != nil {
 		s.makers[r.ID] = mk
+	}
+	if rec != nil {
+		s.recover[r.ID] = rec
 	}
 	s.mu.Unlock()
 
@@ -366,6 +396,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		if mk != nil {
 			go s.warm.watchMaker(mk, container)
 		}
+		if rec := s.recoverableOf(container.ID); rec != nil {
+			s.startCheckpoints(rec)
+		}
 	} else {
 		s.send(&eventstypes.TaskExecStarted{ContainerID: container.ID, ExecID: r.ExecID, Pid: uint32(p.Pid())})
 	}
@@ -393,6 +426,15 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err != nil {
 		return nil, err
 	}
+	if r.ExecID == "" {
+		// A Delete during a recovery wins: the recovery is abandoned first.
+		s.killedByContainerd(r.ID)
+		if s.waitRecovered(ctx, r.ID, container) {
+			if container, err = s.getContainer(r.ID); err != nil {
+				return nil, err
+			}
+		}
+	}
 	p, err := container.Delete(ctx, r)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -402,6 +444,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		delete(s.containers, r.ID)
 		delete(s.makers, r.ID)
 		s.mu.Unlock()
+		s.forgetRecovery(r.ID)
 		s.warm.deleted(ctx, r.ID)
 		s.send(&eventstypes.TaskDelete{
 			ContainerID: container.ID,
@@ -528,6 +571,10 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	if err != nil {
 		return nil, err
 	}
+	if r.ExecID == "" {
+		// The exit that follows is containerd's doing: not recovered.
+		s.killedByContainerd(r.ID)
+	}
 	if err := container.Kill(ctx, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -573,6 +620,9 @@ func (s *service) CloseIO(ctx context.Context, r *taskAPI.CloseIORequest) (*ptyp
 	if err != nil {
 		return nil, err
 	}
+	if rec := s.recoverableOf(r.ID); rec != nil && rec.relay != nil && r.ExecID == "" {
+		rec.relay.closeStdin()
+	}
 	if err := container.CloseIO(ctx, r); err != nil {
 		return nil, err
 	}
@@ -585,9 +635,18 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	if err != nil {
 		return nil, err
 	}
+	var copts options.CheckpointOptions
+	if r.Options != nil {
+		_ = typeurl.UnmarshalTo(r.Options, &copts)
+	}
+	if copts.Exit {
+		// A checkpoint that ends the task is containerd's doing: not recovered.
+		s.killedByContainerd(r.ID)
+	}
 	if err := checkpoint(ctx, container, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	s.saveCheckpoint(r.ID, checkpointImagePath(r))
 	return empty, nil
 }
 
@@ -615,6 +674,18 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 	}
 	if err := p.Wait(ctx); err != nil {
 		return nil, errgrpc.ToGRPC(err)
+	}
+	// A recovered init goes on as a restored task: wait on that one.
+	for r.ExecID == "" && s.waitRecovered(ctx, r.ID, container) {
+		if container, err = s.getContainer(r.ID); err != nil {
+			return nil, err
+		}
+		if p, err = container.Process(""); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
+		if err := p.Wait(ctx); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
 	}
 	return &taskAPI.WaitResponse{
 		ExitStatus: uint32(p.ExitStatus()),
@@ -711,10 +782,16 @@ func (s *service) send(evt any) {
 // handleInitExit publishes the init's exit only after every exec of the container has
 // exited: containerd requires exec exits before the init's.
 func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
+	s.holdInput(c.ID)
 	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
 			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")
 		}
+	}
+	if s.tryRecover(e, c, p) {
+		// No TaskExit: the task is being restored. If that fails, the original exit
+		// is published then.
+		return
 	}
 	s.lifecycleMu.Lock()
 	numRunningExecs := s.runningExecs[c]
@@ -748,6 +825,8 @@ func (s *service) handleProcessExit(e runcC.Exit, c *runc.Container, p process.P
 	p.SetExited(e.Status)
 	_, isInit := p.(*process.Init)
 	if isInit {
+		// The exit is final: the client may see the end of the output.
+		defer s.releaseHolders(c.ID)
 		e.Timestamp = p.ExitedAt()
 		if err := runc.WriteExitStatus(c.Bundle, e); err != nil {
 			log.G(s.context).WithField("container_id", c.ID).WithError(err).Error("failed to store exit status in bundle")

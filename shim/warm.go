@@ -486,3 +486,14 @@ func isExecutable(p string) bool {
 	fi, err := os.Stat(p)
 	return err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0
 }
+
+// sandboxRootfs is the root filesystem of the sandbox a container was served from ("" if
+// it was not).
+func (w *warm) sandboxRootfs(id string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if s := w.served[id]; s != nil && s.sb != nil {
+		return filepath.Join(s.sb.Handle.(*oci.Sandbox).Bundle, "rootfs")
+	}
+	return ""
+}

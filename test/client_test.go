@@ -69,6 +69,18 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Fatalf("gave up waiting for %s", what)
 }
 
+// waitForf is waitFor with a description computed when it gives up.
+func waitForf(t *testing.T, what func() string, cond func() bool) {
+	t.Helper()
+	for i := 0; i < 600; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("gave up waiting for %s", what())
+}
+
 func (e *env) runtimeOpt() containerd.NewContainerOpts {
 	if e.runtime == harness.Warm {
 		cfg := cd.WarmCfg
@@ -699,3 +711,5 @@ func withKill() containerd.ProcessDeleteOpts { return containerd.WithProcessKill
 func rtName(rt string) string {
 	return fmt.Sprint(strings.Split(rt, ".")[2])
 }
+
+func nullIO() cio.Creator { return cio.NullIO }

@@ -37,7 +37,7 @@ func askSeed(t *testing.T, w io.Writer, out *syncBuffer, line string) string {
 		t.Fatal(err)
 	}
 	var seed string
-	waitFor(t, "reply to "+line, func() bool {
+	waitForf(t, func() string { return fmt.Sprintf("reply to %s (output so far: %q)", line, tail(out.String(), 300)) }, func() bool {
 		for _, l := range strings.Split(out.String(), "\n") {
 			if strings.HasPrefix(l, "reply "+line+" seed=") {
 				seed = strings.TrimPrefix(l, "reply "+line+" seed=")
@@ -348,4 +348,11 @@ func TestWarmctl(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cd.WarmState, "templates", cd.Namespace, name)); !os.IsNotExist(err) {
 		t.Fatalf("template directory left: %v", err)
 	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
 }

@@ -1,0 +1,563 @@
+package shim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	"github.com/containerd/containerd/v2/core/mount"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	runcC "github.com/containerd/go-runc"
+	"github.com/containerd/log"
+	"github.com/containerd/typeurl/v2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/oci"
+	"github.com/warmshim/warm/recovery"
+)
+
+// recoverable is a container that opted in to crash recovery.
+type recoverable struct {
+	id, bundle string
+	policy     recovery.Policy
+	cps        *recovery.Checkpoints
+	stdin      string
+	stdout     string
+	stderr     string
+	spec       *specs.Spec
+
+	mu         sync.Mutex
+	loop       recovery.CrashLoop // guarded by mu
+	killed     bool               // containerd's Kill or Delete reached the init; guarded by mu
+	recovering chan struct{}      // closed when the current recovery ends; guarded by mu
+	recovered  int                // guarded by mu
+	remounted  bool               // the bundle's rootfs was mounted for a restore; guarded by mu
+	holders    []*os.File         // extra writers keeping containerd's FIFOs open; guarded by mu
+	relay      *stdinRelay        // the task's stdin, when it has one
+	stop       chan struct{}      // ends the periodic checkpoints
+	pauses     []time.Duration    // task pause per periodic checkpoint; guarded by mu
+}
+
+// prepareRecovery reads the container's recovery policy; for one that opted in, it opens
+// its checkpoint store and keeps containerd's output FIFOs open, so an attached client
+// keeps reading across a restore.
+func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, topts taskOptions, relay *stdinRelay) (*recoverable, error) {
+	pol, err := recovery.FromAnnotations(topts.cfg.Recovery, spec.Annotations)
+	if err != nil || !pol.Enabled {
+		return nil, err
+	}
+	if r.Terminal {
+		return nil, fmt.Errorf("annotation %s: a container with a tty cannot be recovered (CRIU restores no terminal); run it without -t", recovery.AnnRecovery)
+	}
+	ns, _ := namespaces.Namespace(ctx)
+	cps, err := recovery.OpenCheckpoints(filepath.Join(topts.cfg.StateDir, "checkpoints", ns, r.ID))
+	if err != nil {
+		return nil, err
+	}
+	rec := &recoverable{id: r.ID, bundle: r.Bundle, policy: pol, cps: cps, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, spec: spec, stop: make(chan struct{}), relay: relay}
+	for _, p := range []string{r.Stdout, r.Stderr} {
+		if p == "" {
+			continue
+		}
+		// containerd's client holds the read end, so a non-blocking open succeeds.
+		if f, err := os.OpenFile(p, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			rec.holders = append(rec.holders, f)
+		}
+	}
+	return rec, nil
+}
+
+func (s *service) recoverableOf(id string) *recoverable {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.recover[id]
+}
+
+// startCheckpoints takes periodic checkpoints of a started container.
+func (s *service) startCheckpoints(rec *recoverable) {
+	if rec.policy.Interval <= 0 {
+		return
+	}
+	go func() {
+		t := time.NewTicker(rec.policy.Interval)
+		defer t.Stop()
+		for {
+			select {
+			case <-rec.stop:
+				return
+			case <-t.C:
+				if err := s.periodicCheckpoint(rec); err != nil {
+					log.G(s.context).WithError(err).WithField("container", rec.id).Warn("periodic checkpoint failed; the task keeps running and the previous checkpoint stays valid")
+				}
+			}
+		}
+	}()
+}
+
+// periodicCheckpoint dumps the running task (leaving it running) into the container's
+// checkpoint store: with incremental dumps, a pre-dump first copies memory while the task
+// runs, and the dump proper (the task's pause) only writes what changed since.
+func (s *service) periodicCheckpoint(rec *recoverable) error {
+	c, err := s.getContainer(rec.id)
+	if err != nil {
+		return nil
+	}
+	p, err := c.Process("")
+	if err != nil {
+		return nil
+	}
+	ip := p.(*process.Init)
+	if st, _ := ip.Status(s.context); st != "running" {
+		return nil
+	}
+	var pause time.Duration
+	_, err = rec.cps.Commit(func(images string) error {
+		work := filepath.Join(filepath.Dir(images), "work")
+		defer os.RemoveAll(work)
+		opts := &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}
+		rec.mu.Lock()
+		incremental := rec.policy.Incremental
+		rec.mu.Unlock()
+		if incremental {
+			pre := filepath.Join(filepath.Dir(images), "pre")
+			err := ip.Runtime().Checkpoint(s.context, rec.id, &runcC.CheckpointOpts{ImagePath: pre, WorkDir: work}, runcC.PreDump)
+			switch {
+			case err != nil && strings.Contains(err.Error(), "MemTrack"):
+				// The kernel cannot track dirty memory: full dumps from now on.
+				log.G(s.context).WithField("container", rec.id).Info("CRIU reports no memory tracking on this kernel: incremental checkpoints off")
+				rec.mu.Lock()
+				rec.policy.Incremental = false
+				rec.mu.Unlock()
+				os.RemoveAll(pre)
+			case err != nil:
+				return fmt.Errorf("pre-dump: %w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "pre-dump.log")))
+			default:
+				opts.ParentPath = "../pre"
+			}
+		}
+		start := time.Now()
+		err := ip.Runtime().Checkpoint(s.context, rec.id, opts, runcC.LeaveRunning)
+		pause = time.Since(start)
+		if err != nil {
+			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rec.mu.Lock()
+	rec.pauses = append(rec.pauses, pause)
+	if len(rec.pauses) > 256 {
+		rec.pauses = rec.pauses[1:]
+	}
+	rec.mu.Unlock()
+	rec.cps.Prune(rec.policy.Keep)
+	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).Debug("periodic checkpoint")
+	return nil
+}
+
+// killedByContainerd marks that containerd's Kill or Delete reached a container's init:
+// its exit is not recovered, and a recovery in progress is abandoned.
+func (s *service) killedByContainerd(id string) {
+	if rec := s.recoverableOf(id); rec != nil {
+		rec.mu.Lock()
+		rec.killed = true
+		rec.mu.Unlock()
+	}
+}
+
+// holdInput buffers a recoverable task's stdin from the moment its init's exit is seen,
+// for the restored task (input sent while no task runs is not lost to the dead one).
+func (s *service) holdInput(id string) {
+	if rec := s.recoverableOf(id); rec != nil && rec.relay != nil {
+		rec.relay.hold()
+	}
+}
+
+// tryRecover decides, for an init that exited, whether to restore it. It returns true
+// when a recovery started (the exit is not published unless it fails).
+func (s *service) tryRecover(e runcC.Exit, c *runc.Container, p *process.Init) bool {
+	rec := s.recoverableOf(c.ID)
+	if rec == nil {
+		return false
+	}
+	rec.mu.Lock()
+	killed := rec.killed
+	if !recovery.Abnormal(e.Status, killed) {
+		rec.mu.Unlock()
+		return false
+	}
+	if !rec.loop.Allow(time.Now(), rec.policy.CrashLoopMax, rec.policy.CrashLoopWindow) {
+		rec.mu.Unlock()
+		log.G(s.context).WithField("container", c.ID).Warn("crash loop: recovery stopped; reporting the exit")
+		return false
+	}
+	if len(rec.cps.List()) == 0 {
+		rec.mu.Unlock()
+		log.G(s.context).WithField("container", c.ID).Warn("no checkpoint to recover from; reporting the exit")
+		return false
+	}
+	done := make(chan struct{})
+	rec.recovering = done
+	rec.mu.Unlock()
+	detected := time.Now()
+	go func() {
+		defer close(done)
+		err := s.recoverTask(rec, c, p, e, detected)
+		if err != nil {
+			log.G(s.context).WithError(err).WithField("container", c.ID).Error("recovery failed; reporting the original exit")
+			s.handleProcessExit(e, c, p)
+		}
+	}()
+	return true
+}
+
+var errAbandoned = errors.New("recovery abandoned: containerd killed or deleted the task")
+
+// recoverTask restores the latest valid checkpoint into the same container id, bundle,
+// cgroup and namespaces, with stdio on the same FIFOs, checks its health, and retries
+// with backoff, falling back to older checkpoints when one cannot be restored.
+func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *process.Init, e runcC.Exit, detected time.Time) error {
+	ctx := log.WithLogger(s.context, log.G(s.context).WithField("container", rec.id))
+	// Waiters on the dead init learn of the exit now; Wait sees the recovery and goes on
+	// waiting on the restored task.
+	oldInit.SetExited(e.Status)
+	cands := rec.cps.List()
+	idx, backoff := 0, rec.policy.Backoff
+	var lastErr error
+	for attempt := 0; attempt < rec.policy.MaxRetries && idx < len(cands); attempt++ {
+		rec.mu.Lock()
+		killed := rec.killed
+		rec.mu.Unlock()
+		if killed {
+			return errAbandoned
+		}
+		if attempt > 0 {
+			time.Sleep(backoff)
+			backoff *= 2
+		}
+		cp := cands[idx]
+		newC, err := s.restoreFrom(ctx, rec, old, oldInit, cp)
+		if err != nil {
+			log.G(ctx).WithError(err).WithField("checkpoint", cp.Dir).Warn("restore failed; trying the previous checkpoint")
+			lastErr = err
+			idx++
+			continue
+		}
+		if err := s.healthy(ctx, rec, newC); err != nil {
+			log.G(ctx).WithError(err).Warn("restored task unhealthy; retrying")
+			lastErr = err
+			s.discard(ctx, newC)
+			continue
+		}
+		rec.mu.Lock()
+		killed = rec.killed
+		if !killed {
+			rec.recovered++
+		}
+		rec.mu.Unlock()
+		if killed {
+			s.discard(ctx, newC)
+			return errAbandoned
+		}
+		s.mu.Lock()
+		s.containers[rec.id] = newC
+		s.mu.Unlock()
+		s.lifecycleMu.Lock()
+		delete(s.containerInitExit, old)
+		delete(s.runningExecs, old)
+		s.lifecycleMu.Unlock()
+		log.G(ctx).WithField("checkpoint", filepath.Base(cp.Dir)).WithField("detection", detected.Sub(e.Timestamp)).
+			WithField("serving_after", time.Since(e.Timestamp)).WithField("pid", newC.Pid()).Info("task recovered")
+		return nil
+	}
+	if lastErr == nil {
+		lastErr = errors.New("no checkpoint could be tried")
+	}
+	return fmt.Errorf("gave up after %d attempts: %w", rec.policy.MaxRetries, lastErr)
+}
+
+// restoreFrom replaces the dead container in runc by a restore of cp, through the same
+// runc packages as any container, and starts it.
+func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.Container, oldInit *process.Init, cp *recovery.Checkpoint) (*runc.Container, error) {
+	release := rec.cps.Use(cp)
+	defer release()
+	// The dead container's runc state goes; its rootfs stays mounted for the restore.
+	if err := oldInit.Runtime().Delete(ctx, rec.id, &runcC.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "not exist") {
+		log.G(ctx).WithError(err).Debug("runc delete of the dead container")
+	}
+	if err := s.ensureRootfs(rec); err != nil {
+		return nil, err
+	}
+	ropts, err := runc.ReadOptions(rec.bundle)
+	if err != nil || ropts == nil {
+		return nil, fmt.Errorf("runc options of %s: %v", rec.id, err)
+	}
+	opts, err := typeurl.MarshalAnyToProto(ropts)
+	if err != nil {
+		return nil, err
+	}
+	req := &taskAPI.CreateTaskRequest{ID: rec.id, Bundle: rec.bundle, Stdin: rec.stdin, Stdout: rec.stdout, Stderr: rec.stderr,
+		Checkpoint: cp.Images, Options: opts}
+	if rec.relay != nil {
+		// The dead task's stdin copier gets EOF; the restored one reads a FIFO of its own.
+		path, err := rec.relay.next()
+		if err != nil {
+			return nil, err
+		}
+		req.Stdin = path
+	}
+	var ready chan struct{}
+	if rec.policy.Health.Kind == "stdout" {
+		ready = make(chan struct{})
+		path := filepath.Join(rec.bundle, fmt.Sprintf("warm-health-%d", time.Now().UnixNano()))
+		if err := startTee(path, rec.stdout, []byte(rec.policy.Health.Arg), ready); err != nil {
+			return nil, err
+		}
+		req.Stdout = path
+	}
+	s.lifecycleMu.Lock()
+	handleStarted, cleanup := s.preStart(nil)
+	s.lifecycleMu.Unlock()
+	defer cleanup()
+	newC, err := runc.NewContainer(ctx, s.platform, req)
+	if err != nil {
+		return nil, err
+	}
+	p, err := newC.Start(ctx, &taskAPI.StartRequest{ID: rec.id})
+	if err != nil {
+		handleStarted(newC, p)
+		return nil, fmt.Errorf("restore: %w", err)
+	}
+	if cg, err := loadProcessCgroup(p.Pid()); err == nil {
+		newC.CgroupSet(cg)
+		s.watchOOM(ctx, newC)
+	}
+	handleStarted(newC, p)
+	if ready != nil {
+		s.mu.Lock()
+		s.healthReady[rec.id] = ready
+		s.mu.Unlock()
+	}
+	return newC, nil
+}
+
+// ensureRootfs makes sure the bundle's rootfs is the container's root filesystem for a
+// restore. A cold container's is still mounted; a container served from a pool runs on
+// its sandbox's snapshot, which is bound there for the restore.
+func (s *service) ensureRootfs(rec *recoverable) error {
+	rootfs := filepath.Join(rec.bundle, "rootfs")
+	if ok, _ := mountedAt(rootfs); ok {
+		return nil
+	}
+	src := s.warm.sandboxRootfs(rec.id)
+	if src == "" {
+		return fmt.Errorf("rootfs of %s is not mounted", rec.id)
+	}
+	if err := os.MkdirAll(rootfs, 0o711); err != nil {
+		return err
+	}
+	if err := mount.All([]mount.Mount{{Type: "bind", Source: src, Options: []string{"rbind", "rw"}}}, rootfs); err != nil {
+		return err
+	}
+	rec.mu.Lock()
+	rec.remounted = true
+	rec.mu.Unlock()
+	return nil
+}
+
+func mountedAt(p string) (bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		f := strings.Fields(l)
+		if len(f) > 4 && f[4] == p {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// healthy runs the container's health check on a restored task.
+func (s *service) healthy(ctx context.Context, rec *recoverable, c *runc.Container) error {
+	pid := c.Pid()
+	deadline := time.Now().Add(rec.policy.HealthTimeout)
+	alive := func() bool { return syscall.Kill(pid, 0) == nil && !isZombie(pid) }
+	h := rec.policy.Health
+	switch h.Kind {
+	case "":
+		// The process is alive a moment after the restore.
+		time.Sleep(20 * time.Millisecond)
+		if !alive() {
+			return errors.New("restored process exited")
+		}
+		return nil
+	case "file":
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root", h.Arg)); err == nil {
+				return nil
+			}
+			if !alive() {
+				return errors.New("restored process exited")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return fmt.Errorf("health file %s did not appear within %v", h.Arg, rec.policy.HealthTimeout)
+	case "stdout":
+		s.mu.Lock()
+		ready := s.healthReady[rec.id]
+		delete(s.healthReady, rec.id)
+		s.mu.Unlock()
+		select {
+		case <-ready:
+			return nil
+		case <-time.After(time.Until(deadline)):
+			return fmt.Errorf("no output line containing %q within %v", h.Arg, rec.policy.HealthTimeout)
+		}
+	case "exec":
+		hctx, cancel := context.WithDeadline(ctx, deadline)
+		defer cancel()
+		p, _ := c.Process("")
+		proc := specs.Process{Args: []string{"sh", "-c", h.Arg}, Cwd: "/"}
+		if rec.spec != nil && rec.spec.Process != nil {
+			proc.Env, proc.User, proc.Cwd = rec.spec.Process.Env, rec.spec.Process.User, rec.spec.Process.Cwd
+		}
+		if err := p.(*process.Init).Runtime().Exec(hctx, rec.id, proc, &runcC.ExecOpts{Detach: false}); err != nil {
+			return fmt.Errorf("health command %q: %w", h.Arg, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("unknown health check %q", h.Kind)
+}
+
+// discard kills and removes a restored container that will not be kept.
+func (s *service) discard(ctx context.Context, c *runc.Container) {
+	p, err := c.Process("")
+	if err != nil {
+		return
+	}
+	_ = p.Kill(ctx, uint32(syscall.SIGKILL), true)
+	for i := 0; i < 200; i++ {
+		if st, _ := p.Status(ctx); st == "stopped" {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	_ = p.(*process.Init).Runtime().Delete(ctx, c.ID, &runcC.DeleteOpts{Force: true})
+}
+
+// waitRecovered blocks while a recovery of the container runs and reports whether the
+// container was replaced by a restored one (Wait then waits on it).
+func (s *service) waitRecovered(ctx context.Context, id string, c *runc.Container) bool {
+	rec := s.recoverableOf(id)
+	if rec == nil {
+		return false
+	}
+	rec.mu.Lock()
+	ch := rec.recovering
+	rec.mu.Unlock()
+	if ch == nil {
+		return false
+	}
+	select {
+	case <-ch:
+	case <-ctx.Done():
+		return false
+	}
+	cur, err := s.getContainer(id)
+	return err == nil && cur != c
+}
+
+// forgetRecovery is called when containerd deletes the container: checkpoints, FIFO
+// holders and any mount made for a restore go.
+func (s *service) forgetRecovery(id string) {
+	s.mu.Lock()
+	rec := s.recover[id]
+	delete(s.recover, id)
+	s.mu.Unlock()
+	if rec == nil {
+		return
+	}
+	close(rec.stop)
+	if rec.relay != nil {
+		rec.relay.close()
+	}
+	rec.mu.Lock()
+	for _, f := range rec.holders {
+		f.Close()
+	}
+	rec.holders = nil
+	recovered := rec.recovered
+	rec.mu.Unlock()
+	// A restored container runs on the rootfs mounted for the first one (or bound for a
+	// restore): nobody else unmounts it.
+	if recovered > 0 || rec.remounted {
+		_ = mount.UnmountAll(filepath.Join(rec.bundle, "rootfs"), 0)
+	}
+	_ = rec.cps.Remove()
+	if recovered > 0 {
+		log.G(s.context).WithField("container", id).WithField("recoveries", recovered).Info("recovered container deleted")
+	}
+}
+
+// releaseHolders closes the extra FIFO writers once the task's exit is final, so the
+// attached client sees the end of the output.
+func (s *service) releaseHolders(id string) {
+	if rec := s.recoverableOf(id); rec != nil {
+		rec.mu.Lock()
+		for _, f := range rec.holders {
+			f.Close()
+		}
+		rec.holders = nil
+		rec.mu.Unlock()
+	}
+}
+
+// saveCheckpoint keeps a copy of a checkpoint containerd asked for (the Checkpoint RPC)
+// as the container's latest, when it opted in to recovery.
+func (s *service) saveCheckpoint(id, images string) {
+	rec := s.recoverableOf(id)
+	if rec == nil {
+		return
+	}
+	if _, err := rec.cps.Commit(func(dst string) error { return copyTree(images, dst) }); err != nil {
+		log.G(s.context).WithError(err).WithField("container", id).Warn("keeping the checkpoint for recovery")
+		return
+	}
+	rec.cps.Prune(rec.policy.Keep)
+}
+
+func copyTree(src, dst string) error {
+	return filepath.Walk(src, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		target := filepath.Join(dst, rel)
+		switch {
+		case fi.IsDir():
+			return os.MkdirAll(target, 0o700)
+		case fi.Mode()&os.ModeSymlink != 0:
+			l, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			return os.Symlink(l, target)
+		default:
+			return oci.CopyFile(target, p, 0o600)
+		}
+	})
+}

@@ -1,0 +1,335 @@
+package test
+
+import (
+	"context"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/pkg/oci"
+
+	"github.com/warmshim/warm/test/harness"
+)
+
+// counterApp prints an increasing counter: a restored task continues from its
+// checkpoint's value, a cold start would print 1 again.
+var counterApp = []string{"sh", "-c", "i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"}
+
+func recoveryAnn(extra map[string]string) oci.SpecOpts {
+	a := map[string]string{"io.containerd.warm.recovery": "on", "io.containerd.warm.checkpoint-interval": "300ms"}
+	for k, v := range extra {
+		a[k] = v
+	}
+	return oci.WithAnnotations(a)
+}
+
+// recoveryConfig writes a warm.toml with the suite's settings and a fast [recovery].
+func recoveryConfig(t *testing.T, extra string) string {
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(tempDir(t), "warm.toml")
+	cfg := string(base) + "\n[recovery]\nmax_retries = 2\nbackoff = \"50ms\"\nhealth_timeout = \"500ms\"\n" + extra
+	if err := os.WriteFile(p, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func checkpointsOf(id string) []string {
+	m, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, id, "c*"))
+	return m
+}
+
+func numbersAfter(s string, skip int) []int {
+	var out []int
+	for i, f := range strings.Fields(s) {
+		if i < skip {
+			continue
+		}
+		if n, err := strconv.Atoi(f); err == nil {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// TestRecoveryKill9 kills the init with SIGKILL from outside: warm restores it from its
+// latest checkpoint, its counter continues from there, the attached client keeps reading,
+// no exit is reported; a later containerd Kill is reported as usual.
+func TestRecoveryKill9(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(counterApp, recoveryAnn(nil))
+	var out syncBuffer
+	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	waitFor(t, "two checkpoints", func() bool { return len(checkpointsOf(c.ID())) >= 2 })
+	before := len(strings.Fields(out.String()))
+	oldPid := task.Pid()
+	if err := syscall.Kill(int(oldPid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	// The output goes on, from the checkpoint's counter (not 1).
+	var after []int
+	waitFor(t, "output after the restore", func() bool {
+		after = numbersAfter(out.String(), before+1)
+		return len(after) >= 5
+	})
+	if after[len(after)-1] < 5 {
+		t.Fatalf("counter after recovery %v: a cold start, not a restore", after)
+	}
+	select {
+	case st := <-exit:
+		t.Fatalf("exit reported for a recovered task: %+v", st)
+	default:
+	}
+	t2, err := c.Task(e.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := t2.Status(e.ctx); err != nil || st.Status != containerd.Running || t2.Pid() == oldPid {
+		t.Fatalf("after recovery: %+v pid %d (was %d) %v", st, t2.Pid(), oldPid, err)
+	}
+	// containerd's Kill is not recovered: the exit is reported as without warm.
+	if err := t2.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d after ctr kill", code)
+	}
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if cps := checkpointsOf(c.ID()); len(cps) != 0 {
+		t.Fatalf("checkpoints left after delete: %v", cps)
+	}
+}
+
+// TestRecoveryNotForNormalExits: exit 0 is a normal end, and a failure with no checkpoint
+// yet cannot be recovered; both are reported as without warm.
+func TestRecoveryNotForNormalExits(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container([]string{"sh", "-c", "sleep 0.8; exit 0"}, recoveryAnn(nil))
+	_, exit := e.start(c, nullIO())
+	if code := exitOf(t, exit); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	c2 := e.container([]string{"sh", "-c", "exit 3"}, recoveryAnn(nil))
+	_, exit2 := e.start(c2, nullIO())
+	if code := exitOf(t, exit2); code != 3 {
+		t.Fatalf("exit %d", code)
+	}
+}
+
+// TestRecoveryFallbacks: a corrupted latest checkpoint makes warm use the previous one;
+// with every checkpoint corrupted it retries, then reports the original exit.
+func TestRecoveryFallbacks(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	corrupt := func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, "images", "inventory.img"), []byte("corrupt"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Checkpoints every 10s (the first after 10s would be too late): take them now by
+	// asking containerd, which warm keeps too.
+	run := func(corruptAll bool) (int, bool) {
+		c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.checkpoint-interval": "400ms"}))
+		var out syncBuffer
+		task, exit := e.start(c, streams(nil, &out, io.Discard))
+		waitFor(t, "three checkpoints", func() bool { return len(checkpointsOf(c.ID())) >= 3 })
+		// Stop further checkpoints from replacing the corrupted ones: pause the task.
+		if err := task.Pause(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		cps := checkpointsOf(c.ID())
+		if corruptAll {
+			for _, d := range cps {
+				corrupt(d)
+			}
+		} else {
+			corrupt(cps[len(cps)-1]) // the newest (names sort by time)
+		}
+		if err := task.Resume(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		pid := task.Pid()
+		_ = syscall.Kill(int(pid), syscall.SIGKILL)
+		select {
+		case st := <-exit:
+			code, _, _ := st.Result()
+			return int(code), false
+		case <-time.After(3 * time.Second):
+			t2, _ := c.Task(e.ctx, nil)
+			_ = t2.Kill(e.ctx, syscall.SIGKILL)
+			exitOf(t, exit)
+			return 0, t2.Pid() != pid
+		}
+	}
+	if _, recovered := run(false); !recovered {
+		t.Fatal("not recovered from the previous checkpoint when the latest was corrupted")
+	}
+	if code, recovered := run(true); recovered || code != 137 {
+		t.Fatalf("all checkpoints corrupted: recovered %v, exit %d; want the original 137", recovered, code)
+	}
+}
+
+// TestRecoveryHealthAndCrashLoop: a failing health check retries and gives up; a task
+// that keeps crashing stops being recovered after crash_loop_max recoveries.
+func TestRecoveryHealthAndCrashLoop(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "crash_loop_max = 3\ncrash_loop_window = \"1m\"\n")
+	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.health": "file:/never"}))
+	task, exit := e.start(c, nullIO())
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d after failed health checks", code)
+	}
+	// Crash loop: the task crashes a moment after every restore.
+	c2 := e.container([]string{"sh", "-c", "sleep 0.6; exit 1"}, recoveryAnn(map[string]string{"io.containerd.warm.checkpoint-interval": "200ms"}))
+	_, exit2 := e.start(c2, nullIO())
+	start := time.Now()
+	code := exitOf(t, exit2)
+	if code != 1 {
+		t.Fatalf("exit %d", code)
+	}
+	if time.Since(start) < time.Second {
+		t.Fatalf("exit after %v: recovery never ran", time.Since(start))
+	}
+}
+
+// TestRecoveryFullDisk: checkpoints on a full filesystem fail, the error is reported
+// (logged), the task keeps running, and the previous checkpoint stays valid (used by the
+// recovery that follows).
+func TestRecoveryFullDisk(t *testing.T) {
+	need(t)
+	state := filepath.Join(tempDir(t), "small")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mount("tmpfs", state, "tmpfs", 0, "size=8m,mode=0700"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Unmount(state, syscall.MNT_DETACH) })
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	cfg, _ := os.ReadFile(e.warmCfg)
+	cfgStr := strings.Replace(string(cfg), "state_dir = ", "state_dir = \""+state+"\"\n# suite: ", 1)
+	if err := os.WriteFile(e.warmCfg, []byte(cfgStr), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.container(counterApp, recoveryAnn(nil))
+	var out syncBuffer
+	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	dir := filepath.Join(state, "checkpoints", cd.Namespace, c.ID())
+	waitFor(t, "a checkpoint", func() bool { m, _ := filepath.Glob(filepath.Join(dir, "c*")); return len(m) >= 1 })
+	// Fill the filesystem.
+	fill := filepath.Join(state, "fill")
+	f, _ := os.Create(fill)
+	buf := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(buf); err != nil {
+			break
+		}
+	}
+	f.Close()
+	time.Sleep(1 * time.Second) // a few periodic checkpoints fail meanwhile
+	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("task after failed checkpoints: %+v %v", st, err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "c*")); len(m) == 0 {
+		t.Fatal("the previous checkpoint was lost")
+	}
+	pid := task.Pid()
+	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	time.Sleep(1 * time.Second)
+	t2, err := c.Task(e.ctx, nil)
+	if err != nil || t2.Pid() == pid {
+		t.Fatalf("not recovered from the checkpoint taken before the disk filled (%v)", err)
+	}
+	os.Remove(fill)
+	_ = t2.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+	_, _ = task.Delete(e.ctx)
+}
+
+// TestRecoveryPooled recovers a container served from the pool.
+func TestRecoveryPooled(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	name := "rec-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	c := e.container(echoApp, templateAnn(name, false), recoveryAnn(nil))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	if got := askSeed(t, w, &out, "before"); got != seed {
+		t.Fatalf("not served from the pool: seed %s", got)
+	}
+	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 {
+		t.Fatalf("not a hit: %+v", st)
+	}
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	pid := task.Pid()
+	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	t2 := waitRestored(t, e, c, pid)
+	if got := askSeed(t, w, &out, "after"); got != seed {
+		t.Fatalf("after recovery the seed is %s, want %s", got, seed)
+	}
+	_ = t2.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+	_ = context.Background
+}
+
+// TestRecoveryStdin: a recovered task keeps reading the client's stdin.
+func TestRecoveryStdin(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(echoApp, recoveryAnn(nil))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	seed := askSeed(t, w, &out, "before")
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	pid := task.Pid()
+	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	t2 := waitRestored(t, e, c, pid)
+	if got := askSeed(t, w, &out, "after"); got != seed {
+		t.Fatalf("after recovery the seed is %s, want %s", got, seed)
+	}
+	_ = t2.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+}
+
+// waitRestored waits until the container's task runs with another pid than pid.
+func waitRestored(t *testing.T, e *env, c containerd.Container, pid uint32) containerd.Task {
+	t.Helper()
+	var t2 containerd.Task
+	waitFor(t, "the restored task", func() bool {
+		var err error
+		t2, err = c.Task(e.ctx, nil)
+		if err != nil {
+			return false
+		}
+		st, err := t2.Status(e.ctx)
+		return err == nil && st.Status == containerd.Running && t2.Pid() != pid
+	})
+	return t2
+}
