@@ -177,14 +177,6 @@ func (s *service) killedByContainerd(id string) {
 	}
 }
 
-// holdInput buffers a recoverable task's stdin from the moment its init's exit is seen,
-// for the restored task (input sent while no task runs is not lost to the dead one).
-func (s *service) holdInput(id string) {
-	if rec := s.recoverableOf(id); rec != nil && rec.relay != nil {
-		rec.relay.hold()
-	}
-}
-
 // tryRecover decides, for an init that exited, whether to restore it. It returns true
 // when a recovery started (the exit is not published unless it fails).
 func (s *service) tryRecover(e runcC.Exit, c *runc.Container, p *process.Init) bool {
@@ -345,6 +337,9 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 		s.watchOOM(ctx, newC)
 	}
 	handleStarted(newC, p)
+	if rec.relay != nil {
+		rec.relay.setPid(p.Pid())
+	}
 	if ready != nil {
 		s.mu.Lock()
 		s.healthReady[rec.id] = ready

@@ -276,6 +276,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.recover[r.ID] = rec
 	}
 	s.mu.Unlock()
+	if rec != nil && rec.relay != nil {
+		rec.relay.setPid(container.Pid())
+	}
 
 	s.send(&eventstypes.TaskCreate{
 		ContainerID: r.ID,
@@ -782,7 +785,6 @@ func (s *service) send(evt any) {
 // handleInitExit publishes the init's exit only after every exec of the container has
 // exited: containerd requires exec exits before the init's.
 func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
-	s.holdInput(c.ID)
 	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
 			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")

@@ -2,30 +2,39 @@ package shim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
+
+	"time"
 
 	"github.com/containerd/fifo"
 )
 
-// stdinRelay stands between containerd's stdin FIFO and the task of a container that
-// may be recovered: the task reads a FIFO of the shim's, one per incarnation, and a
-// restore switches the relay to the new one. The old copier then reads EOF and stops,
-// instead of swallowing input meant for the restored task.
+// stdinRelay carries containerd's stdin to a container that may be recovered. Each
+// incarnation of the task gets a FIFO of the shim's as its stdin path (the process
+// package makes the task's stdin pipe from it), but the relay writes straight into the
+// task's stdin pipe, through /proc/<pid>/fd/0, and keeps a reading handle on that pipe:
+// when the task dies, whatever it had not read yet is drained from the pipe and delivered
+// to the restored task, ahead of newer input. The FIFO only carries the end of input
+// (CloseIO) to the process package.
 type stdinRelay struct {
 	bundle string
 	src    io.ReadCloser
 
-	mu      sync.Mutex
-	seq     int            // guarded by mu
-	dst     io.WriteCloser // the current incarnation's FIFO; guarded by mu
-	closed  bool           // stdin was closed (CloseIO or EOF); guarded by mu
-	holding bool           // the task died: input waits for the restored one; guarded by mu
-	held    []byte         // input received while holding; guarded by mu
+	mu     sync.Mutex
+	seq    int            // guarded by mu
+	fifo   io.WriteCloser // the current incarnation's FIFO (end of input only); guarded by mu
+	pipe   int            // the current task's stdin pipe (non-blocking writes), -1 if none; guarded by mu
+	unread int            // a reading handle on that pipe, used only once the task died, or -1; guarded by mu
+	retry  bool           // a retry of held input is scheduled; guarded by mu
+	closed bool           // stdin was closed (CloseIO or EOF); guarded by mu
+	held   []byte         // input not delivered yet; guarded by mu
 }
 
 // newStdinRelay opens containerd's FIFO and returns the relay with the path of the first
@@ -35,7 +44,7 @@ func newStdinRelay(ctx context.Context, containerdFifo, bundle string) (*stdinRe
 	if err != nil {
 		return nil, "", err
 	}
-	r := &stdinRelay{bundle: bundle, src: src}
+	r := &stdinRelay{bundle: bundle, src: src, pipe: -1, unread: -1}
 	path, err := r.next()
 	if err != nil {
 		src.Close()
@@ -45,39 +54,104 @@ func newStdinRelay(ctx context.Context, containerdFifo, bundle string) (*stdinRe
 	return r, path, nil
 }
 
-// next makes the next incarnation's FIFO and makes it the destination.
+// next makes the next incarnation's FIFO. Until setPid names its task, input is held.
 func (r *stdinRelay) next() (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.seq++
 	path := filepath.Join(r.bundle, fmt.Sprintf("warm-stdin-%d", r.seq))
 	_ = os.Remove(path)
-	// The writer opens once the task's copier opens the reading end.
+	// Opened (asynchronously) so the task's copier never sees the FIFO without a writer.
 	w, err := fifo.OpenFifo(context.Background(), path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
 		return "", err
 	}
-	if r.dst != nil {
-		r.dst.Close() // the previous incarnation's copier reads EOF
+	if r.fifo != nil {
+		r.fifo.Close()
 	}
-	r.dst = w
-	if len(r.held) > 0 {
-		data := r.held
-		r.held = nil
-		go func() { _, _ = w.Write(data) }() // completes once the task's copier opens
+	r.fifo = w
+	r.closePipeLocked()
+	if r.unread >= 0 {
+		// The dead task's unread input comes first. Raw non-blocking reads: an os.File
+		// would wait for data instead of returning EAGAIN.
+		var drained []byte
+		buf := make([]byte, 64<<10)
+		for {
+			n, err := syscall.Read(r.unread, buf)
+			if n > 0 {
+				drained = append(drained, buf[:n]...)
+			}
+			if err != nil || n <= 0 {
+				break
+			}
+		}
+		r.held = append(drained, r.held...)
+		syscall.Close(r.unread)
+		r.unread = -1
 	}
-	r.holding = false
 	if r.closed {
 		w.Close()
 	}
 	return path, nil
 }
 
-// hold keeps input from the dead incarnation: it is buffered for the next one.
-func (r *stdinRelay) hold() {
+// setPid connects the relay to the stdin pipe of the task pid and delivers held input.
+func (r *stdinRelay) setPid(pid int) {
+	fd0 := "/proc/" + strconv.Itoa(pid) + "/fd/0"
+	p, err := syscall.Open(fd0, syscall.O_WRONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return // no stdin pipe (the task died already, or stdin is not a pipe)
+	}
+	u, err := syscall.Open(fd0, syscall.O_RDONLY|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		syscall.Close(p)
+		return
+	}
 	r.mu.Lock()
-	r.holding = true
-	r.mu.Unlock()
+	defer r.mu.Unlock()
+	r.closePipeLocked()
+	if r.unread >= 0 {
+		syscall.Close(r.unread)
+	}
+	r.pipe, r.unread = p, u
+	r.flushLocked()
+	if r.closed {
+		r.closePipeLocked()
+	}
+}
+
+func (r *stdinRelay) closePipeLocked() {
+	if r.pipe >= 0 {
+		syscall.Close(r.pipe)
+		r.pipe = -1
+	}
+}
+
+// flushLocked writes held input to the current pipe; what cannot be written now (a
+// full pipe) stays held and is retried shortly.
+func (r *stdinRelay) flushLocked() {
+	for len(r.held) > 0 && r.pipe >= 0 {
+		n, err := syscall.Write(r.pipe, r.held)
+		if n > 0 {
+			r.held = r.held[n:]
+		}
+		if err != nil {
+			if errors.Is(err, syscall.EPIPE) {
+				r.closePipeLocked() // no reader at all: keep it for the next task
+				return
+			}
+			if errors.Is(err, syscall.EAGAIN) && !r.retry {
+				r.retry = true
+				time.AfterFunc(10*time.Millisecond, func() {
+					r.mu.Lock()
+					r.retry = false
+					r.flushLocked()
+					r.mu.Unlock()
+				})
+			}
+			return
+		}
+	}
 }
 
 func (r *stdinRelay) pump() {
@@ -86,16 +160,9 @@ func (r *stdinRelay) pump() {
 		n, err := r.src.Read(buf)
 		if n > 0 {
 			r.mu.Lock()
-			if r.holding {
-				r.held = append(r.held, buf[:n]...)
-				r.mu.Unlock()
-				continue
-			}
-			dst := r.dst
+			r.held = append(r.held, buf[:n]...)
+			r.flushLocked()
 			r.mu.Unlock()
-			if dst != nil {
-				_, _ = dst.Write(buf[:n])
-			}
 		}
 		if err != nil {
 			r.closeStdin()
@@ -109,8 +176,13 @@ func (r *stdinRelay) closeStdin() {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.closed = true
-	if r.dst != nil {
-		r.dst.Close()
+	if r.unread >= 0 {
+		syscall.Close(r.unread)
+		r.unread = -1
+	}
+	r.closePipeLocked()
+	if r.fifo != nil {
+		r.fifo.Close()
 	}
 }
 

@@ -333,3 +333,25 @@ func waitRestored(t *testing.T, e *env, c containerd.Container, pid uint32) cont
 	})
 	return t2
 }
+
+// TestRecoveryInputDuringRecovery: input sent right after the task died is held for the
+// restored task, not lost to the dead one.
+func TestRecoveryInputDuringRecovery(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(echoApp, recoveryAnn(nil))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	seed := askSeed(t, w, &out, "before")
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+	if got := askSeed(t, w, &out, "during"); got != seed {
+		t.Fatalf("seed %s, want %s", got, seed)
+	}
+	t2, _ := c.Task(e.ctx, nil)
+	_ = t2.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+}

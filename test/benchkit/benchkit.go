@@ -9,12 +9,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/pkg/cio"
@@ -35,6 +37,9 @@ initial = 1
 refill_batch = 4
 refill_interval = "20ms"
 acquire_timeout = "0s"
+
+[recovery]
+crash_loop_max = 1000
 `
 
 // Row is one measured series, in milliseconds.
@@ -292,4 +297,126 @@ func (e *Env) NativeRestoreFirstReply(app App, ref string) (time.Duration, error
 // DeleteImage removes an image.
 func (e *Env) DeleteImage(ref string) {
 	_ = e.Client.ImageService().Delete(e.Ctx, ref, images.SynchronousDelete())
+}
+
+// RecoveryContainer starts app through warm with crash recovery and periodic
+// checkpoints, answering on stdin, and returns a function that kills its init with
+// SIGKILL and measures the time until it answers again.
+func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (time.Duration, error), stop func(), err error) {
+	img, err := e.Client.GetImage(e.Ctx, app.Image)
+	if err != nil {
+		return nil, nil, err
+	}
+	id := e.ID("rec" + app.Name)
+	c, err := e.Client.NewContainer(e.Ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
+		containerd.WithRuntime(harness.Warm, &runtimeoptions.Options{ConfigPath: e.CD.WarmCfg}),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...), oci.WithAnnotations(map[string]string{
+			"io.containerd.warm.recovery": "on", "io.containerd.warm.checkpoint-interval": interval})))
+	if err != nil {
+		return nil, nil, err
+	}
+	pr, pw := io.Pipe()
+	or, ow := io.Pipe()
+	task, err := c.NewTask(e.Ctx, cio.NewCreator(cio.WithStreams(pr, ow, io.Discard), cio.WithFIFODir(e.CD.Dir)))
+	if err != nil {
+		c.Delete(e.Ctx, containerd.WithSnapshotCleanup)
+		return nil, nil, err
+	}
+	stop = func() {
+		_, _ = task.Delete(e.Ctx, containerd.WithProcessKill)
+		_ = c.Delete(e.Ctx, containerd.WithSnapshotCleanup)
+		pw.Close()
+	}
+	if err := task.Start(e.Ctx); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	lines := make(chan string, 64)
+	go func() {
+		sc := bufio.NewScanner(or)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "reply ") {
+				lines <- sc.Text()
+			}
+		}
+		close(lines)
+	}()
+	ask := func(start time.Time) (time.Duration, error) {
+		if _, err := pw.Write([]byte("ping\n")); err != nil {
+			return 0, err
+		}
+		select {
+		case _, ok := <-lines:
+			if !ok {
+				return 0, fmt.Errorf("output ended")
+			}
+			return time.Since(start), nil
+		case <-time.After(60 * time.Second):
+			return 0, fmt.Errorf("no reply within 60s")
+		}
+	}
+	if _, err := ask(time.Now()); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	killAndAsk = func() (time.Duration, error) {
+		t, err := c.Task(e.Ctx, nil)
+		if err != nil {
+			return 0, err
+		}
+		// A checkpoint must exist: wait for the first one after the task (re)started.
+		cps := filepath.Join(e.CD.WarmState, "checkpoints", e.CD.Namespace, id)
+		for i := 0; i < 600; i++ {
+			if m, _ := filepath.Glob(filepath.Join(cps, "c*")); len(m) > 0 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		start := time.Now()
+		if err := syscall.Kill(int(t.Pid()), syscall.SIGKILL); err != nil {
+			return 0, err
+		}
+		return ask(start)
+	}
+	return killAndAsk, stop, nil
+}
+
+// RecoveryLog reads the shim's recovery records from containerd's log: detection
+// latency (exit to recovery start) per recovery and the task's pause per periodic
+// checkpoint, for a container id prefix.
+func (e *Env) RecoveryLog(prefix string) (detection, pauses []float64) {
+	data, _ := os.ReadFile(e.CD.LogPath)
+	for _, l := range strings.Split(string(data), "\n") {
+		if !strings.Contains(l, "container="+prefix) {
+			continue
+		}
+		if strings.Contains(l, `msg="task recovered"`) {
+			if d, ok := field(l, "detection"); ok {
+				detection = append(detection, d)
+			}
+		}
+		if strings.Contains(l, `msg="periodic checkpoint"`) {
+			if d, ok := field(l, "pause"); ok {
+				pauses = append(pauses, d)
+			}
+		}
+	}
+	return detection, pauses
+}
+
+// field parses a duration field (name=1.5ms or name="1.5ms") of a logrus line, in ms.
+func field(line, name string) (float64, bool) {
+	i := strings.Index(line, " "+name+"=")
+	if i < 0 {
+		return 0, false
+	}
+	v := line[i+len(name)+2:]
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		v = v[:j]
+	}
+	d, err := time.ParseDuration(strings.Trim(v, `"`))
+	if err != nil {
+		return 0, false
+	}
+	return float64(d.Microseconds()) / 1000, true
 }

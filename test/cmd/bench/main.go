@@ -139,6 +139,31 @@ func run(runs int, outPath string, which []string) error {
 		rep.Rows = append(rep.Rows, rows...)
 		rep.Pools[app.Name] = st
 	}
+	// Crash recovery: a small process (busybox sh answering lines) and the 200 MB Go
+	// service, killed with SIGKILL from outside, then asked a question: the time to the
+	// answer is the time to serving again.
+	echo := benchkit.App{Name: "busybox-echo", Image: busybox, Args: []string{"sh", "-c", "while read l; do echo \"reply $l\"; done"}}
+	for _, app := range []benchkit.App{echo, goApp} {
+		progress("%s: kill -9 and recovery, %d runs", app.Name, runs)
+		killAndAsk, stop, err := e.RecoveryContainer(app, "1s")
+		if err != nil {
+			return fmt.Errorf("recovery %s: %w", app.Name, err)
+		}
+		var s []float64
+		for i := 0; i < runs; i++ {
+			d, err := killAndAsk()
+			if err != nil {
+				stop()
+				return fmt.Errorf("recovery %s: %w", app.Name, err)
+			}
+			s = append(s, ms(d))
+		}
+		stop()
+		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "kill -9 to serving again", s))
+		det, pauses := e.RecoveryLog("rec" + app.Name)
+		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "recovery detection (exit to start)", det))
+		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "pause per periodic checkpoint", pauses))
+	}
 	rep.Targets = targets(rep)
 	printReport(rep)
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
@@ -292,6 +317,14 @@ func targets(rep Report) []Target {
 		if conc != nil {
 			add(app+": 10 concurrent hits p99 within 2x of one hit's p99", fmt.Sprintf("%.1fms vs %.1fms", conc.P99, hit.P99), conc.P99 <= 2*hit.P99)
 		}
+	}
+	for _, app := range []string{"busybox-echo", "go"} {
+		if det := find(rep, app, "recovery detection (exit to start)"); det != nil && det.Runs > 0 {
+			add(app+": recovery detection p99 < 10ms", fmt.Sprintf("%.2fms", det.P99), det.P99 < 10)
+		}
+	}
+	if srv := find(rep, "busybox-echo", "kill -9 to serving again"); srv != nil {
+		add("small process serving again < 150ms (median)", fmt.Sprintf("%.1fms", srv.Median), srv.Median < 150)
 	}
 	return ts
 }
