@@ -360,9 +360,21 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 		return nil, nil, err
 	}
 	killAndAsk = func() (time.Duration, error) {
-		t, err := c.Task(e.Ctx, nil)
-		if err != nil {
-			return 0, err
+		// The previous recovery may still be finishing (its health check runs after
+		// the task already answered): wait until the task's pid is a live process.
+		var pid uint32
+		for i := 0; i < 500; i++ {
+			t, err := c.Task(e.Ctx, nil)
+			if err == nil {
+				if st, err := t.Status(e.Ctx); err == nil && st.Status == containerd.Running && syscall.Kill(int(t.Pid()), 0) == nil {
+					pid = t.Pid()
+					break
+				}
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if pid == 0 {
+			return 0, fmt.Errorf("task %s not running", id)
 		}
 		// A checkpoint must exist: wait for the first one after the task (re)started.
 		cps := filepath.Join(e.CD.WarmState, "checkpoints", e.CD.Namespace, id)
@@ -373,7 +385,7 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 			time.Sleep(10 * time.Millisecond)
 		}
 		start := time.Now()
-		if err := syscall.Kill(int(t.Pid()), syscall.SIGKILL); err != nil {
+		if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
 			return 0, err
 		}
 		return ask(start)

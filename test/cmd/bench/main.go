@@ -128,6 +128,9 @@ func run(runs int, outPath string, which []string) error {
 
 	byName := map[string]benchkit.App{"go": goApp, "python": pyApp}
 	for _, name := range which {
+		if strings.TrimSpace(name) == "" {
+			continue
+		}
 		app, ok := byName[strings.TrimSpace(name)]
 		if !ok {
 			return fmt.Errorf("unknown app %q", name)
