@@ -75,8 +75,9 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			return moved, err
 		}
 	}
-	// One hierarchy lists the processes; every migrating hierarchy gets each of them.
-	pids, err := readPids(filepath.Join(pickProcsDir(moved), "cgroup.procs"))
+	// One migrating hierarchy's old cgroup lists the processes; every migrating
+	// hierarchy gets each of them.
+	pids, err := readPids(filepath.Join(pickProcsDir(migrate), "cgroup.procs"))
 	if err != nil {
 		return moved, err
 	}
