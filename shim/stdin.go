@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -35,6 +36,27 @@ type stdinRelay struct {
 	retry  bool           // a retry of held input is scheduled; guarded by mu
 	closed bool           // stdin was closed (CloseIO or EOF); guarded by mu
 	held   []byte         // input not delivered yet; guarded by mu
+	pid    int            // the task the pipe belongs to; guarded by mu
+}
+
+// dying reports whether pid is gone, a zombie, or has a SIGKILL pending: a read it
+// completes now may never reach the application.
+func dying(pid int) bool {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return true
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		switch {
+		case strings.HasPrefix(l, "State:") && strings.Contains(l, "Z"):
+			return true
+		case strings.HasPrefix(l, "ShdPnd:") || strings.HasPrefix(l, "SigPnd:"):
+			if v, err := strconv.ParseUint(strings.TrimSpace(l[7:]), 16, 64); err == nil && v&(1<<(uint(syscall.SIGKILL)-1)) != 0 {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // newStdinRelay opens containerd's FIFO and returns the relay with the path of the first
@@ -113,7 +135,7 @@ func (r *stdinRelay) setPid(pid int) {
 	if r.unread >= 0 {
 		syscall.Close(r.unread)
 	}
-	r.pipe, r.unread = p, u
+	r.pipe, r.unread, r.pid = p, u, pid
 	r.flushLocked()
 	if r.closed {
 		r.closePipeLocked()
@@ -131,6 +153,12 @@ func (r *stdinRelay) closePipeLocked() {
 // full pipe) stays held and is retried shortly.
 func (r *stdinRelay) flushLocked() {
 	for len(r.held) > 0 && r.pipe >= 0 {
+		if dying(r.pid) {
+			// A dying task could still take the data out of the pipe: keep it for the
+			// restored one.
+			r.closePipeLocked()
+			return
+		}
 		n, err := syscall.Write(r.pipe, r.held)
 		if n > 0 {
 			r.held = r.held[n:]

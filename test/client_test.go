@@ -713,3 +713,63 @@ func rtName(rt string) string {
 }
 
 func nullIO() cio.Creator { return cio.NullIO }
+
+// The benchmark variants of the helpers: a *testing.B instead of a *testing.T.
+
+type envB struct {
+	*env
+	b *testing.B
+}
+
+func newEnvB(b *testing.B) *envB {
+	client, err := cd.Client()
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { client.Close() })
+	ctx, cancel := context.WithTimeout(cd.Context(context.Background()), 10*time.Minute)
+	b.Cleanup(cancel)
+	return &envB{env: &env{ctx: ctx, client: client, runtime: harness.Warm}, b: b}
+}
+
+func (e *envB) containerB(args []string, opts ...oci.SpecOpts) containerd.Container {
+	img, err := e.client.GetImage(e.ctx, BusyboxRef)
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
+	c, err := e.client.NewContainer(e.ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id+"-snap", img),
+		e.runtimeOpt(), containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, opts...)...))
+	if err != nil {
+		e.b.Fatal(err)
+	}
+	e.b.Cleanup(func() { _ = c.Delete(context.WithoutCancel(e.ctx), containerd.WithSnapshotCleanup) })
+	return c
+}
+
+func waitForB(b *testing.B, cond func() bool) {
+	for i := 0; i < 3000; i++ {
+		if cond() {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	b.Fatal("gave up waiting")
+}
+
+func makeTemplateB(b *testing.B, e *envB, name string) {
+	c := e.containerB(echoApp, templateAnn(name, true))
+	// stdin stays open (the application answers lines until EOF).
+	r, w := io.Pipe()
+	b.Cleanup(func() { w.Close() })
+	task, err := c.NewTask(e.ctx, cio.NewCreator(cio.WithStreams(r, io.Discard, io.Discard), cio.WithFIFODir(suiteDir)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := task.Start(e.ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _, _ = task.Delete(context.WithoutCancel(e.ctx), containerd.WithProcessKill) })
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	waitForB(b, func() bool { s, ok, _ := ctl.Pool(name); return ok && s.Frozen >= 1 })
+}

@@ -356,3 +356,48 @@ func tail(s string, n int) string {
 	}
 	return s
 }
+
+// TestTemplateReadyRules makes templates with the stdout and delay readiness rules (the
+// file rule is used everywhere else) and serves a container from each.
+func TestTemplateReadyRules(t *testing.T) {
+	need(t)
+	for _, rule := range []string{"stdout:ready", "delay:500ms"} {
+		t.Run(strings.SplitN(rule, ":", 2)[0], func(t *testing.T) {
+			e := newEnv(t, harness.Warm)
+			name := "rule-" + shortName(t)
+			c := e.container(echoApp, oci.WithAnnotations(map[string]string{
+				"io.containerd.warm.template": name, "io.containerd.warm.ready": rule}))
+			r, w := io.Pipe()
+			defer w.Close()
+			var out syncBuffer
+			e.start(c, streams(r, &out, io.Discard))
+			// The maker's own output still reaches its client through the tee.
+			seed := askSeed(t, w, &out, "maker")
+			ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+			waitFor(t, "pool filled", func() bool { s, ok, _ := ctl.Pool(name); return ok && s.Frozen >= 1 })
+			c2 := e.container(echoApp, templateAnn(name, false))
+			r2, w2 := io.Pipe()
+			defer w2.Close()
+			var out2 syncBuffer
+			task2, exit2 := e.start(c2, streams(r2, &out2, io.Discard))
+			if got := askSeed(t, w2, &out2, "served"); got != seed {
+				t.Fatalf("served seed %s, template %s", got, seed)
+			}
+			_ = task2.Kill(e.ctx, syscall.SIGKILL)
+			exitOf(t, exit2)
+		})
+	}
+}
+
+// TestBadTemplateAnnotation: a malformed readiness rule fails the Create with a message
+// that names the annotation and what is allowed; nothing is left (checked at teardown).
+func TestBadTemplateAnnotation(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	c := e.container(echoApp, oci.WithAnnotations(map[string]string{
+		"io.containerd.warm.template": "bad-" + shortName(t), "io.containerd.warm.ready": "when-ready"}))
+	_, err := c.NewTask(e.ctx, nullIO())
+	if err == nil || !strings.Contains(err.Error(), "io.containerd.warm.ready") || !strings.Contains(err.Error(), "file:/path") {
+		t.Fatalf("got %v", err)
+	}
+}

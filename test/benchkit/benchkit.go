@@ -345,14 +345,26 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 		if _, err := pw.Write([]byte("ping\n")); err != nil {
 			return 0, err
 		}
-		select {
-		case _, ok := <-lines:
-			if !ok {
-				return 0, fmt.Errorf("output ended")
+		deadline := time.After(60 * time.Second)
+		for {
+			select {
+			case _, ok := <-lines:
+				if !ok {
+					return 0, fmt.Errorf("output ended")
+				}
+				// Drain answers to repeated questions.
+				for len(lines) > 0 {
+					<-lines
+				}
+				return time.Since(start), nil
+			case <-time.After(2 * time.Second):
+				// A question the dying task took out of its pipe is lost with it: ask again.
+				if _, err := pw.Write([]byte("ping\n")); err != nil {
+					return 0, err
+				}
+			case <-deadline:
+				return 0, fmt.Errorf("no reply within 60s")
 			}
-			return time.Since(start), nil
-		case <-time.After(60 * time.Second):
-			return 0, fmt.Errorf("no reply within 60s")
 		}
 	}
 	if _, err := ask(time.Now()); err != nil {
