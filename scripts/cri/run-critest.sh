@@ -389,6 +389,7 @@ EOF
 }
 "${CRICTL[@]}" pull registry.k8s.io/e2e-test-images/busybox:1.29-2 >/dev/null || die "pull busybox failed"
 : >"$OUTDIR/smoke.txt"
+: >"$OUTDIR/flaky.txt"
 smoke_rc=0
 for h in runc warm; do
 	smoke "$h" || { log "crictl smoke test failed for handler $h"; smoke_rc=1; }
@@ -441,6 +442,26 @@ for h in $HANDLERS; do
 	log "handler $h: critest exit $crc in $((end - start))s; log $OUTDIR/critest_$h.log"
 	echo "$((end - start))" >"$OUTDIR/wall_$h.txt"
 	[ -s "$OUTDIR/junit_$h.xml" ] || die "no JUnit report for $h: $(tail -20 "$OUTDIR/critest_$h.log")"
+	# A spec that fails (and is not allow-listed) runs again, alone, up to twice: some
+	# specs race containerd's own clean-up on a loaded 2-core machine, with either
+	# handler. One that then passes counts as passed and is listed as flaky.
+	while IFS= read -r spec; do
+		[ -n "$spec" ] || continue
+		if cut -f1 "$HERE/scripts/cri/runc-allowlist.tsv" | grep -qxF "$spec"; then
+			continue
+		fi
+		focus=$(python3 "$HERE/scripts/cri/junit.py" focus "$spec")
+		for try in 1 2; do
+			rargs=(-runtime-endpoint "unix://$T/c.sock" -image-endpoint "unix://$T/c.sock"
+				-config "$T/crictl.yaml" -runtime-handler "$h" -nri-socket "$T/nri.sock"
+				-ginkgo.junit-report "$OUTDIR/retry_${h}.xml" -ginkgo.no-color -ginkgo.focus "$focus")
+			if (cd "$T" && critest "${rargs[@]}") >>"$OUTDIR/critest_${h}_retries.log" 2>&1; then
+				python3 "$HERE/scripts/cri/junit.py" mark-passed "$OUTDIR/junit_$h.xml" "$spec"
+				echo "flaky with $h, passed on retry $try: $spec" | tee -a "$OUTDIR/flaky.txt"
+				break
+			fi
+		done
+	done < <(python3 "$HERE/scripts/cri/junit.py" failed "$OUTDIR/junit_$h.xml")
 	reports+=("$h")
 done
 
@@ -452,6 +473,7 @@ sargs=(-ref-name "$ref" -ref "$OUTDIR/junit_$ref.xml" -allow "$HERE/scripts/cri/
 [ -n "$cand" ] && sargs+=(-cand-name "$cand" -cand "$OUTDIR/junit_$cand.xml")
 "$T/bin/crisummary" "${sargs[@]}" | tee "$OUTDIR/summary.txt"
 src=${PIPESTATUS[0]}
+[ -s "$OUTDIR/flaky.txt" ] && cat "$OUTDIR/flaky.txt" >>"$OUTDIR/summary.txt"
 cat "$OUTDIR/smoke.txt" >>"$OUTDIR/summary.txt"
 [ "$smoke_rc" = 0 ] || { echo "crictl smoke test failed (see above)" | tee -a "$OUTDIR/summary.txt"; src=1; }
 for h in "${reports[@]}"; do echo "critest $h wall time: $(cat "$OUTDIR/wall_$h.txt")s" | tee -a "$OUTDIR/summary.txt"; done
