@@ -1,9 +1,7 @@
 package recovery
 
 import (
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -70,7 +68,7 @@ func (c *Checkpoints) Commit(fill func(images string) error) (_ *Checkpoint, ret
 	if err := Verify(images); err != nil {
 		return nil, err
 	}
-	if err := syncTree(tmp); err != nil {
+	if err := store.SyncTree(tmp); err != nil {
 		return nil, fmt.Errorf("sync checkpoint: %w", err)
 	}
 	seq := time.Now().UnixNano()
@@ -149,30 +147,3 @@ func (c *Checkpoints) Prune(keep int) {
 
 // Remove deletes every checkpoint (the container is gone).
 func (c *Checkpoints) Remove() error { return os.RemoveAll(c.dir) }
-
-func syncTree(dir string) error {
-	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.Type()&fs.ModeSymlink != 0 {
-			return nil
-		}
-		mode := os.FileMode(0o600)
-		if d.IsDir() {
-			mode = 0o700
-		}
-		if err := os.Chmod(p, mode); err != nil {
-			return err
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrInvalid) {
-			return err
-		}
-		return nil
-	})
-}

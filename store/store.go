@@ -134,7 +134,7 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), data, 0o600); err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
 	}
-	if err := syncTree(tmp); err != nil {
+	if err := SyncTree(tmp); err != nil {
 		return nil, fmt.Errorf("template %s: sync: %w", meta.Name, err)
 	}
 	gen := time.Now().UnixNano()
@@ -294,8 +294,8 @@ func (s *Store) pruneOld(ns, name string) {
 	}
 }
 
-// syncTree makes every file and directory under dir root-only and fsyncs it.
-func syncTree(dir string) error {
+// SyncTree makes every file and directory under dir root-only and fsyncs it.
+func SyncTree(dir string) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
