@@ -405,6 +405,12 @@ func (s *service) healthy(ctx context.Context, rec *recoverable, c *runc.Contain
 			if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root", h.Arg)); err == nil {
 				return nil
 			}
+			rec.mu.Lock()
+			killed := rec.killed
+			rec.mu.Unlock()
+			if killed {
+				return errAbandoned
+			}
 			if !alive() {
 				return errors.New("restored process exited")
 			}

@@ -355,3 +355,64 @@ func TestRecoveryInputDuringRecovery(t *testing.T) {
 	_ = t2.Kill(e.ctx, syscall.SIGKILL)
 	exitOf(t, exit)
 }
+
+// TestRecoveryKillWins: containerd's Kill during a recovery abandons it; the original
+// exit is reported and no restored task is left (the suite's teardown checks).
+func TestRecoveryKillWins(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	// Slow, failing health checks keep the recovery going long enough to interrupt it.
+	e.warmCfg = recoveryConfig(t, "")
+	cfg, _ := os.ReadFile(e.warmCfg)
+	if err := os.WriteFile(e.warmCfg, []byte(strings.Replace(string(cfg), "health_timeout = \"500ms\"", "health_timeout = \"3s\"", 1)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.health": "file:/never"}))
+	task, exit := e.start(c, nullIO())
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+	time.Sleep(300 * time.Millisecond) // the recovery is running its first health check
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d", code)
+	}
+	waitFor(t, "the shim's log of the abandoned recovery", func() bool {
+		data, _ := os.ReadFile(cd.LogPath)
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, c.ID()) && strings.Contains(l, "recovery abandoned") {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// TestRecoveryExecsReportedExited: execs alive when the init crashes are reported as
+// exited; the task itself is recovered.
+func TestRecoveryExecsReportedExited(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(counterApp, recoveryAnn(nil))
+	task, exit := e.start(c, nullIO())
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	spec, _ := c.Spec(e.ctx)
+	ps := *spec.Process
+	ps.Args = []string{"sleep", "1000"}
+	p, err := task.Exec(e.ctx, "x1", &ps, nullIO())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pexit, _ := p.Wait(e.ctx)
+	if err := p.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	pid := task.Pid()
+	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	if code := exitOf(t, pexit); code != 137 {
+		t.Fatalf("exec exit %d, want 137 (killed with the init)", code)
+	}
+	t2 := waitRestored(t, e, c, pid)
+	_ = t2.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+}
