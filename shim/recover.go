@@ -163,7 +163,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	}
 	rec.mu.Unlock()
 	rec.cps.Prune(rec.policy.Keep)
-	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).Debug("periodic checkpoint")
+	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).Info("periodic checkpoint")
 	return nil
 }
 

@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -46,6 +48,8 @@ type warm struct {
 	listener  *net.UnixListener     // adoption socket; guarded by mu
 	ctl       *ctlServer            // guarded by mu
 	importing map[string]bool       // templates being imported from images; guarded by mu
+	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
+	syncedImages string
 	// onIdle is called after an operator drained every pool: the service exits if no
 	// container remains.
 	onIdle func()
@@ -90,7 +94,12 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 			return fmt.Errorf("warm pools of namespace %s are served by another shim than %s's", ns, w.ns)
 		}
 		w.cfg = cfg
-		go w.syncImageTemplates(ctx)
+		// Only a change of the configured checkpoint images means work: a Create must
+		// not pay for containerd round trips.
+		if imagesOf(cfg) != w.syncedImages {
+			w.syncedImages = imagesOf(cfg)
+			go w.syncImageTemplates(ctx)
+		}
 		return nil
 	}
 	self, err := os.Executable()
@@ -155,6 +164,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		w.poolLocked(t)
 	}
 	log.G(ctx).WithField("namespace", ns).WithField("templates", len(tmpls)).Info("warm pools started")
+	w.syncedImages = imagesOf(cfg)
 	go w.syncImageTemplates(ctx)
 	return nil
 }
@@ -496,4 +506,16 @@ func (w *warm) sandboxRootfs(id string) string {
 		return filepath.Join(s.sb.Handle.(*oci.Sandbox).Bundle, "rootfs")
 	}
 	return ""
+}
+
+// imagesOf describes the checkpoint images a configuration names, for change detection.
+func imagesOf(cfg config.Config) string {
+	var parts []string
+	for name := range cfg.Pools {
+		if ref := cfg.PoolFor(name).Image; ref != "" {
+			parts = append(parts, name+"="+ref)
+		}
+	}
+	sort.Strings(parts)
+	return strings.Join(parts, ",")
 }

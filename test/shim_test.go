@@ -26,20 +26,10 @@ import (
 func shimPids(t *testing.T, id string) []int {
 	t.Helper()
 	var pids []int
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
-		if !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") || !strings.Contains(string(data), cd.Address) {
-			continue
-		}
-		for i := 0; i+1 < len(args); i++ {
-			if args[i] == "-id" && args[i+1] == id {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				pids = append(pids, pid)
+	for _, sp := range harness.ShimProcesses(cd.Address) {
+		for i := 0; i+1 < len(sp.Args); i++ {
+			if sp.Args[i] == "-id" && sp.Args[i+1] == id {
+				pids = append(pids, sp.Pid)
 			}
 		}
 	}

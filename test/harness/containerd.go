@@ -73,6 +73,10 @@ type Containerd struct {
 	done   chan error
 }
 
+// WarmLogLevel is warm's log_level in the harness config: debug for tests; benchmarks
+// set info, the level runc's shim logs at.
+var WarmLogLevel = "debug"
+
 // poolConfig is the pool section of the suite's warm.toml: small pools that refill fast.
 const poolConfig = `
 [pool]
@@ -105,8 +109,8 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 		config:    filepath.Join(dir, "config.toml"),
 	}
 	c.WarmState, c.WarmRun = filepath.Join(dir, "warm-state"), filepath.Join(dir, "warm-run")
-	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = \"debug\"\nstate_dir = %q\nrun_dir = %q\n%s",
-		env.Runc, c.RuncRoot, env.Criu, c.WarmState, c.WarmRun, pools)
+	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\n%s",
+		env.Runc, c.RuncRoot, env.Criu, WarmLogLevel, c.WarmState, c.WarmRun, pools)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
 		return nil, err
 	}

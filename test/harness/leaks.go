@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -14,19 +15,8 @@ import (
 func Leaks(dir, namespace string) []string {
 	var leaks []string
 	// Shim processes: their -address names our socket.
-	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
-		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") {
-			continue
-		}
-		if strings.Contains(string(data), dir) {
-			leaks = append(leaks, fmt.Sprintf("shim process %s: %s", filepath.Base(filepath.Dir(p)), strings.Join(args, " ")))
-		}
+	for _, sp := range ShimProcesses(dir) {
+		leaks = append(leaks, fmt.Sprintf("shim process %d: %s", sp.Pid, strings.Join(sp.Args, " ")))
 	}
 	// Mounts under dir.
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
@@ -134,4 +124,30 @@ func splitRule(s string) []string {
 		args = append(args, cur.String())
 	}
 	return args
+}
+
+// ShimProcess is a running shim.
+type ShimProcess struct {
+	Pid  int
+	Args []string
+}
+
+// ShimProcesses lists the shim processes whose command line names dir (the harness's
+// containerd address is inside it).
+func ShimProcesses(dir string) []ShimProcess {
+	var out []ShimProcess
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		args := strings.Split(strings.TrimRight(string(data), "\x00"), "\x00")
+		if len(args) == 0 || !strings.HasPrefix(filepath.Base(args[0]), "containerd-shim") || !strings.Contains(string(data), dir) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		out = append(out, ShimProcess{Pid: pid, Args: args})
+	}
+	return out
 }

@@ -47,18 +47,19 @@ func main() {
 	runs := flag.Int("runs", 20, "runs per row (at least 20)")
 	out := flag.String("out", "out/bench.json", "JSON file to write")
 	apps := flag.String("apps", "go,python", "sample applications to measure")
+	withRecovery := flag.Bool("recovery", true, "measure crash recovery too")
 	flag.Parse()
 	if *runs < 20 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 20")
 		os.Exit(2)
 	}
-	if err := run(*runs, *out, strings.Split(*apps, ",")); err != nil {
+	if err := run(*runs, *out, strings.Split(*apps, ","), *withRecovery); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(runs int, outPath string, which []string) error {
+func run(runs int, outPath string, which []string, withRecovery bool) error {
 	env, err := harness.FindEnv()
 	if err != nil {
 		return err
@@ -69,6 +70,7 @@ func run(runs int, outPath string, which []string) error {
 	}
 	defer os.RemoveAll(dir)
 	const ns = "warmbench"
+	harness.WarmLogLevel = "info" // as runc's shim; the recovery rows read info lines
 	cd, err := harness.StartWith(env, dir, ns, benchkit.PoolConfig)
 	if err != nil {
 		return err
@@ -150,7 +152,11 @@ func run(runs int, outPath string, which []string) error {
 	// service, killed with SIGKILL from outside, then asked a question: the time to the
 	// answer is the time to serving again.
 	echo := benchkit.App{Name: "busybox-echo", Image: busybox, Args: []string{"sh", "-c", "while read l; do echo \"reply $l\"; done"}}
-	for _, app := range []benchkit.App{echo, goApp} {
+	recApps := []benchkit.App{echo, goApp}
+	if !withRecovery {
+		recApps = nil
+	}
+	for _, app := range recApps {
 		progress("%s: kill -9 and recovery, %d runs", app.Name, runs)
 		killAndAsk, stop, err := e.RecoveryContainer(app, "1s")
 		if err != nil {
