@@ -393,9 +393,18 @@ func TestRecoveryExecsReportedExited(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
 	e.warmCfg = recoveryConfig(t, "")
-	c := e.container(counterApp, recoveryAnn(nil))
+	// The checkpoint is taken (through containerd) before the exec starts, so the
+	// restored tree does not hold the exec's process.
+	c := e.container(counterApp, oci.WithAnnotations(map[string]string{"io.containerd.warm.recovery": "on"}))
 	task, exit := e.start(c, nullIO())
-	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	ck, err := task.Checkpoint(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
+	if len(checkpointsOf(c.ID())) != 1 {
+		t.Fatalf("the Checkpoint RPC's checkpoint was not kept for recovery: %v", checkpointsOf(c.ID()))
+	}
 	spec, _ := c.Spec(e.ctx)
 	ps := *spec.Process
 	ps.Args = []string{"sleep", "1000"}
