@@ -7,13 +7,17 @@ import (
 	"strings"
 	"time"
 
+	imagesapi "github.com/containerd/containerd/api/services/images/v1"
 	"github.com/containerd/containerd/v2/core/content"
 	"github.com/containerd/containerd/v2/core/images"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/archive"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+	"github.com/containerd/errdefs/pkg/errgrpc"
 	"github.com/containerd/log"
+	"github.com/containerd/platforms"
 	"github.com/containerd/typeurl/v2"
+	"github.com/opencontainers/go-digest"
 	"github.com/opencontainers/image-spec/identity"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -82,16 +86,16 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	defer ls.Delete(context.WithoutCancel(ctx), l)
 	ctx = leases.WithLease(ctx, l.ID)
 
-	img, err := c.ImageService().Get(ctx, ref)
+	img, err := imageTarget(ctx, c, ref)
 	if err != nil {
 		return nil, fmt.Errorf("checkpoint image %s: %w", ref, err)
 	}
-	source := "image:" + ref + "@" + img.Target.Digest.String()
+	source := "image:" + ref + "@" + img.Digest.String()
 	if cur, err := st.Get(ns, name); err == nil && cur.Source == source {
 		return nil, nil
 	}
 	cs := c.ContentStore()
-	data, err := content.ReadBlob(ctx, cs, img.Target)
+	data, err := content.ReadBlob(ctx, cs, img)
 	if err != nil {
 		return nil, err
 	}
@@ -122,21 +126,23 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 		return nil, err
 	}
 	// The application's image gives the layers a sandbox's rootfs is prepared from.
-	app, err := c.GetImage(ctx, appImage)
+	app, err := imageTarget(ctx, c, appImage)
 	if err != nil {
 		return nil, fmt.Errorf("image %s of checkpoint %s: %w", appImage, ref, err)
 	}
-	const snapshotter = "overlayfs"
-	if ok, _ := app.IsUnpacked(ctx, snapshotter); !ok {
-		if err := app.Unpack(ctx, snapshotter); err != nil {
-			return nil, fmt.Errorf("unpack %s: %w", appImage, err)
-		}
+	cfgD, err := images.Config(ctx, cs, app, platforms.Default())
+	if err != nil {
+		return nil, fmt.Errorf("image %s: %w", appImage, err)
 	}
-	diffIDs, err := app.RootFS(ctx)
+	diffIDs, err := images.RootFS(ctx, cs, cfgD)
 	if err != nil {
 		return nil, err
 	}
+	const snapshotter = "overlayfs"
 	parent := identity.ChainID(diffIDs).String()
+	if _, err := c.SnapshotService(snapshotter).Stat(ctx, parent); err != nil {
+		return nil, fmt.Errorf("image %s is not unpacked for %s (run `ctr image unpack %s` or start a container of it once): %w", appImage, snapshotter, appImage, err)
+	}
 	layers, err := w.layersOfParent(ctx, snapshotter, parent)
 	if err != nil {
 		return nil, err
@@ -152,6 +158,16 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 		_, err = archive.Apply(ctx, images, content.NewReader(ra))
 		return err
 	})
+}
+
+// imageTarget is the target descriptor of an image in containerd's image store.
+func imageTarget(ctx context.Context, c *cdClient, ref string) (ocispec.Descriptor, error) {
+	resp, err := c.Images().Get(ctx, &imagesapi.GetImageRequest{Name: ref})
+	if err != nil {
+		return ocispec.Descriptor{}, errgrpc.ToNative(err)
+	}
+	t := resp.Image.Target
+	return ocispec.Descriptor{MediaType: t.MediaType, Digest: digest.Digest(t.Digest), Size: t.Size, Annotations: t.Annotations}, nil
 }
 
 func readCheckpointSpec(ctx context.Context, cs content.Store, d ocispec.Descriptor) (*specs.Spec, error) {

@@ -5,12 +5,22 @@ import (
 	"fmt"
 	"sync"
 
-	containerd "github.com/containerd/containerd/v2/client"
+	containersapi "github.com/containerd/containerd/api/services/containers/v1"
+	contentapi "github.com/containerd/containerd/api/services/content/v1"
+	imagesapi "github.com/containerd/containerd/api/services/images/v1"
+	leasesapi "github.com/containerd/containerd/api/services/leases/v1"
+	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
+	"github.com/containerd/containerd/v2/core/content"
+	contentproxy "github.com/containerd/containerd/v2/core/content/proxy"
 	"github.com/containerd/containerd/v2/core/leases"
+	leasesproxy "github.com/containerd/containerd/v2/core/leases/proxy"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/core/snapshots"
+	snapshotsproxy "github.com/containerd/containerd/v2/core/snapshots/proxy"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/warmshim/warm/store"
 )
@@ -21,24 +31,49 @@ import (
 type snapshotRootfs struct {
 	address, ns string
 
-	mu     sync.Mutex
-	client *containerd.Client // guarded by mu
-	snaps  map[string]string  // sandbox id -> snapshotter; guarded by mu
+	mu    sync.Mutex
+	conn  *cdClient         // guarded by mu
+	snaps map[string]string // sandbox id -> snapshotter; guarded by mu
 }
+
+// cdClient is containerd's gRPC services the shim uses, through their proxies (the client
+// package would add its whole dependency tree to every shim start).
+type cdClient struct {
+	conn *grpc.ClientConn
+}
+
+func (c *cdClient) LeasesService() leases.Manager {
+	return leasesproxy.NewLeaseManager(leasesapi.NewLeasesClient(c.conn))
+}
+
+func (c *cdClient) SnapshotService(name string) snapshots.Snapshotter {
+	return snapshotsproxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(c.conn), name)
+}
+
+func (c *cdClient) ContentStore() content.Store {
+	return contentproxy.NewContentStore(contentapi.NewContentClient(c.conn))
+}
+
+func (c *cdClient) Containers() containersapi.ContainersClient {
+	return containersapi.NewContainersClient(c.conn)
+}
+
+func (c *cdClient) Images() imagesapi.ImagesClient { return imagesapi.NewImagesClient(c.conn) }
 
 const sandboxPrefix = "warm-sandbox-"
 
-func (s *snapshotRootfs) get() (*containerd.Client, error) {
+func (s *snapshotRootfs) get() (*cdClient, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.client != nil {
-		return s.client, nil
+	if s.conn != nil {
+		return s.conn, nil
 	}
-	c, err := containerd.New(s.address, containerd.WithDefaultNamespace(s.ns))
+	conn, err := grpc.NewClient("unix://"+s.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", s.address, err)
 	}
-	s.client = c
+	c := &cdClient{conn: conn}
+	s.conn = c
 	if s.snaps == nil {
 		s.snaps = map[string]string{}
 	}
@@ -105,10 +140,11 @@ func (s *snapshotRootfs) parentOf(ctx context.Context, id string) (string, strin
 		return "", "", err
 	}
 	ctx = namespaces.WithNamespace(ctx, s.ns)
-	ci, err := c.ContainerService().Get(ctx, id)
+	resp, err := c.Containers().Get(ctx, &containersapi.GetContainerRequest{ID: id})
 	if err != nil {
 		return "", "", err
 	}
+	ci := resp.Container
 	if ci.SnapshotKey == "" {
 		return "", "", fmt.Errorf("container %s has no snapshot", id)
 	}
