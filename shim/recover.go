@@ -45,9 +45,10 @@ type recoverable struct {
 	holders    []*os.File         // extra writers keeping containerd's FIFOs open; guarded by mu
 	relay      *stdinRelay        // the task's stdin, when it has one
 	stop       chan struct{}      // ends the periodic checkpoints
-	cancel     context.CancelFunc // cancels the recovery in progress; guarded by mu
-	dumping    context.CancelFunc // cancels the periodic checkpoint in progress; guarded by mu
-	pauses     []time.Duration    // task pause per periodic checkpoint; guarded by mu
+	// dumpMu is held while a periodic checkpoint runs: deleting the container waits for
+	// it, so a dump never recreates a removed checkpoint directory.
+	dumpMu sync.Mutex
+	pauses []time.Duration // task pause per periodic checkpoint; guarded by mu
 }
 
 // prepareRecovery reads the container's recovery policy; for one that opted in, it opens
@@ -122,18 +123,14 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	if st, _ := ip.Status(s.context); st != "running" {
 		return nil
 	}
-	// A checkpoint is bounded, and the task's death cancels it: a dump whose tasks die
-	// under it must not hold runc's lock on the container that recovery needs.
-	ctx, cancel := context.WithTimeout(s.context, 10*rec.policy.Interval+time.Minute)
-	defer cancel()
-	rec.mu.Lock()
-	rec.dumping = cancel
-	rec.mu.Unlock()
-	defer func() {
-		rec.mu.Lock()
-		rec.dumping = nil
-		rec.mu.Unlock()
-	}()
+	rec.dumpMu.Lock()
+	defer rec.dumpMu.Unlock()
+	select {
+	case <-rec.stop:
+		return nil // the container is being deleted
+	default:
+	}
+	ctx := s.context
 	var pause time.Duration
 	_, err = rec.cps.Commit(func(images string) error {
 		work := filepath.Join(filepath.Dir(images), "work")
@@ -187,11 +184,7 @@ func (s *service) killedByContainerd(id string) {
 	if rec := s.recoverableOf(id); rec != nil {
 		rec.mu.Lock()
 		rec.killed = true
-		cancel := rec.cancel
 		rec.mu.Unlock()
-		if cancel != nil {
-			cancel() // a restore in progress (runc, CRIU) is stopped
-		}
 	}
 }
 
@@ -220,11 +213,7 @@ func (s *service) tryRecover(e runcC.Exit, c *runc.Container, p *process.Init) b
 	}
 	done := make(chan struct{})
 	rec.recovering = done
-	dumping := rec.dumping
 	rec.mu.Unlock()
-	if dumping != nil {
-		dumping()
-	}
 	detected := time.Now()
 	go func() {
 		defer close(done)
@@ -243,18 +232,9 @@ var errAbandoned = errors.New("recovery abandoned: containerd killed or deleted 
 // cgroup and namespaces, with stdio on the same FIFOs, checks its health, and retries
 // with backoff, falling back to older checkpoints when one cannot be restored.
 func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *process.Init, e runcC.Exit, detected time.Time) error {
-	// A recovery never runs unbounded, and containerd's Kill or Delete cancels it.
-	ctx, cancel := context.WithTimeout(s.context, 2*time.Minute)
-	defer cancel()
-	rec.mu.Lock()
-	rec.cancel = cancel
-	rec.mu.Unlock()
-	defer func() {
-		rec.mu.Lock()
-		rec.cancel = nil
-		rec.mu.Unlock()
-	}()
-	ctx = log.WithLogger(ctx, log.G(s.context).WithField("container", rec.id))
+	// Not cancelled by a Kill: killing runc in the middle of a CRIU restore leaves CRIU's
+	// mounts behind. A Kill is honoured between the steps instead.
+	ctx := log.WithLogger(s.context, log.G(s.context).WithField("container", rec.id))
 	// Waiters on the dead init learn of the exit now; Wait sees the recovery and goes on
 	// waiting on the restored task.
 	oldInit.SetExited(e.Status)
@@ -526,6 +506,8 @@ func (s *service) forgetRecovery(id string) {
 		return
 	}
 	close(rec.stop)
+	rec.dumpMu.Lock() // a checkpoint in progress finishes first
+	rec.dumpMu.Unlock()
 	if rec.relay != nil {
 		rec.relay.close()
 	}
