@@ -74,9 +74,7 @@ func TestRecoveryKill9(t *testing.T) {
 	waitFor(t, "two checkpoints", func() bool { return len(checkpointsOf(c.ID())) >= 2 })
 	before := len(strings.Fields(out.String()))
 	oldPid := task.Pid()
-	if err := syscall.Kill(int(oldPid), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	killBetweenCheckpoints(t, c.ID(), oldPid)
 	// The output goes on, from the checkpoint's counter (not 1).
 	var after []int
 	waitFor(t, "output after the restore", func() bool {
@@ -194,7 +192,7 @@ func TestRecoveryHealthAndCrashLoop(t *testing.T) {
 	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.health": "file:/never"}))
 	task, exit := e.start(c, nullIO())
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
-	_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), task.Pid())
 	if code := exitOf(t, exit); code != 137 {
 		t.Fatalf("exit %d after failed health checks", code)
 	}
@@ -254,7 +252,7 @@ func TestRecoveryFullDisk(t *testing.T) {
 		t.Fatal("the previous checkpoint was lost")
 	}
 	pid := task.Pid()
-	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), pid)
 	time.Sleep(1 * time.Second)
 	t2, err := c.Task(e.ctx, nil)
 	if err != nil || t2.Pid() == pid {
@@ -286,7 +284,7 @@ func TestRecoveryPooled(t *testing.T) {
 	}
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
 	pid := task.Pid()
-	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), pid)
 	t2 := waitRestored(t, e, c, pid)
 	if got := askSeed(t, w, &out, "after"); got != seed {
 		t.Fatalf("after recovery the seed is %s, want %s", got, seed)
@@ -309,7 +307,7 @@ func TestRecoveryStdin(t *testing.T) {
 	seed := askSeed(t, w, &out, "before")
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
 	pid := task.Pid()
-	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), pid)
 	t2 := waitRestored(t, e, c, pid)
 	if got := askSeed(t, w, &out, "after"); got != seed {
 		t.Fatalf("after recovery the seed is %s, want %s", got, seed)
@@ -347,7 +345,7 @@ func TestRecoveryInputDuringRecovery(t *testing.T) {
 	task, exit := e.start(c, streams(r, &out, io.Discard))
 	seed := askSeed(t, w, &out, "before")
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
-	_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), task.Pid())
 	if got := askSeed(t, w, &out, "during"); got != seed {
 		t.Fatalf("seed %s, want %s", got, seed)
 	}
@@ -370,7 +368,7 @@ func TestRecoveryKillWins(t *testing.T) {
 	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.health": "file:/never"}))
 	task, exit := e.start(c, nullIO())
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
-	_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), task.Pid())
 	time.Sleep(300 * time.Millisecond) // the recovery is running its first health check
 	_ = task.Kill(e.ctx, syscall.SIGKILL)
 	if code := exitOf(t, exit); code != 137 {
@@ -417,11 +415,32 @@ func TestRecoveryExecsReportedExited(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := task.Pid()
-	_ = syscall.Kill(int(pid), syscall.SIGKILL)
+	killBetweenCheckpoints(t, c.ID(), pid)
 	if code := exitOf(t, pexit); code != 137 {
 		t.Fatalf("exec exit %d, want 137 (killed with the init)", code)
 	}
 	t2 := waitRestored(t, e, c, pid)
 	_ = t2.Kill(e.ctx, syscall.SIGKILL)
 	exitOf(t, exit)
+}
+
+// killBetweenCheckpoints kills the init with SIGKILL right after a periodic checkpoint
+// of the container completed, so the kill does not land in the middle of a dump (CRIU was
+// once seen hanging when the task died under it; see the recovery notes).
+func killBetweenCheckpoints(t *testing.T, id string, pid uint32) {
+	t.Helper()
+	newest := func() string {
+		cps := checkpointsOf(id)
+		if len(cps) == 0 {
+			return ""
+		}
+		return cps[len(cps)-1]
+	}
+	before := newest()
+	for i := 0; i < 400 && newest() == before; i++ {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
 }
