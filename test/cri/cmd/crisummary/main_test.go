@@ -83,3 +83,22 @@ func TestAllowListFormat(t *testing.T) {
 		t.Fatal("an entry without a reason must be rejected")
 	}
 }
+
+// A spec that passes with runc and skips itself with warm on a containerd race ("spec
+// discrepancy") is listed but does not fail the report.
+func TestSpecDiscrepancySkip(t *testing.T) {
+	ref := map[string]result{"[It] nri sync": {state: passed}}
+	cand := map[string]result{"[It] nri sync": {state: skipped, message: "spec discrepancy: containerd loses containers"}}
+	var out bytes.Buffer
+	if report(&out, "runc", ref, "warm", cand, nil) {
+		t.Fatalf("a self-skip on a containerd race failed the report:\n%s", out.String())
+	}
+	if !strings.Contains(out.String(), "inconclusive") {
+		t.Fatalf("not listed as inconclusive:\n%s", out.String())
+	}
+	cand["[It] nri sync"] = result{state: skipped, message: "some other reason"}
+	out.Reset()
+	if !report(&out, "runc", ref, "warm", cand, nil) {
+		t.Fatal("a spec passing with runc and skipped with warm for another reason must fail the report")
+	}
+}
