@@ -340,6 +340,26 @@ func (p *Pool) Drain(ctx context.Context) error {
 	for _, e := range victims {
 		errs = append(errs, p.destroy(ctx, e))
 	}
+	// Restores in flight destroy their sandbox when they finish (drained); wait for
+	// them, so a drained pool holds nothing.
+	for {
+		p.mu.Lock()
+		restoring := 0
+		for _, e := range p.entries {
+			if e.state == Restoring {
+				restoring++
+			}
+		}
+		p.mu.Unlock()
+		if restoring == 0 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(append(errs, ctx.Err())...)
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -522,7 +542,8 @@ func (p *Pool) restoreOne(ctx context.Context, e *entry) {
 	e.sb.RestoredAt = p.now()
 	p.restore = (p.restore*3 + took) / 4
 	st, terr := transition(e.state, Frozen)
-	if terr != nil || p.closed {
+	if terr != nil || p.closed || p.drained {
+		// Drained or closed while restoring: it never joins the pool.
 		p.mu.Unlock()
 		_ = p.destroy(ctx, e)
 		return

@@ -362,3 +362,19 @@ func TestTransitions(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainWaitsForRestores: a drain while restores are in flight returns only when they
+// are done and destroyed; nothing joins the drained pool.
+func TestDrainWaitsForRestores(t *testing.T) {
+	rt := newFake()
+	rt.delay = 80 * time.Millisecond
+	p := New("ns", tmpl(1), cfg(3, 3), rt, nil)
+	eventually(t, "restores in flight", func() bool { return p.Stats().Restoring > 0 })
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Stats(); st.Frozen != 0 || st.Restoring != 0 || rt.count() != 0 {
+		t.Fatalf("after drain: %+v, %d live", st, rt.count())
+	}
+	closePool(t, p, rt)
+}

@@ -36,13 +36,7 @@ func nerdctl(ctx context.Context, dir string, args ...string) (string, error) {
 // nerdctl's createRuntime hook, which the runtime must run with the container's state.
 func TestNerdctlCNI(t *testing.T) {
 	need(t)
-	dir := filepath.Join(suiteDir, "nerdctl")
-	if err := os.MkdirAll(filepath.Join(dir, "net.d"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = exec.Command("ip", "link", "del", nerdctlBridge).Run()
-	})
+	dir := nerdctlDir(t)
 	for _, rt := range Runtimes {
 		t.Run(rtName(rt), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -63,17 +57,7 @@ func TestNerdctlCNI(t *testing.T) {
 			if err != nil || !strings.HasPrefix(ip, "10.237.99.") {
 				t.Fatalf("container address %q (%v): is it on the bridge?", ip, err)
 			}
-			var body string
-			waitFor(t, "page from "+ip, func() bool {
-				resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + ip + "/")
-				if err != nil {
-					return false
-				}
-				defer resp.Body.Close()
-				b, _ := io.ReadAll(resp.Body)
-				body = string(b)
-				return resp.StatusCode == 200
-			})
+			body := getPage(t, ip, "/")
 			if body != "hello from warm\n" {
 				t.Fatalf("page %q", body)
 			}
@@ -86,11 +70,7 @@ func TestNerdctlCNI(t *testing.T) {
 // bridge address nerdctl's createRuntime hook gave it at adoption.
 func TestNerdctlPooled(t *testing.T) {
 	need(t)
-	dir := filepath.Join(suiteDir, "nerdctl")
-	if err := os.MkdirAll(filepath.Join(dir, "net.d"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", nerdctlBridge).Run() })
+	dir := nerdctlDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	name := "web-" + shortName(t)
@@ -119,22 +99,7 @@ func TestNerdctlPooled(t *testing.T) {
 		}
 		return strings.TrimSpace(ip)
 	}
-	get := func(ip, path string) string {
-		var body string
-		waitFor(t, "page from "+ip, func() bool {
-			resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + ip + path)
-			if err != nil {
-				return false
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			body = string(b)
-			return resp.StatusCode == 200
-		})
-		return body
-	}
-	makerIP := run(name+"-maker", true)
-	_ = makerIP
+	run(name+"-maker", true)
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
 	waitFor(t, "pool filled", func() bool { s, ok, _ := ctl.Pool(name); return ok && s.Frozen >= 1 })
 	ip := run(name+"-served", false)
@@ -142,14 +107,42 @@ func TestNerdctlPooled(t *testing.T) {
 	if st.Hits != 1 {
 		t.Fatalf("nerdctl container not served from the pool: %+v", st)
 	}
-	if body := get(ip, "/index.html"); body != "hello from warm\n" {
+	if body := getPage(t, ip, "/index.html"); body != "hello from warm\n" {
 		t.Fatalf("page %q", body)
 	}
 	// The served sandbox continues the template's state: its seed is the template's,
 	// which the maker (without a network) also wrote.
-	seed := get(ip, "/seed")
+	seed := getPage(t, ip, "/seed")
 	mseed, err := nerdctl(ctx, dir, "exec", name+"-maker", "cat", "/var/www/seed")
 	if err != nil || strings.TrimSpace(mseed) != strings.TrimSpace(seed) {
 		t.Fatalf("served seed %q, template's %q (%v)", seed, mseed, err)
 	}
+}
+
+// nerdctlDir is nerdctl's data and CNI config directory in the suite; the bridge nerdctl
+// makes goes at the end of the test.
+func nerdctlDir(t *testing.T) string {
+	dir := filepath.Join(suiteDir, "nerdctl")
+	if err := os.MkdirAll(filepath.Join(dir, "net.d"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = exec.Command("ip", "link", "del", nerdctlBridge).Run() })
+	return dir
+}
+
+// getPage fetches http://ip/path once the server answers 200 and returns the body.
+func getPage(t *testing.T, ip, path string) string {
+	t.Helper()
+	var body string
+	waitFor(t, "page from "+ip, func() bool {
+		resp, err := (&http.Client{Timeout: time.Second}).Get("http://" + ip + path)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		body = string(b)
+		return resp.StatusCode == 200
+	})
+	return body
 }

@@ -444,3 +444,51 @@ func field(line, name string) (float64, bool) {
 	}
 	return float64(d.Microseconds()) / 1000, true
 }
+
+// Start starts an isolated containerd under /tmp/<prefix>-* with the benchmark pool
+// configuration and returns the environment and a function that drains the pools, stops
+// containerd, reports anything left behind and removes the directory.
+func Start(prefix, ns string) (*Env, func(), error) {
+	env, err := harness.FindEnv()
+	if err != nil {
+		return nil, nil, err
+	}
+	dir, err := os.MkdirTemp("/tmp", prefix+"-")
+	if err != nil {
+		return nil, nil, err
+	}
+	cd, err := harness.StartWith(env, dir, ns, PoolConfig)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	client, err := cd.Client()
+	if err != nil {
+		_ = cd.Stop()
+		os.RemoveAll(dir)
+		return nil, nil, err
+	}
+	e := &Env{CD: cd, Client: client, Ctx: cd.Context(context.Background()), Ctl: harness.NewCtl(cd.WarmRun, ns)}
+	stop := func() {
+		// containerd's log (with the shims') stays for a look after the run.
+		if data, err := os.ReadFile(cd.LogPath); err == nil {
+			_ = os.WriteFile(filepath.Join(os.TempDir(), prefix+"-containerd.log"), data, 0o600)
+		}
+		_ = e.Ctl.Do("POST", "/shutdown", nil)
+		// The pool shim exits once its pools are drained: wait for it while containerd
+		// still serves the snapshot and lease removals.
+		for i := 0; i < 600 && len(harness.ShimProcesses(dir)) > 0; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		client.Close()
+		_ = cd.Stop()
+		harness.RemoveNamespaceCgroups(ns)
+		if leaks := harness.Leaks(dir, ns); len(leaks) > 0 {
+			fmt.Fprintf(os.Stderr, "left behind: %v\n", leaks)
+		} else {
+			fmt.Fprintln(os.Stderr, "cleaned up: no shim, mount or cgroup left")
+		}
+		os.RemoveAll(dir)
+	}
+	return e, stop, nil
+}

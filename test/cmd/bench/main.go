@@ -8,7 +8,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -60,39 +59,14 @@ func main() {
 }
 
 func run(runs int, outPath string, which []string, withRecovery bool) error {
-	env, err := harness.FindEnv()
-	if err != nil {
-		return err
-	}
-	dir, err := os.MkdirTemp("/tmp", "warm-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
 	const ns = "warmbench"
 	harness.WarmLogLevel = "info" // as runc's shim; the recovery rows read info lines
-	cd, err := harness.StartWith(env, dir, ns, benchkit.PoolConfig)
+	e, stop, err := benchkit.Start("warm-bench", ns)
 	if err != nil {
 		return err
 	}
-	client, err := cd.Client()
-	if err != nil {
-		return err
-	}
-	e := &benchkit.Env{CD: cd, Client: client, Ctx: cd.Context(context.Background()), Ctl: harness.NewCtl(cd.WarmRun, ns)}
-	defer func() {
-		// containerd's log (with the shims') stays for a look after the run.
-		if data, err := os.ReadFile(cd.LogPath); err == nil {
-			_ = os.WriteFile(filepath.Join(os.TempDir(), "warm-bench-containerd.log"), data, 0o600)
-		}
-		_ = e.Ctl.Do("POST", "/shutdown", nil)
-		client.Close()
-		_ = cd.Stop()
-		harness.RemoveNamespaceCgroups(ns)
-		if leaks := harness.Leaks(dir, ns); len(leaks) > 0 {
-			fmt.Fprintf(os.Stderr, "left behind: %v\n", leaks)
-		}
-	}()
+	defer stop()
+	cd := e.CD
 	rep := Report{When: time.Now().UTC(), Command: "make bench", Runs: runs, Pools: map[string]pool.Stats{}}
 	rep.Host, _ = os.Hostname()
 
@@ -104,7 +78,7 @@ func run(runs int, outPath string, which []string, withRecovery bool) error {
 	if err := e.Import(busybox, files); err != nil {
 		return err
 	}
-	goApp, pyApp, appFiles, err := benchkit.Apps(dir)
+	goApp, pyApp, appFiles, err := benchkit.Apps(cd.Dir)
 	if err != nil {
 		return err
 	}

@@ -6,7 +6,6 @@
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -29,39 +28,15 @@ func main() {
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 func run(runs int) error {
-	env, err := harness.FindEnv()
+	step("starting an isolated containerd under /tmp/warm-demo-*")
+	e, stop, err := benchkit.Start("warm-demo", "warmdemo")
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("/tmp", "warm-demo-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	const ns = "warmdemo"
-	step("starting an isolated containerd in %s", dir)
-	cd, err := harness.StartWith(env, dir, ns, benchkit.PoolConfig)
-	if err != nil {
-		return err
-	}
-	client, err := cd.Client()
-	if err != nil {
-		return err
-	}
-	e := &benchkit.Env{CD: cd, Client: client, Ctx: cd.Context(context.Background()), Ctl: harness.NewCtl(cd.WarmRun, ns)}
-	defer func() {
-		_ = e.Ctl.Do("POST", "/shutdown", nil)
-		client.Close()
-		_ = cd.Stop()
-		harness.RemoveNamespaceCgroups(ns)
-		if leaks := harness.Leaks(dir, ns); len(leaks) > 0 {
-			fmt.Fprintf(os.Stderr, "left behind: %v\n", leaks)
-		} else {
-			step("cleaned up: no shim, mount or cgroup left")
-		}
-	}()
+	defer stop()
+	cd := e.CD
 	step("building the sample Go service (1 s and 200 MB of initialisation) into a local image")
-	goApp, _, files, err := benchkit.Apps(dir)
+	goApp, _, files, err := benchkit.Apps(cd.Dir)
 	if err != nil {
 		return err
 	}
