@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -223,6 +224,30 @@ var logLevels = []string{"trace", "debug", "info", "warn", "error"}
 
 // Parse reads a configuration from TOML text. source names the text in errors (a path).
 func Parse(data []byte, source string) (Config, error) {
+	parsed.mu.Lock()
+	defer parsed.mu.Unlock()
+	if parsed.ok && parsed.source == source && parsed.data == string(data) {
+		return parsed.cfg, nil
+	}
+	c, err := parse(data, source)
+	if err == nil {
+		parsed.source, parsed.data, parsed.cfg, parsed.ok = source, string(data), c, true
+	}
+	return c, err
+}
+
+// parsed remembers the last configuration parsed: a long-lived shim (a pool shim, a
+// pod's shim) gets the same file with every Create. A Config is never modified after
+// parsing, so sharing its maps and pointers is safe.
+var parsed struct {
+	mu     sync.Mutex
+	ok     bool   // guarded by mu
+	source string // guarded by mu
+	data   string // guarded by mu
+	cfg    Config // guarded by mu
+}
+
+func parse(data []byte, source string) (Config, error) {
 	c := Default()
 	dec := toml.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()

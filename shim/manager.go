@@ -88,11 +88,11 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 		return nil, err
 	}
 	// containerd runs start in the bundle directory.
-	spec, err := oci.ReadSpec(".")
+	ann, err := oci.ReadAnnotations(".")
 	if err != nil {
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
-	grouping := groupKey(id, spec.Annotations)
+	grouping := groupKey(id, ann)
 
 	var sockets []*shimSocket
 	defer func() {

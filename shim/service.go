@@ -37,6 +37,8 @@ import (
 	"github.com/sirupsen/logrus"
 	"google.golang.org/protobuf/proto"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
 )
@@ -203,16 +205,24 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
 	}
 	applyConfig(topts)
-	spec, err := oci.ReadSpec(r.Bundle)
+	// A plain container needs only the annotations; the whole spec is read (a
+	// measurable cost in a fresh shim) only for templates and recovery.
+	ann, err := oci.ReadAnnotations(r.Bundle)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
 	// What a cold start gets, should a warm one fail.
 	cold := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	coldRunc := proto.Clone(topts.runc).(*options.Options)
-	pol, err := recovery.FromAnnotations(topts.cfg.Recovery, spec.Annotations)
+	pol, err := recovery.FromAnnotations(topts.cfg.Recovery, ann)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(fmt.Errorf("%w: %w", errdefs.ErrInvalidArgument, err))
+	}
+	var spec *specs.Spec
+	if pol.Enabled || ann[AnnTemplate] != "" {
+		if spec, err = oci.ReadSpec(r.Bundle); err != nil {
+			return nil, errgrpc.ToGRPC(err)
+		}
 	}
 	var relay *stdinRelay
 	if pol.Enabled && r.Stdin != "" && !r.Terminal {
@@ -228,8 +238,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}()
 	}
 	var mk *maker
-	if spec.Annotations[AnnTemplate] != "" {
-		if spec.Annotations[AnnReady] != "" {
+	if ann[AnnTemplate] != "" {
+		if ann[AnnReady] != "" {
 			mk, err = s.warm.prepareMaker(ctx, r, spec, &topts)
 		} else {
 			err = s.warm.plan(ctx, r, spec, &topts)
@@ -263,9 +273,12 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.warm.unplan(ctx, r.ID)
 		return nil, err
 	}
-	rec, rerr := s.prepareRecovery(ctx, cold, spec, topts, relay)
-	if rerr != nil {
-		log.G(ctx).WithError(rerr).WithField("container", r.ID).Warn("crash recovery not enabled")
+	var rec *recoverable
+	if pol.Enabled {
+		var rerr error
+		if rec, rerr = s.prepareRecovery(ctx, cold, spec, topts, relay); rerr != nil {
+			log.G(ctx).WithError(rerr).WithField("container", r.ID).Warn("crash recovery not enabled")
+		}
 	}
 	s.mu.Lock()
 	s.containers[r.ID] = container

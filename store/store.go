@@ -180,7 +180,9 @@ func Verify(images string) error {
 	return nil
 }
 
-var criuMagic = magic.LoadMagic()
+// criuMagic is built on first use: a map of every CRIU image magic, which a cold
+// container's shim never needs.
+var criuMagic = sync.OnceValue(magic.LoadMagic)
 
 func decodeInventory(data []byte) error {
 	word := func(off int) (uint64, bool) {
@@ -191,11 +193,11 @@ func decodeInventory(data []byte) error {
 	}
 	off := 0
 	m, ok := word(off)
-	if ok && (m == criuMagic.ByName["IMG_COMMON"] || m == criuMagic.ByName["IMG_SERVICE"]) {
+	if ok && (m == criuMagic().ByName["IMG_COMMON"] || m == criuMagic().ByName["IMG_SERVICE"]) {
 		off += 4
 		m, ok = word(off)
 	}
-	if !ok || criuMagic.ByValue[m] != "INVENTORY" {
+	if !ok || criuMagic().ByValue[m] != "INVENTORY" {
 		return errors.New("not an inventory image (bad magic)")
 	}
 	off += 4
