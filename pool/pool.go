@@ -82,7 +82,10 @@ type Pool struct {
 	fails   int               // consecutive failed restores; guarded by mu
 	retryAt time.Time         // no restore before, after failures; guarded by mu
 	wg      sync.WaitGroup    // refiller and in-flight restores/destroys
-	stop    chan struct{}
+	// destroying counts destroys in flight (their entry is already gone from entries):
+	// Drain waits for them, so a drained pool holds no snapshot or lease; guarded by mu.
+	destroying int
+	stop       chan struct{}
 }
 
 type stats struct {
@@ -317,8 +320,12 @@ func (p *Pool) destroy(ctx context.Context, e *entry) error {
 	e.state = st
 	delete(p.entries, e.sb.ID)
 	p.stats.destroyed++
+	p.destroying++
 	p.mu.Unlock()
 	err = p.rt.Destroy(ctx, e.sb.Handle)
+	p.mu.Lock()
+	p.destroying--
+	p.mu.Unlock()
 	if e.release != nil {
 		e.release()
 	}
@@ -341,10 +348,10 @@ func (p *Pool) Drain(ctx context.Context) error {
 		errs = append(errs, p.destroy(ctx, e))
 	}
 	// Restores in flight destroy their sandbox when they finish (drained); wait for
-	// them, so a drained pool holds nothing.
+	// them and for destroys in flight, so a drained pool holds nothing.
 	for {
 		p.mu.Lock()
-		restoring := 0
+		restoring := p.destroying
 		for _, e := range p.entries {
 			if e.state == Restoring {
 				restoring++

@@ -17,6 +17,7 @@ import (
 type fakeRuntime struct {
 	mu        sync.Mutex
 	delay     time.Duration
+	slowKill  time.Duration // how long a Destroy takes
 	fail      error
 	live      map[string]bool // id -> exists
 	restores  atomic.Int32
@@ -42,6 +43,10 @@ func (f *fakeRuntime) Restore(ctx context.Context, t *store.Template, id string)
 
 func (f *fakeRuntime) Destroy(ctx context.Context, h any) error {
 	f.destroyed.Add(1)
+	f.mu.Lock()
+	slow := f.slowKill
+	f.mu.Unlock()
+	time.Sleep(slow)
 	f.mu.Lock()
 	delete(f.live, h.(string))
 	f.mu.Unlock()
@@ -375,6 +380,23 @@ func TestDrainWaitsForRestores(t *testing.T) {
 	}
 	if st := p.Stats(); st.Frozen != 0 || st.Restoring != 0 || rt.count() != 0 {
 		t.Fatalf("after drain: %+v, %d live", st, rt.count())
+	}
+	closePool(t, p, rt)
+}
+
+// A destroy still running (a restore that finished after the drain began, a released
+// sandbox) holds a snapshot and a lease: Drain returns only when it is done.
+func TestDrainWaitsForDestroys(t *testing.T) {
+	rt := newFake()
+	rt.delay = 40 * time.Millisecond
+	rt.slowKill = 60 * time.Millisecond
+	p := New("ns", tmpl(1), cfg(2, 2), rt, nil)
+	eventually(t, "restores in flight", func() bool { return p.Stats().Restoring > 0 })
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n := rt.count(); n != 0 {
+		t.Fatalf("Drain returned with %d sandboxes still being destroyed", n)
 	}
 	closePool(t, p, rt)
 }

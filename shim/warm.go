@@ -19,8 +19,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
 
 	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/internal/logfile"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
 	"github.com/warmshim/warm/pool"
@@ -122,6 +124,14 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	run := filepath.Join(cfg.RunDir, ns)
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return err
+	}
+	// The pool shim outlives the container whose bundle FIFO carries its log: it keeps
+	// a log file of its own.
+	if h, err := logfile.Open(filepath.Join(run, "pool-shim.log"), 8<<20); err != nil {
+		log.G(ctx).WithError(err).Warn("pool shim log file")
+	} else {
+		logrus.AddHook(h)
+		log.G(ctx).WithField("pid", os.Getpid()).Info("pool shim logging to " + h.Path)
 	}
 	w.rootfs = &snapshotRootfs{address: w.grpcAddress, ns: ns}
 	w.sandboxes = &oci.Sandboxes{

@@ -158,6 +158,10 @@ func teardown() error {
 		time.Sleep(50 * time.Millisecond)
 	}
 	errs = append(errs, leaks...)
+	// Keep the pool shim's own log, up to its exit, for a look after the run.
+	if data, err := os.ReadFile(filepath.Join(cd.WarmRun, namespace, "pool-shim.log")); err == nil {
+		_ = os.WriteFile(filepath.Join(os.TempDir(), "warm-it-pool-shim.log"), data, 0o600)
+	}
 	if err := os.RemoveAll(suiteDir); err != nil {
 		errs = append(errs, "remove "+suiteDir+": "+err.Error())
 	}
