@@ -176,12 +176,15 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	sb.stdin, sb.stdout, sb.stderr = inW, outR, errR
 	pio := &pipeIO{in: inR, out: outW, err: errW}
 	pidFile := filepath.Join(bundle, "pid")
-	_, err = s.runc(bundle).Restore(ctx, id, bundle, &runc.RestoreOpts{
-		CheckpointOpts: runc.CheckpointOpts{ImagePath: t.Images, WorkDir: filepath.Join(bundle, "work")},
-		IO:             pio,
-		PidFile:        pidFile,
-		Detach:         true,
-		NoSubreaper:    true,
+	err = lowPriority(func() error {
+		_, err := s.runc(bundle).Restore(ctx, id, bundle, &runc.RestoreOpts{
+			CheckpointOpts: runc.CheckpointOpts{ImagePath: t.Images, WorkDir: filepath.Join(bundle, "work")},
+			IO:             pio,
+			PidFile:        pidFile,
+			Detach:         true,
+			NoSubreaper:    true,
+		})
+		return err
 	})
 	pio.CloseAfterStart()
 	if err != nil {

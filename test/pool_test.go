@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -90,6 +91,11 @@ func TestPoolHit(t *testing.T) {
 	st, _, err := ctl.Pool(name)
 	if err != nil || st.Hits != 1 {
 		t.Fatalf("pool stats %+v, %v: want one hit", st, err)
+	}
+	// Refills restore at a lowered priority; the served process runs at its own (CRIU
+	// restores the nice value it was dumped with).
+	if n := niceOf(t, int(task.Pid())); n != 0 {
+		t.Fatalf("served process runs at nice %d, want 0 (the template's)", n)
 	}
 	// Every task RPC on an adopted sandbox.
 	spec, _ := c.Spec(e.ctx)
@@ -400,4 +406,20 @@ func TestBadTemplateAnnotation(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "io.containerd.warm.ready") || !strings.Contains(err.Error(), "file:/path") {
 		t.Fatalf("got %v", err)
 	}
+}
+
+// niceOf reads a process's nice value (field 19 of /proc/PID/stat).
+func niceOf(t *testing.T, pid int) int {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The command name may hold spaces: fields count from after its closing ')'.
+	rest := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
+	n, err := strconv.Atoi(rest[16])
+	if err != nil {
+		t.Fatalf("nice of %d: %v", pid, err)
+	}
+	return n
 }
