@@ -341,3 +341,13 @@ func (s *Sandboxes) RemoveCgroupParent() {
 		_ = os.Remove(filepath.Dir(p))
 	}
 }
+
+// DeleteContainer removes a container from runc. A stopped one is deleted at once:
+// runc's --force always sleeps 100 ms after its SIGKILL before it looks again, so it is
+// used only when a plain delete refuses (the container still runs, or is paused).
+func DeleteContainer(ctx context.Context, r *runc.Runc, id string) error {
+	if err := r.Delete(ctx, id, nil); err == nil {
+		return nil
+	}
+	return r.Delete(ctx, id, &runc.DeleteOpts{Force: true})
+}

@@ -271,7 +271,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		systemd = opts.SystemdCgroup
 	}
 	r := process.NewRunc(root, path, ns, runtime, systemd)
-	if err := r.Delete(ctx, id, &runcC.DeleteOpts{Force: true}); err != nil {
+	if err := oci.DeleteContainer(ctx, r, id); err != nil {
 		log.G(ctx).WithError(err).Warn("failed to remove runc container")
 	}
 	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {

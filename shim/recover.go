@@ -299,7 +299,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	release := rec.cps.Use(cp)
 	defer release()
 	// The dead container's runc state goes; its rootfs stays mounted for the restore.
-	if err := oldInit.Runtime().Delete(ctx, rec.id, &runcC.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "not exist") {
+	if err := oci.DeleteContainer(ctx, oldInit.Runtime(), rec.id); err != nil && !strings.Contains(err.Error(), "not exist") {
 		log.G(ctx).WithError(err).Debug("runc delete of the dead container")
 	}
 	if err := s.ensureRootfs(rec); err != nil {
@@ -470,7 +470,7 @@ func (s *service) discard(ctx context.Context, c *runc.Container) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	_ = p.(*process.Init).Runtime().Delete(ctx, c.ID, &runcC.DeleteOpts{Force: true})
+	_ = oci.DeleteContainer(ctx, p.(*process.Init).Runtime(), c.ID)
 }
 
 // waitRecovered blocks while a recovery of the container runs and reports whether the
