@@ -131,7 +131,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	default:
 	}
 	ctx := s.context
-	var pause time.Duration
+	var pause, frozen, took time.Duration
 	_, err = rec.cps.Commit(func(images string) error {
 		work := filepath.Join(filepath.Dir(images), "work")
 		defer os.RemoveAll(work)
@@ -158,9 +158,17 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		}
 		start := time.Now()
 		err := ip.Runtime().Checkpoint(ctx, rec.id, opts, runcC.LeaveRunning)
-		pause = time.Since(start)
+		took = time.Since(start)
 		if err != nil {
 			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
+		}
+		// The task's pause is CRIU's own account: freezing it, then keeping it frozen.
+		// Without that file, the whole checkpoint call bounds it.
+		pause = took
+		if st, err := oci.ReadDumpStats(work); err == nil {
+			pause, frozen = st.Pause(), st.Frozen
+		} else {
+			log.G(s.context).WithError(err).WithField("container", rec.id).Debug("CRIU dump stats")
 		}
 		return nil
 	})
@@ -174,7 +182,8 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	}
 	rec.mu.Unlock()
 	rec.cps.Prune(rec.policy.Keep)
-	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).Info("periodic checkpoint")
+	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).WithField("frozen", frozen).
+		WithField("took", took).Info("periodic checkpoint")
 	return nil
 }
 

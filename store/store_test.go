@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/warmshim/warm/internal/criutest"
@@ -100,12 +101,12 @@ func TestFailedCommitLeavesCurrent(t *testing.T) {
 }
 
 func TestValidName(t *testing.T) {
-	for _, n := range []string{"py", "a.b-c_d", "X1"} {
+	for _, n := range []string{"py", "a.b-c_d", "X1", "9", strings.Repeat("a", 63)} {
 		if err := ValidName(n); err != nil {
 			t.Error(err)
 		}
 	}
-	for _, n := range []string{"", "../x", "a/b", ".hidden", "-x"} {
+	for _, n := range []string{"", "../x", "a/b", ".hidden", "-x", "_x", strings.Repeat("a", 64), "é", "a b", "a\n"} {
 		if err := ValidName(n); err == nil {
 			t.Errorf("%q accepted", n)
 		}

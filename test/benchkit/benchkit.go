@@ -406,9 +406,10 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 }
 
 // RecoveryLog reads the shim's recovery records from containerd's log: detection
-// latency (exit to recovery start) per recovery and the task's pause per periodic
-// checkpoint, for a container id prefix.
-func (e *Env) RecoveryLog(prefix string) (detection, pauses []float64) {
+// latency (exit to recovery start) per recovery, and per periodic checkpoint the task's
+// pause (CRIU's freezing + frozen time) and the whole checkpoint call, for a container
+// id prefix.
+func (e *Env) RecoveryLog(prefix string) (detection, pauses, calls []float64) {
 	data, _ := os.ReadFile(e.CD.LogPath)
 	for _, l := range strings.Split(string(data), "\n") {
 		if !strings.Contains(l, "container="+prefix) {
@@ -423,9 +424,12 @@ func (e *Env) RecoveryLog(prefix string) (detection, pauses []float64) {
 			if d, ok := field(l, "pause"); ok {
 				pauses = append(pauses, d)
 			}
+			if d, ok := field(l, "took"); ok {
+				calls = append(calls, d)
+			}
 		}
 	}
-	return detection, pauses
+	return detection, pauses, calls
 }
 
 // field parses a duration field (name=1.5ms or name="1.5ms") of a logrus line, in ms.

@@ -155,15 +155,16 @@ func run(runs int, outPath string, which []string, withRecovery bool) error {
 			return fmt.Errorf("checkpoints %s: %w", app.Name, err)
 		}
 		for i := 0; i < 1200; i++ {
-			if _, p := e.RecoveryLog("rec" + app.Name); len(p) >= runs+1 {
+			if _, p, _ := e.RecoveryLog("rec" + app.Name); len(p) >= runs+1 {
 				break
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
 		stopP()
-		det, pauses := e.RecoveryLog("rec" + app.Name)
+		det, pauses, calls := e.RecoveryLog("rec" + app.Name)
 		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "recovery detection (exit to start)", det))
-		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "pause per periodic checkpoint (full dumps)", pauses))
+		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "task paused per periodic checkpoint (CRIU freezing+frozen, full dumps)", pauses))
+		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "periodic checkpoint, whole runc call", calls))
 	}
 	rep.Extra = map[string]interface{}{"incremental_checkpoints": "not measured: CRIU 4.1.1 reports MemTrack (soft-dirty tracking) missing on this kernel, so pre-dumps are refused and every periodic checkpoint is a full dump"}
 	rep.Targets = targets(rep)
