@@ -213,3 +213,10 @@ func (w *warm) layersOfParent(ctx context.Context, snapshotter, parent string) (
 	}
 	return oci.LayersOf(infos), nil
 }
+
+// importsInFlight reports whether checkpoint images are being imported.
+func (w *warm) importsInFlight() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.importing) > 0
+}

@@ -102,6 +102,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	if address, err := shim.ReadAddress("address"); err == nil {
 		sd.RegisterCallback(func(context.Context) error { return shim.RemoveSocket(address) })
 	}
+	s.bootPools(ctx)
 	return s, nil
 }
 

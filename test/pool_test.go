@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/warmshim/warm/test/harness"
@@ -422,4 +423,89 @@ func niceOf(t *testing.T, pid int) int {
 		t.Fatalf("nice of %d: %v", pid, err)
 	}
 	return n
+}
+
+// TestPoolBootStart: after the pool shim is gone (a reboot, or warmctl shutdown),
+// `warmctl start` brings the namespace's pools back before any container names a
+// template, and containerd's next template container is a hit served by that shim.
+func TestPoolBootStart(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "boot-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	stopPoolShim(t, e)
+
+	poolShims := func() []harness.ShimProcess {
+		var out []harness.ShimProcess
+		for _, sp := range harness.ShimProcesses(suiteDir) {
+			if strings.Contains(strings.Join(sp.Args, " "), "-id warm-pool") {
+				out = append(out, sp)
+			}
+		}
+		return out
+	}
+	cmd := exec.Command(cd.Env.Warmctl, "-n", cd.Namespace, "start", "--address", cd.Address,
+		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim, "--wait", "2m")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("warmctl start: %v\n%s", err, out)
+	}
+	st, ok, err := ctl.Pool(name)
+	if err != nil || !ok || st.Frozen < 2 || st.Hits != 0 {
+		t.Fatalf("after warmctl start, before any container: pool %+v (%v, %v)\n%s", st, ok, err, out)
+	}
+	booted := poolShims()
+	if len(booted) != 1 {
+		t.Fatalf("%d pool shims after warmctl start: %v", len(booted), booted)
+	}
+	// A second start finds it running.
+	if out, err := exec.Command(cd.Env.Warmctl, "-n", cd.Namespace, "start", "--address", cd.Address,
+		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim).CombinedOutput(); err != nil || !strings.Contains(string(out), "already running") {
+		t.Fatalf("second warmctl start: %v\n%s", err, out)
+	}
+
+	c := e.container(echoApp, templateAnn(name, false))
+	r, w := io.Pipe()
+	defer w.Close()
+	var sout syncBuffer
+	task, exit := e.start(c, streams(r, &sout, io.Discard))
+	if got := askSeed(t, w, &sout, "after-boot"); got != seed {
+		t.Fatalf("served seed %s, template's %s", got, seed)
+	}
+	if st, _, _ := ctl.Pool(name); st.Hits != 1 {
+		t.Fatalf("first container after boot was not a hit: %+v", st)
+	}
+	if now := poolShims(); len(now) != 1 || now[0].Pid != booted[0].Pid {
+		t.Fatalf("the container went to another shim than the one warmctl started: %v, then %v", booted, now)
+	}
+	if _, err := os.Stat(filepath.Join(cd.WarmRun, cd.Namespace, "pool-shim.log")); err != nil {
+		t.Fatalf("pool shim log: %v", err)
+	}
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+}
+
+// stopPoolShim ends every container of the test's pool shim and shuts the shim down,
+// waiting until it is gone; templates stay in the store.
+func stopPoolShim(t *testing.T, e *env) {
+	t.Helper()
+	containers, _ := e.client.Containers(e.ctx)
+	for _, c := range containers {
+		if task, err := c.Task(e.ctx, nil); err == nil {
+			_, _ = task.Delete(e.ctx, containerd.WithProcessKill)
+		}
+	}
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	if err := ctl.Do("POST", "/shutdown", nil); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	waitFor(t, "pool shim gone", func() bool {
+		for _, sp := range harness.ShimProcesses(suiteDir) {
+			if strings.Contains(strings.Join(sp.Args, " "), "warm") {
+				return false
+			}
+		}
+		return true
+	})
 }

@@ -7,6 +7,8 @@
 //	warmctl template ls
 //	warmctl template rm TEMPLATE
 //	warmctl shutdown            drain every pool; the pool shim exits when no container is left
+//	warmctl start [--address A] [--socket-dir D] [--config F]
+//	                            start the pool shim now (at boot) and fill every pool
 package main
 
 import (
@@ -34,8 +36,16 @@ func main() {
 	asJSON := flag.Bool("json", false, "print JSON")
 	flag.Usage = func() {
 		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | shutdown")
+		fmt.Fprintln(os.Stderr, "       warmctl [-n NAMESPACE] start [--address SOCK] [--socket-dir DIR] [--config FILE] [--shim BIN] [--wait D]")
 	}
 	flag.Parse()
+	if flag.Arg(0) == "start" {
+		if err := start(*ns, flag.Args()[1:]); err != nil {
+			fmt.Fprintln(os.Stderr, "warmctl:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	c := client(filepath.Join(*runDir, *ns, "ctl.sock"))
 	if err := run(c, flag.Args(), *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "warmctl:", err)
