@@ -14,7 +14,12 @@ all: build
 build:
 	$(GO) build -o $(BIN)/containerd-shim-warm-v2 ./cmd/containerd-shim-warm-v2
 	$(GO) build -o $(BIN)/warmctl ./cmd/warmctl
-	$(GO) build -ldflags='-s -w' -o $(BIN)/warm-runc ./cmd/warm-runc
+	@# warm-runc runs twice on every pool hit: the C build starts ~1.5 ms faster than Go's.
+	if command -v $(CC) >/dev/null 2>&1; then \
+		$(CC) -O2 -Wall -Wextra -static -s -o $(BIN)/warm-runc cmd/warm-runc/c/warm-runc.c; \
+	else \
+		$(GO) build -ldflags='-s -w' -o $(BIN)/warm-runc ./cmd/warm-runc; \
+	fi
 
 setup:
 	./scripts/setup.sh
