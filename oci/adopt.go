@@ -14,6 +14,7 @@ import (
 	"github.com/containerd/cgroups/v3/cgroup1"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	runc "github.com/containerd/go-runc"
+	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -59,6 +60,14 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 			removeCgroup(p)
 		}
 	}()
+	began := time.Now()
+	var tMove, tRes, tRename, tHooks time.Duration
+	defer func() {
+		if retErr == nil {
+			log.G(ctx).WithField("container", req.ContainerID).WithField("move", tMove).WithField("resources", tRes).
+				WithField("rename", tRename).WithField("hooks", tHooks).WithField("total", time.Since(began)).Debug("adoption steps")
+		}
+	}()
 	oldPath := sb.Template.Spec.Linux.CgroupsPath
 	if cur, err := readRuncState(s.Root + "/" + sb.ID); err == nil {
 		var cfg struct {
@@ -77,13 +86,16 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		return fmt.Errorf("adopt: move cgroup: %w", err)
 	}
 	sb.cgroupPaths = paths
+	tMove = time.Since(began)
 	if err := applyResources(sp.Linux.CgroupsPath, sp.Linux.Resources); err != nil {
 		return fmt.Errorf("adopt: resources: %w", err)
 	}
+	tRes = time.Since(began) - tMove
 	if err := renameRuncContainer(s.Root, sb.ID, req.ContainerID, paths, sp.Linux.CgroupsPath, req.Bundle, sp); err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
 	renamed = true
+	tRename = time.Since(began) - tMove - tRes
 	if sp.Hostname != "" && sp.Hostname != sb.Template.Spec.Hostname && hasNamespace(sp, specs.UTSNamespace) {
 		if err := setHostname(sb.Pid, sp.Hostname); err != nil {
 			return fmt.Errorf("adopt: hostname: %w", err)
@@ -101,6 +113,7 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 			}
 		}
 	}
+	tHooks = time.Since(began) - tMove - tRes - tRename
 	sb.splice(req)
 	sb.mu.Lock()
 	sb.ContainerID = req.ContainerID

@@ -39,3 +39,21 @@ func TestReadDumpStats(t *testing.T) {
 		}
 	}
 }
+
+func TestRuncErrors(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "log.json")
+	log := `{"level":"info","msg":"x","time":"t"}
+{"level":"error","msg":"open /var/lib/nerdctl/x/hosts: no such file or directory","time":"t"}
+not json
+{"level":"warning","msg":"w"}
+`
+	if err := os.WriteFile(p, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if got := RuncErrors(p); got != "open /var/lib/nerdctl/x/hosts: no such file or directory" {
+		t.Fatalf("got %q", got)
+	}
+	if got := RuncErrors(filepath.Join(t.TempDir(), "none")); got != "" {
+		t.Fatalf("missing file: %q", got)
+	}
+}

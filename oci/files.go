@@ -2,6 +2,7 @@ package oci
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"os"
 	"strings"
@@ -63,4 +64,27 @@ func CriuErrors(path string) string {
 		errs = errs[len(errs)-4:]
 	}
 	return strings.Join(errs, " | ")
+}
+
+// RuncErrors returns the error messages in runc's JSON log file (--log), newest last,
+// at most the last three, joined: what runc said when a command failed before CRIU ran.
+func RuncErrors(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	var msgs []string
+	for _, l := range strings.Split(string(data), "\n") {
+		var e struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(l), &e) == nil && (e.Level == "error" || e.Level == "fatal") && e.Msg != "" {
+			msgs = append(msgs, e.Msg)
+		}
+	}
+	if len(msgs) > 3 {
+		msgs = msgs[len(msgs)-3:]
+	}
+	return strings.Join(msgs, " | ")
 }

@@ -188,7 +188,8 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	})
 	pio.CloseAfterStart()
 	if err != nil {
-		return sb, 0, fmt.Errorf("runc restore: %w (CRIU log: %s)", err, CriuErrors(filepath.Join(bundle, "work", "restore.log")))
+		return sb, 0, fmt.Errorf("runc restore: %w (runc: %s; CRIU: %s)", err, RuncErrors(filepath.Join(bundle, "log.json")),
+			CriuErrors(filepath.Join(bundle, "work", "restore.log")))
 	}
 	pid, err := runc.ReadPidFile(pidFile)
 	if err != nil {

@@ -74,6 +74,8 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 			return
 		}
 		rw.WriteHeader(http.StatusNoContent)
+		// The answer goes out before the shim may exit.
+		_ = http.NewResponseController(rw).Flush()
 		if w.onIdle != nil {
 			go w.onIdle()
 		}

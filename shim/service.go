@@ -91,7 +91,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		}
 	}
 	go s.processExits()
-	runcC.Monitor = reaper.Default
+	runcC.Monitor = &monitor{inner: reaper.Default, w: s.warm}
 	p, err := runc.NewPlatform()
 	if err != nil {
 		return nil, fmt.Errorf("console platform: %w", err)

@@ -327,6 +327,7 @@ func (w *warm) startedIn(id string, d time.Duration) {
 	w.mu.Unlock()
 	if s != nil && s.sb != nil {
 		s.pool.RecordServe(s.create + d)
+		log.L.WithField("container", id).WithField("create", s.create).WithField("start", d).Debug("pool hit served")
 	}
 }
 
@@ -419,8 +420,19 @@ func (w *warm) serveAdoptions(l *net.UnixListener) {
 
 func (w *warm) handleWrapper(c *net.UnixConn) {
 	defer c.Close()
-	ctx := context.Background()
 	req, files, err := wrap.ReadRequest(c)
+	if err != nil {
+		_ = wrap.Reply(c, wrap.Response{Error: err.Error()})
+		return
+	}
+	_ = wrap.Reply(c, w.handleOp(context.Background(), req, files))
+}
+
+// handleOp carries out a runc command of a container served from the pool: create
+// adopts the sandbox (files are the stdin, stdout and stderr runc would have given its
+// process; handleOp owns them), start thaws it, kill and delete thaw a sandbox that
+// never started so runc can act. Handled false: run the real runc.
+func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File) (resp wrap.Response) {
 	defer func() {
 		for _, f := range files {
 			if f != nil {
@@ -428,19 +440,13 @@ func (w *warm) handleWrapper(c *net.UnixConn) {
 			}
 		}
 	}()
-	if err != nil {
-		_ = wrap.Reply(c, wrap.Response{Error: err.Error()})
-		return
-	}
 	w.mu.Lock()
 	s := w.served[req.ID]
 	w.mu.Unlock()
 	if s == nil || s.sb == nil {
-		_ = wrap.Reply(c, wrap.Response{Handled: false})
-		return
+		return wrap.Response{Handled: false}
 	}
 	sb := s.sb.Handle.(*oci.Sandbox)
-	var resp wrap.Response
 	switch req.Op {
 	case "create":
 		if len(files) != 3 {
@@ -450,7 +456,7 @@ func (w *warm) handleWrapper(c *net.UnixConn) {
 		ar := oci.AdoptRequest{ContainerID: req.ID, Bundle: s.bundle, Spec: s.spec, Stdout: files[1], Stderr: files[2], Rebind: s.rebind}
 		// Without stdin runc's stdin is /dev/null: the sandbox then reads EOF, as a
 		// cold container would.
-		if isPipe(files[0]) {
+		if files[0] != nil && isPipe(files[0]) {
 			ar.Stdin, files[0] = files[0], nil
 		}
 		// The output files now belong to the sandbox's copies.
@@ -487,7 +493,7 @@ func (w *warm) handleWrapper(c *net.UnixConn) {
 			}
 		}
 	}
-	_ = wrap.Reply(c, resp)
+	return resp
 }
 
 func isPipe(f *os.File) bool {
@@ -528,4 +534,12 @@ func imagesOf(cfg config.Config) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, ",")
+}
+
+// runcPaths returns the wrapper named as the runc of served containers and the real
+// runc ("" before the pools started).
+func (w *warm) runcPaths() (wrapper, real string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.self, w.runc
 }

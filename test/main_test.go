@@ -5,6 +5,7 @@ package test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,6 +39,11 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
+	flag.Parse()
+	if f := flag.Lookup("test.bench"); f != nil && f.Value.String() != "" {
+		// Benchmarks run the shim at info, the level runc's shim logs at.
+		harness.WarmLogLevel = "info"
+	}
 	required := os.Getenv("WARM_INTEGRATION") == "1"
 	env, err := harness.FindEnv()
 	switch {

@@ -446,7 +446,7 @@ func TestPoolBootStart(t *testing.T) {
 		return out
 	}
 	cmd := exec.Command(cd.Env.Warmctl, "-n", cd.Namespace, "start", "--address", cd.Address,
-		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim, "--wait", "2m")
+		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim, "--wait", "1m")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("warmctl start: %v\n%s", err, out)

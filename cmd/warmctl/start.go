@@ -136,22 +136,29 @@ func spawn(bin, ns, address, socketDir, cfgPath, dir string) error {
 }
 
 // waitFilled waits until the pool shim answers and every pool holds its initial
-// sandboxes (or the shim exits, having no template to keep warm).
+// sandboxes, or has restores failing with none in flight (reported, not waited for: a
+// template whose restore fails, e.g. one that bind-mounts a file that is gone, would
+// never fill). A shim with no template exits on its own.
 func waitFilled(c *ctl, wait time.Duration) error {
 	deadline := time.Now().Add(wait)
 	for {
 		var ps []pool.Stats
 		err := c.do("GET", "/pools", &ps)
-		full := err == nil
+		settled := err == nil
 		for _, p := range ps {
-			if p.Frozen < p.Desired {
-				full = false
+			if p.Frozen < p.Desired && !(p.Failed > 0 && p.Restoring == 0) {
+				settled = false
 			}
 		}
 		switch {
-		case full:
+		case settled:
 			for _, p := range ps {
-				fmt.Printf("pool %s: %d frozen\n", p.Template, p.Frozen)
+				if p.Frozen < p.Desired {
+					fmt.Fprintf(os.Stderr, "warmctl: pool %s: %d of %d frozen, %d restores failed (see run_dir/<namespace>/pool-shim.log)\n",
+						p.Template, p.Frozen, p.Desired, p.Failed)
+				} else {
+					fmt.Printf("pool %s: %d frozen\n", p.Template, p.Frozen)
+				}
 			}
 			if len(ps) == 0 {
 				fmt.Println("no template in this namespace yet")

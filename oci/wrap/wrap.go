@@ -70,6 +70,13 @@ func logPath(args []string) string {
 // log file.
 func fail(args []string, msg string) int {
 	fmt.Fprintln(os.Stderr, msg)
+	LogError(args, msg)
+	return 1
+}
+
+// LogError appends msg as an error line to the JSON log file named by runc's --log in
+// args (the process package quotes it in a failed command's error).
+func LogError(args []string, msg string) {
 	if p := logPath(args); p != "" {
 		if f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600); err == nil {
 			line, _ := json.Marshal(map[string]string{"level": "error", "msg": msg, "time": time.Now().UTC().Format(time.RFC3339Nano)})
@@ -77,8 +84,11 @@ func fail(args []string, msg string) int {
 			f.Close()
 		}
 	}
-	return 1
 }
+
+// Parse finds the subcommand, the container id (last argument) and --pid-file of a runc
+// command line.
+func Parse(args []string) (sub, id, pidFile string) { return parse(args) }
 
 // parse finds the subcommand, the container id (last argument) and --pid-file.
 func parse(args []string) (sub, id, pidFile string) {

@@ -175,6 +175,41 @@ func firstReply(r io.Reader, start time.Time) (time.Duration, error) {
 	}
 }
 
+// ClientFirstReply is CtrFirstReply through containerd's Go client in this process (as
+// containerd's CRI plugin drives containerd, one client for many containers): from
+// creating the container to the application's first reply. annotations go on the spec.
+func (e *Env) ClientFirstReply(app App, annotations map[string]string) (time.Duration, error) {
+	start := time.Now()
+	img, err := e.Client.GetImage(e.Ctx, app.Image)
+	if err != nil {
+		return 0, err
+	}
+	id := e.ID("g" + app.Name)
+	c, err := e.Client.NewContainer(e.Ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
+		containerd.WithRuntime(harness.Warm, &runtimeoptions.Options{ConfigPath: e.CD.WarmCfg}),
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...), oci.WithAnnotations(annotations)))
+	if err != nil {
+		return 0, err
+	}
+	defer c.Delete(context.WithoutCancel(e.Ctx), containerd.WithSnapshotCleanup)
+	pr, pw := io.Pipe()
+	or, ow := io.Pipe()
+	defer ow.Close()
+	task, err := c.NewTask(e.Ctx, cio.NewCreator(cio.WithStreams(pr, ow, io.Discard), cio.WithFIFODir(e.CD.Dir)))
+	if err != nil {
+		return 0, err
+	}
+	defer task.Delete(context.WithoutCancel(e.Ctx), containerd.WithProcessKill)
+	if err := task.Start(e.Ctx); err != nil {
+		return 0, err
+	}
+	go func() { _, _ = pw.Write([]byte("ping\n")) }()
+	d, err := firstReply(or, start)
+	pw.Close()
+	go io.Copy(io.Discard, or)
+	return d, err
+}
+
 // CtrTrue measures `ctr run --rm IMAGE true`.
 func (e *Env) CtrTrue(flags []string, image string) (time.Duration, error) {
 	args := append([]string{"run", "--rm"}, flags...)
