@@ -72,6 +72,14 @@ type Recovery struct {
 	// Incremental makes periodic checkpoints pre-dump memory first, so the task is
 	// frozen only for what changed since.
 	Incremental bool `toml:"incremental"`
+	// Standby keeps, beside each recovered container, a sandbox restored from its latest
+	// checkpoint and frozen, so a crash is recovered by adopting it (milliseconds) rather
+	// than by a restore; it costs the memory of a second copy of the task.
+	Standby bool `toml:"standby"`
+	// CheckpointTimeout bounds one periodic checkpoint: past it, CRIU and runc are
+	// killed (CRIU has been seen to hang on a dying task), the checkpoint fails and the
+	// previous one stays the latest.
+	CheckpointTimeout Duration `toml:"checkpoint_timeout"`
 }
 
 // Pool configures the pool of frozen sandboxes kept for one template.
@@ -217,7 +225,8 @@ func merge(base, over Pool) Pool {
 func Default() Config {
 	return Config{Runc: "runc", Criu: "criu", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm",
 		Recovery: Recovery{MaxRetries: 3, Backoff: Duration{100 * time.Millisecond}, HealthTimeout: Duration{5 * time.Second},
-			CrashLoopMax: 5, CrashLoopWindow: Duration{time.Minute}, CheckpointKeep: 3, Incremental: true}}
+			CrashLoopMax: 5, CrashLoopWindow: Duration{time.Minute}, CheckpointKeep: 3, Incremental: true,
+			CheckpointTimeout: Duration{2 * time.Minute}}}
 }
 
 var logLevels = []string{"trace", "debug", "info", "warn", "error"}
@@ -327,6 +336,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("key recovery.checkpoint_keep: %d must be at least 1 (the latest checkpoint)", r.CheckpointKeep)
 	case r.HealthTimeout.Duration <= 0:
 		return fmt.Errorf("key recovery.health_timeout: must be positive")
+	}
+	if r.CheckpointTimeout.Duration < time.Second {
+		return fmt.Errorf("key recovery.checkpoint_timeout: %v must be at least 1s (CRIU needs that for a small task)", r.CheckpointTimeout.Duration)
 	}
 	if c.Pool.Image != "" {
 		return errors.New("key pool.image: a checkpoint image names one template; set it in [pools.NAME]")

@@ -18,6 +18,7 @@ const (
 	AnnInterval = "io.containerd.warm.checkpoint-interval" // DURATION
 	AnnKeep     = "io.containerd.warm.checkpoint-keep"     // N
 	AnnHealth   = "io.containerd.warm.health"              // exec:CMD | file:/path | stdout:TEXT
+	AnnStandby  = "io.containerd.warm.recovery-standby"    // on | off
 )
 
 // Health is a check that a restored task serves again.
@@ -38,6 +39,10 @@ type Policy struct {
 	CrashLoopMax    int
 	CrashLoopWindow time.Duration
 	Incremental     bool
+	// Standby keeps a frozen restore of the latest checkpoint ready to adopt on a crash.
+	Standby bool
+	// CheckpointTimeout bounds one periodic checkpoint.
+	CheckpointTimeout time.Duration
 }
 
 // FromAnnotations builds a container's policy from the config's [recovery] and the
@@ -46,7 +51,8 @@ func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error)
 	p := Policy{
 		Enabled: cfg.Enabled, Keep: cfg.CheckpointKeep, HealthTimeout: cfg.HealthTimeout.Duration,
 		MaxRetries: cfg.MaxRetries, Backoff: cfg.Backoff.Duration, CrashLoopMax: cfg.CrashLoopMax,
-		CrashLoopWindow: cfg.CrashLoopWindow.Duration, Incremental: cfg.Incremental,
+		CrashLoopWindow: cfg.CrashLoopWindow.Duration, Incremental: cfg.Incremental, Standby: cfg.Standby,
+		CheckpointTimeout: cfg.CheckpointTimeout.Duration,
 	}
 	if v, ok := ann[AnnRecovery]; ok {
 		switch v {
@@ -71,6 +77,16 @@ func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error)
 			return p, fmt.Errorf("annotation %s=%q: use a number of checkpoints, at least 1", AnnKeep, v)
 		}
 		p.Keep = n
+	}
+	if v, ok := ann[AnnStandby]; ok {
+		switch v {
+		case "on", "true":
+			p.Standby = true
+		case "off", "false":
+			p.Standby = false
+		default:
+			return p, fmt.Errorf("annotation %s=%q: use on or off", AnnStandby, v)
+		}
 	}
 	if v := ann[AnnHealth]; v != "" {
 		kind, arg, ok := strings.Cut(v, ":")

@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -25,20 +28,27 @@ type monitor struct {
 	w     *warm
 
 	handled sync.Map // *exec.Cmd carried out here -> struct{}
+
+	mu          sync.Mutex
+	checkpoints map[string]*exec.Cmd // runc checkpoint commands running, by container id; guarded by mu
 }
 
 func (m *monitor) Start(cmd *exec.Cmd) (chan runcC.Exit, error) {
 	if ec, ok := m.intercept(cmd); ok {
 		return ec, nil
 	}
-	return m.inner.Start(cmd)
+	ec, err := m.inner.Start(cmd)
+	m.track(cmd, err)
+	return ec, err
 }
 
 func (m *monitor) StartLocked(cmd *exec.Cmd) (chan runcC.Exit, error) {
 	if ec, ok := m.intercept(cmd); ok {
 		return ec, nil
 	}
-	return m.inner.StartLocked(cmd)
+	ec, err := m.inner.StartLocked(cmd)
+	m.track(cmd, err)
+	return ec, err
 }
 
 func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
@@ -46,7 +56,80 @@ func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
 		e := <-ec
 		return e.Status, nil
 	}
+	defer m.untrack(cmd)
 	return m.inner.Wait(cmd, ec)
+}
+
+// track remembers a started runc checkpoint, which abortCheckpoint can kill.
+func (m *monitor) track(cmd *exec.Cmd, err error) {
+	if err != nil || cmd.Process == nil {
+		return
+	}
+	if sub, id, _ := wrap.Parse(cmd.Args); sub == "checkpoint" && id != "" {
+		m.mu.Lock()
+		if m.checkpoints == nil {
+			m.checkpoints = map[string]*exec.Cmd{}
+		}
+		m.checkpoints[id] = cmd
+		m.mu.Unlock()
+	}
+}
+
+func (m *monitor) untrack(cmd *exec.Cmd) {
+	if sub, id, _ := wrap.Parse(cmd.Args); sub == "checkpoint" {
+		m.mu.Lock()
+		if m.checkpoints[id] == cmd {
+			delete(m.checkpoints, id)
+		}
+		m.mu.Unlock()
+	}
+}
+
+// abortCheckpoint kills the runc checkpoint of container id that is running, and every
+// process under it (CRIU) first: CRIU has been seen to wait forever on a task that died
+// during a dump, holding runc's lock on the container. It reports whether there was one.
+func (m *monitor) abortCheckpoint(id string) bool {
+	m.mu.Lock()
+	cmd := m.checkpoints[id]
+	m.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return false
+	}
+	killTree(cmd.Process.Pid)
+	return true
+}
+
+// killTree SIGKILLs pid's descendants, deepest first, then pid.
+func killTree(pid int) {
+	children := map[int][]int{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		// The command may hold spaces and parentheses: fields follow the last ')'.
+		i := strings.LastIndexByte(string(data), ')')
+		f := strings.Fields(string(data[i+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		self, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		children[ppid] = append(children[ppid], self)
+	}
+	var order []int
+	var walk func(int)
+	walk = func(p int) {
+		for _, c := range children[p] {
+			walk(c)
+		}
+		order = append(order, p)
+	}
+	walk(pid)
+	for _, p := range order {
+		_ = unix.Kill(p, unix.SIGKILL)
+	}
 }
 
 // intercept carries out cmd here if it is a create or start of a served container, and
@@ -80,8 +163,11 @@ func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 			return m.done(cmd, 0), true
 		}
 	}
-	// Everything else is runc's.
+	// Everything else is runc's (and its errors name runc).
 	cmd.Path = real
+	if len(cmd.Args) > 0 {
+		cmd.Args[0] = real
+	}
 	return nil, false
 }
 

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
 )
@@ -49,6 +51,13 @@ type recoverable struct {
 	// it, so a dump never recreates a removed checkpoint directory.
 	dumpMu sync.Mutex
 	pauses []time.Duration // task pause per periodic checkpoint; guarded by mu
+
+	cfg config.Config // the shim configuration at Create
+	ns  string
+	// standbyMu serializes the standby's refreshes, adoption and removal.
+	standbyMu sync.Mutex
+	standby   *standby // guarded by standbyMu
+	standbyN  int64    // standbys made, for their ids; guarded by standbyMu
 }
 
 // prepareRecovery reads the container's recovery policy; for one that opted in, it opens
@@ -67,7 +76,8 @@ func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequ
 	if err != nil {
 		return nil, err
 	}
-	rec := &recoverable{id: r.ID, bundle: r.Bundle, policy: pol, cps: cps, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, spec: spec, stop: make(chan struct{}), relay: relay}
+	rec := &recoverable{id: r.ID, bundle: r.Bundle, policy: pol, cps: cps, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, spec: spec, stop: make(chan struct{}), relay: relay,
+		cfg: topts.cfg, ns: ns}
 	for _, p := range []string{r.Stdout, r.Stderr} {
 		if p == "" {
 			continue
@@ -131,8 +141,23 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	default:
 	}
 	ctx := s.context
+	// CRIU can hang (seen on a task that died during a dump): past checkpoint_timeout,
+	// the runc checkpoint and CRIU under it are killed and this checkpoint fails.
+	var timedOut atomic.Bool
+	timeout := rec.policy.CheckpointTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	watchdog := time.AfterFunc(timeout, func() {
+		if s.monitor != nil && s.monitor.abortCheckpoint(rec.id) {
+			timedOut.Store(true)
+			log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", rec.policy.CheckpointTimeout).
+				Warn("checkpoint ran past checkpoint_timeout: runc and CRIU killed")
+		}
+	})
+	defer watchdog.Stop()
 	var pause, frozen, took time.Duration
-	_, err = rec.cps.Commit(func(images string) error {
+	cp, err := rec.cps.Commit(func(images string) error {
 		work := filepath.Join(filepath.Dir(images), "work")
 		defer os.RemoveAll(work)
 		opts := &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}
@@ -159,6 +184,9 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		start := time.Now()
 		err := ip.Runtime().Checkpoint(ctx, rec.id, opts, runcC.LeaveRunning)
 		took = time.Since(start)
+		if err != nil && timedOut.Load() {
+			return fmt.Errorf("checkpoint killed after checkpoint_timeout (%v): %w", rec.policy.CheckpointTimeout, err)
+		}
 		if err != nil {
 			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
 		}
@@ -184,6 +212,9 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	rec.cps.Prune(rec.policy.Keep)
 	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).WithField("frozen", frozen).
 		WithField("took", took).Info("periodic checkpoint")
+	if rec.policy.Standby {
+		go s.refreshStandby(rec, cp)
+	}
 	return nil
 }
 
@@ -250,6 +281,8 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 	cands := rec.cps.List()
 	idx, backoff := 0, rec.policy.Backoff
 	var lastErr error
+	// A standby restored from the newest checkpoint is adopted instead of a restore.
+	st := s.takeStandby(rec, cands)
 	for attempt := 0; attempt < rec.policy.MaxRetries && idx < len(cands); attempt++ {
 		rec.mu.Lock()
 		killed := rec.killed
@@ -262,7 +295,20 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 			backoff *= 2
 		}
 		cp := cands[idx]
-		newC, err := s.restoreFrom(ctx, rec, old, oldInit, cp)
+		var newC *runc.Container
+		var err error
+		fromStandby := st != nil
+		if fromStandby {
+			if newC, err = s.restoreFrom(ctx, rec, old, oldInit, cp, st); err != nil {
+				log.G(ctx).WithError(err).Warn("recovery standby could not be adopted; restoring the checkpoint")
+				s.warm.unplan(ctx, rec.id)
+				fromStandby = false
+			}
+			st = nil
+		}
+		if !fromStandby {
+			newC, err = s.restoreFrom(ctx, rec, old, oldInit, cp, nil)
+		}
 		if err != nil {
 			log.G(ctx).WithError(err).WithField("checkpoint", cp.Dir).Warn("restore failed; trying the previous checkpoint")
 			lastErr = err
@@ -293,7 +339,7 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 		delete(s.runningExecs, old)
 		s.lifecycleMu.Unlock()
 		log.G(ctx).WithField("checkpoint", filepath.Base(cp.Dir)).WithField("detection", detected.Sub(e.Timestamp)).
-			WithField("serving_after", time.Since(e.Timestamp)).WithField("pid", newC.Pid()).Info("task recovered")
+			WithField("serving_after", time.Since(e.Timestamp)).WithField("pid", newC.Pid()).WithField("standby", fromStandby).Info("task recovered")
 		return nil
 	}
 	if lastErr == nil {
@@ -304,7 +350,9 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 
 // restoreFrom replaces the dead container in runc by a restore of cp, through the same
 // runc packages as any container, and starts it.
-func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.Container, oldInit *process.Init, cp *recovery.Checkpoint) (*runc.Container, error) {
+// With a standby (restored from cp ahead of time), the new container adopts it instead:
+// runc create and start of the container are the standby's adoption and thaw.
+func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.Container, oldInit *process.Init, cp *recovery.Checkpoint, st *standby) (*runc.Container, error) {
 	release := rec.cps.Use(cp)
 	defer release()
 	// The dead container's runc state goes; its rootfs stays mounted for the restore.
@@ -324,6 +372,17 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	}
 	req := &taskAPI.CreateTaskRequest{ID: rec.id, Bundle: rec.bundle, Stdin: rec.stdin, Stdout: rec.stdout, Stderr: rec.stderr,
 		Checkpoint: cp.Images, Options: opts}
+	if st != nil {
+		wrapper, err := s.serveStandby(ctx, rec, st)
+		if err != nil {
+			return nil, err
+		}
+		ropts.BinaryName = wrapper
+		if req.Options, err = typeurl.MarshalAnyToProto(ropts); err != nil {
+			return nil, err
+		}
+		req.Checkpoint = ""
+	}
 	if rec.relay != nil {
 		// The dead task's stdin copier gets EOF; the restored one reads a FIFO of its own.
 		path, err := rec.relay.next()
@@ -517,6 +576,7 @@ func (s *service) forgetRecovery(id string) {
 	close(rec.stop)
 	rec.dumpMu.Lock() // a checkpoint in progress finishes first
 	rec.dumpMu.Unlock()
+	s.dropStandby(rec)
 	if rec.relay != nil {
 		rec.relay.close()
 	}

@@ -91,7 +91,8 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		}
 	}
 	go s.processExits()
-	runcC.Monitor = &monitor{inner: reaper.Default, w: s.warm}
+	s.monitor = &monitor{inner: reaper.Default, w: s.warm}
+	runcC.Monitor = s.monitor
 	p, err := runc.NewPlatform()
 	if err != nil {
 		return nil, fmt.Errorf("console platform: %w", err)
@@ -123,6 +124,7 @@ type service struct {
 	// healthReady is closed when a restored task's stdout health text appears; guarded by mu
 	healthReady map[string]chan struct{}
 	warm        *warm
+	monitor     *monitor // go-runc's process monitor (runc commands of this shim)
 
 	lifecycleMu sync.Mutex
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.

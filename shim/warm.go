@@ -71,6 +71,17 @@ type served struct {
 	rebind  []specs.Mount // network files adoption binds over the template's
 	release func()        // a restore-on-create: the template generation it reads
 	create  time.Duration // a hit: the shim's Create time, until Start adds its own
+	// A recovery standby (pool nil): the Sandboxes that restored it, and how it goes.
+	sandboxes *oci.Sandboxes
+	destroy   func(context.Context)
+}
+
+// sandboxesOf returns the Sandboxes that adopt and thaw s's sandbox.
+func (w *warm) sandboxesOf(s *served) *oci.Sandboxes {
+	if s.sandboxes != nil {
+		return s.sandboxes
+	}
+	return w.sandboxes
 }
 
 func newWarm(grpcAddress string) *warm {
@@ -104,18 +115,9 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		}
 		return nil
 	}
-	self, err := os.Executable()
+	self, realRunc, err := runtimePaths(cfg)
 	if err != nil {
 		return err
-	}
-	// The small warm-runc beside the shim starts faster than the shim binary, which
-	// can serve as the wrapper too.
-	if small := filepath.Join(filepath.Dir(self), wrap.Binary); isExecutable(small) {
-		self = small
-	}
-	realRunc, err := exec.LookPath(cfg.Runc)
-	if err != nil {
-		return fmt.Errorf("runc %q: %w", cfg.Runc, err)
 	}
 	st, err := store.New(filepath.Join(cfg.StateDir, "templates"))
 	if err != nil {
@@ -303,8 +305,11 @@ func (w *warm) unplan(ctx context.Context, id string) {
 	if s == nil {
 		return
 	}
-	if s.sb != nil {
+	switch {
+	case s.sb != nil && s.pool != nil:
 		_ = s.pool.Release(ctx, s.sb)
+	case s.destroy != nil:
+		s.destroy(ctx)
 	}
 	if s.release != nil {
 		s.release()
@@ -325,7 +330,7 @@ func (w *warm) startedIn(id string, d time.Duration) {
 	w.mu.Lock()
 	s := w.served[id]
 	w.mu.Unlock()
-	if s != nil && s.sb != nil {
+	if s != nil && s.sb != nil && s.pool != nil {
 		s.pool.RecordServe(s.create + d)
 		log.L.WithField("container", id).WithField("create", s.create).WithField("start", d).Debug("pool hit served")
 	}
@@ -462,7 +467,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		// The output files now belong to the sandbox's copies.
 		files[1], files[2] = nil, nil
 		began := time.Now()
-		if err := w.sandboxes.Adopt(ctx, sb, ar); err != nil {
+		if err := w.sandboxesOf(s).Adopt(ctx, sb, ar); err != nil {
 			resp.Error = err.Error()
 			break
 		}
@@ -479,7 +484,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		defer func() {
 			log.G(ctx).WithField("container", req.ID).WithField("thaw", time.Since(began)).Debug("sandbox thawed")
 		}()
-		if err := w.sandboxes.Thaw(ctx, sb, s.spec, s.bundle); err != nil {
+		if err := w.sandboxesOf(s).Thaw(ctx, sb, s.spec, s.bundle); err != nil {
 			resp.Error = err.Error()
 			break
 		}
@@ -488,7 +493,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		// A signal must reach a process that never started; runc delete refuses a
 		// paused container. Thaw first, then let runc act.
 		if !sb.Started() && sb.Adopted() {
-			if err := w.sandboxes.Thaw(ctx, sb, nil, s.bundle); err != nil {
+			if err := w.sandboxesOf(s).Thaw(ctx, sb, nil, s.bundle); err != nil {
 				resp.Error = err.Error()
 			}
 		}
@@ -542,4 +547,47 @@ func (w *warm) runcPaths() (wrapper, real string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.self, w.runc
+}
+
+// runtimePaths returns the runc wrapper named as the runc of containers the shim adopts
+// (warm-runc beside the shim, else the shim binary itself, which can act as it) and the
+// real runc.
+func runtimePaths(cfg config.Config) (wrapper, real string, err error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", "", err
+	}
+	if small := filepath.Join(filepath.Dir(self), wrap.Binary); isExecutable(small) {
+		self = small
+	}
+	real, err = exec.LookPath(cfg.Runc)
+	if err != nil {
+		return "", "", fmt.Errorf("runc %q: %w", cfg.Runc, err)
+	}
+	return self, real, nil
+}
+
+// useRuntime makes the shim able to adopt sandboxes outside a pool shim (a recovery
+// standby): it learns the wrapper and the real runc.
+func (w *warm) useRuntime(cfg config.Config) (wrapper, real string, err error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.self != "" {
+		return w.self, w.runc, nil
+	}
+	if w.self, w.runc, err = runtimePaths(cfg); err != nil {
+		return "", "", err
+	}
+	if w.served == nil {
+		w.served = map[string]*served{}
+	}
+	return w.self, w.runc, nil
+}
+
+// isPooled reports whether the container runs on a sandbox from a pool.
+func (w *warm) isPooled(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.served[id]
+	return s != nil && s.pool != nil && s.sb != nil
 }

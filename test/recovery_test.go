@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -441,4 +442,174 @@ func killBetweenCheckpoints(t *testing.T, id string, pid uint32) {
 	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestRecoveryStandby: with io.containerd.warm.recovery-standby=on, each periodic
+// checkpoint is restored ahead of time into a frozen standby on the container's own
+// rootfs; a kill -9 is recovered by adopting it (no CRIU restore at crash time), the
+// counter goes on from the checkpoint, and deleting the container leaves no standby,
+// runc state, mount or directory behind.
+func TestRecoveryStandby(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(counterApp, recoveryAnn(map[string]string{
+		"io.containerd.warm.checkpoint-interval": "1s", "io.containerd.warm.recovery-standby": "on"}))
+	var out syncBuffer
+	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	logHas := func(substr string) int {
+		data, _ := os.ReadFile(cd.LogPath)
+		n := 0
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, "container="+c.ID()) && strings.Contains(l, substr) {
+				n++
+			}
+		}
+		return n
+	}
+	waitFor(t, "a recovery standby", func() bool { return logHas(`msg="recovery standby ready"`) >= 1 })
+	// Twice: the second crash is recovered from the standby made after the first.
+	oldPid := task.Pid()
+	var t2 containerd.Task
+	for round := 1; round <= 2; round++ {
+		// Kill right after a fresh standby is ready, well before the next checkpoint.
+		ready := logHas(`msg="recovery standby ready"`)
+		waitFor(t, "a fresh standby", func() bool { return logHas(`msg="recovery standby ready"`) > ready })
+		standbys, _ := filepath.Glob(filepath.Join(cd.RuncRoot, cd.Namespace, c.ID()+"-standby-*"))
+		if len(standbys) != 1 {
+			t.Fatalf("runc containers of standbys: %v, want one", standbys)
+		}
+		before := len(strings.Fields(out.String()))
+		if err := syscall.Kill(int(oldPid), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		var after []int
+		waitFor(t, "output after the recovery", func() bool {
+			after = numbersAfter(out.String(), before+1)
+			return len(after) >= 5
+		})
+		if after[len(after)-1] < 5 {
+			t.Fatalf("counter after recovery %v: a cold start, not the checkpoint's state", after)
+		}
+		if n := logHas(`msg="task recovered"`); n != round || logHas("standby=true") != round {
+			t.Fatalf("recoveries logged %d, from a standby %d: want %d, all adopted from a standby", n, logHas("standby=true"), round)
+		}
+		var err error
+		if t2, err = c.Task(e.ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+		if st, err := t2.Status(e.ctx); err != nil || st.Status != containerd.Running || t2.Pid() == oldPid {
+			t.Fatalf("after recovery: %+v pid %d (was %d) %v", st, t2.Pid(), oldPid, err)
+		}
+		oldPid = t2.Pid()
+	}
+	// Every task RPC works on the adopted standby.
+	if err := t2.Pause(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := t2.Resume(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if pids, err := t2.Pids(e.ctx); err != nil || len(pids) == 0 {
+		t.Fatalf("pids %v %v", pids, err)
+	}
+	if err := t2.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d after containerd's kill", code)
+	}
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	var left []string
+	for i := 0; i < 200; i++ {
+		left, _ = filepath.Glob(filepath.Join(cd.RuncRoot, cd.Namespace, c.ID()+"-standby-*"))
+		if _, err := os.Stat(filepath.Join(cd.WarmRun, cd.Namespace, "standby", c.ID())); err == nil {
+			left = append(left, filepath.Join(cd.WarmRun, cd.Namespace, "standby", c.ID()))
+		}
+		if len(left) == 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(left) > 0 {
+		t.Fatalf("left after delete: %v", left)
+	}
+}
+
+// TestRecoveryCheckpointTimeout: a checkpoint whose CRIU never answers (a stand-in that
+// sleeps, as CRIU was seen to hang on a dying task) is killed after checkpoint_timeout,
+// with the CRIU under it; the task keeps running and containerd can still kill and
+// delete it (runc's lock on the container was released).
+func TestRecoveryCheckpointTimeout(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	dir := tempDir(t)
+	hang := filepath.Join(dir, "criu")
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 3601\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(base), "\n") {
+		if strings.HasPrefix(l, "criu = ") {
+			l = fmt.Sprintf("criu = %q", hang)
+		}
+		lines = append(lines, l)
+	}
+	cfg := filepath.Join(dir, "warm.toml")
+	if err := os.WriteFile(cfg, []byte(strings.Join(lines, "\n")+"\n[recovery]\ncheckpoint_timeout = \"1s\"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.warmCfg = cfg
+	c := e.container(counterApp, recoveryAnn(nil))
+	task, exit := e.start(c, nullIO())
+	waitFor(t, "a checkpoint killed after checkpoint_timeout", func() bool {
+		data, _ := os.ReadFile(cd.LogPath)
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, "container="+c.ID()) && strings.Contains(l, "checkpoint ran past checkpoint_timeout") {
+				return true
+			}
+		}
+		return false
+	})
+	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("task after a killed checkpoint: %+v %v", st, err)
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d", code)
+	}
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// No stand-in CRIU is left running.
+	waitFor(t, "no hanging CRIU left", func() bool {
+		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+		for _, p := range procs {
+			if data, _ := os.ReadFile(p); strings.Contains(string(data), "sleep\x003601") {
+				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+				if !isZombieProc(pid) {
+					return false
+				}
+			}
+		}
+		return true
+	})
+}
+
+func isZombieProc(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(data)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+	return len(f) > 0 && f[0] == "Z"
 }

@@ -337,7 +337,9 @@ func (e *Env) DeleteImage(ref string) {
 // RecoveryContainer starts app through warm with crash recovery and periodic
 // checkpoints, answering on stdin, and returns a function that kills its init with
 // SIGKILL and measures the time until it answers again.
-func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (time.Duration, error), stop func(), err error) {
+// With standby, the container keeps a recovery standby, and each kill waits until a
+// standby restored from the newest checkpoint is ready.
+func (e *Env) RecoveryContainer(app App, interval string, standby bool) (killAndAsk func() (time.Duration, error), stop func(), err error) {
 	img, err := e.Client.GetImage(e.Ctx, app.Image)
 	if err != nil {
 		return nil, nil, err
@@ -346,10 +348,13 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 	c, err := e.Client.NewContainer(e.Ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
 		containerd.WithRuntime(harness.Warm, &runtimeoptions.Options{ConfigPath: e.CD.WarmCfg}),
 		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...), oci.WithAnnotations(map[string]string{
-			"io.containerd.warm.recovery": "on", "io.containerd.warm.checkpoint-interval": interval})))
+			"io.containerd.warm.recovery": "on", "io.containerd.warm.checkpoint-interval": interval,
+			"io.containerd.warm.recovery-standby": fmt.Sprint(standby)})))
 	if err != nil {
 		return nil, nil, err
 	}
+	standbysReady := func() int { return e.countLog(id, `msg="recovery standby ready"`) }
+	standbysSeen := 0
 	pr, pw := io.Pipe()
 	or, ow := io.Pipe()
 	task, err := c.NewTask(e.Ctx, cio.NewCreator(cio.WithStreams(pr, ow, io.Discard), cio.WithFIFODir(e.CD.Dir)))
@@ -431,6 +436,13 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
+		if standby {
+			// A standby made after the last recovery, i.e. from the newest checkpoint.
+			for i := 0; i < 1000 && standbysReady() <= standbysSeen; i++ {
+				time.Sleep(5 * time.Millisecond)
+			}
+			standbysSeen = standbysReady()
+		}
 		start := time.Now()
 		if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
 			return 0, err
@@ -438,6 +450,33 @@ func (e *Env) RecoveryContainer(app App, interval string) (killAndAsk func() (ti
 		return ask(start)
 	}
 	return killAndAsk, stop, nil
+}
+
+// countLog counts containerd log lines about container id that contain substr.
+func (e *Env) countLog(id, substr string) int {
+	data, _ := os.ReadFile(e.CD.LogPath)
+	n := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "container="+id+" ") && strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// StandbyRecoveries counts the recoveries of containers with the id prefix that adopted
+// a standby, and all of them.
+func (e *Env) StandbyRecoveries(prefix string) (fromStandby, all int) {
+	data, _ := os.ReadFile(e.CD.LogPath)
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.Contains(l, "container="+prefix) && strings.Contains(l, `msg="task recovered"`) {
+			all++
+			if strings.Contains(l, "standby=true") {
+				fromStandby++
+			}
+		}
+	}
+	return fromStandby, all
 }
 
 // RecoveryLog reads the shim's recovery records from containerd's log: detection

@@ -1,0 +1,92 @@
+package shim
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	runcC "github.com/containerd/go-runc"
+)
+
+// execMonitor is a plain ProcessMonitor: start, then wait.
+type execMonitor struct{}
+
+func (execMonitor) Start(c *exec.Cmd) (chan runcC.Exit, error) {
+	if err := c.Start(); err != nil {
+		return nil, err
+	}
+	ec := make(chan runcC.Exit, 1)
+	go func() {
+		err := c.Wait()
+		st := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			st = ee.ExitCode()
+		}
+		ec <- runcC.Exit{Pid: c.Process.Pid, Status: st, Timestamp: time.Now()}
+	}()
+	return ec, nil
+}
+func (m execMonitor) StartLocked(c *exec.Cmd) (chan runcC.Exit, error) { return m.Start(c) }
+func (execMonitor) Wait(c *exec.Cmd, ec chan runcC.Exit) (int, error) {
+	e := <-ec
+	return e.Status, nil
+}
+
+// A runc checkpoint that hangs (CRIU under it waits forever) is killed with everything
+// under it by abortCheckpoint; other commands are not tracked.
+func TestAbortCheckpointKillsTheTree(t *testing.T) {
+	dir := t.TempDir()
+	childPid := filepath.Join(dir, "child")
+	fake := filepath.Join(dir, "runc")
+	// "runc" starts a "CRIU" that never ends and waits for it.
+	script := "#!/bin/sh\nsleep 3600 &\necho $! > " + childPid + "\nwait\n"
+	if err := os.WriteFile(fake, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m := &monitor{inner: execMonitor{}, w: newWarm("")}
+	cmd := exec.Command(fake, "--root", "/r", "checkpoint", "--leave-running", "c1")
+	ec, err := m.Start(cmd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crIU int
+	for i := 0; i < 500 && crIU == 0; i++ {
+		data, _ := os.ReadFile(childPid)
+		crIU, _ = strconv.Atoi(strings.TrimSpace(string(data)))
+		time.Sleep(5 * time.Millisecond)
+	}
+	if crIU == 0 {
+		t.Fatal("the fake runc did not start its child")
+	}
+	if m.abortCheckpoint("other") {
+		t.Fatal("aborted a checkpoint of another container")
+	}
+	if !m.abortCheckpoint("c1") {
+		t.Fatal("no checkpoint of c1 found")
+	}
+	done := make(chan int, 1)
+	go func() { st, _ := m.Wait(cmd, ec); done <- st }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("runc still running after abortCheckpoint")
+	}
+	// The child was killed too (it is a zombie or gone, never running).
+	for i := 0; i < 200; i++ {
+		if err := syscall.Kill(crIU, 0); err != nil || isZombie(crIU) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := syscall.Kill(crIU, 0); err == nil && !isZombie(crIU) {
+		t.Fatalf("CRIU's stand-in %d survived", crIU)
+	}
+	if m.abortCheckpoint("c1") {
+		t.Fatal("a finished checkpoint is still tracked")
+	}
+}
