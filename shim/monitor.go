@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -88,11 +89,21 @@ func (m *monitor) untrack(cmd *exec.Cmd) {
 // abortCheckpoint kills the runc checkpoint of container id that is running, and every
 // process under it (CRIU) first: CRIU has been seen to wait forever on a task that died
 // during a dump, holding runc's lock on the container. It reports whether there was one.
-func (m *monitor) abortCheckpoint(id string) bool {
+func (m *monitor) abortCheckpoint(id string) bool { return m.abort(id, false) }
+
+// abortLeaveRunning aborts a checkpoint of id that was to leave the task running (a
+// periodic one, or a pre-dump): when the task exited, it can only fail. A checkpoint that
+// ends the task (containerd's, with exit) makes the task exit itself and is left alone.
+func (m *monitor) abortLeaveRunning(id string) bool { return m.abort(id, true) }
+
+func (m *monitor) abort(id string, leaveRunningOnly bool) bool {
 	m.mu.Lock()
 	cmd := m.checkpoints[id]
 	m.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
+		return false
+	}
+	if leaveRunningOnly && !slices.Contains(cmd.Args, "--leave-running") && !slices.Contains(cmd.Args, "--pre-dump") {
 		return false
 	}
 	killTree(cmd.Process.Pid)

@@ -89,4 +89,19 @@ func TestAbortCheckpointKillsTheTree(t *testing.T) {
 	if m.abortCheckpoint("c1") {
 		t.Fatal("a finished checkpoint is still tracked")
 	}
+
+	// A checkpoint that ends the task itself (no --leave-running) is not aborted when
+	// the task exits.
+	ending := exec.Command(fake, "--root", "/r", "checkpoint", "c2")
+	ec2, err := m.Start(ending)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.abortLeaveRunning("c2") {
+		t.Fatal("aborted a checkpoint that ends the task")
+	}
+	if !m.abortCheckpoint("c2") {
+		t.Fatal("no checkpoint of c2")
+	}
+	_, _ = m.Wait(ending, ec2)
 }

@@ -801,6 +801,12 @@ func (s *service) send(evt any) {
 // handleInitExit publishes the init's exit only after every exec of the container has
 // exited: containerd requires exec exits before the init's.
 func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
+	// A periodic checkpoint of a task that is gone can only fail, and CRIU may wait on
+	// the dead task until its own timeout (10 s), holding runc's lock on the container
+	// that the recovery or containerd's Delete needs: stop it now.
+	if s.monitor != nil && s.monitor.abortLeaveRunning(c.ID) {
+		log.G(s.context).WithField("container", c.ID).Info("checkpoint in progress aborted: the task exited")
+	}
 	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
 			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")

@@ -130,39 +130,35 @@ func run(runs int, outPath string, which []string, withRecovery bool) error {
 	if !withRecovery {
 		recApps = nil
 	}
-	for _, app := range recApps {
-		progress("%s: kill -9 and recovery, %d runs", app.Name, runs)
-		killAndAsk, stop, err := e.RecoveryContainer(app, "1s", false)
+	// runs kills of one recovered container, by restore or from a standby.
+	killSeries := func(app benchkit.App, standby bool) ([]float64, error) {
+		killAndAsk, stop, err := e.RecoveryContainer(app, "1s", standby)
 		if err != nil {
-			return fmt.Errorf("recovery %s: %w", app.Name, err)
+			return nil, err
 		}
+		defer stop()
 		var s []float64
 		for i := 0; i < runs; i++ {
 			d, err := killAndAsk()
 			if err != nil {
-				stop()
-				return fmt.Errorf("recovery %s: %w", app.Name, err)
+				return nil, err
 			}
 			s = append(s, ms(d))
 		}
-		stop()
+		return s, nil
+	}
+	for _, app := range recApps {
+		progress("%s: kill -9 and recovery, %d runs", app.Name, runs)
+		s, err := killSeries(app, false)
+		if err != nil {
+			return fmt.Errorf("recovery %s: %w", app.Name, err)
+		}
 		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "kill -9 to serving again", s))
 		// The same with a recovery standby (io.containerd.warm.recovery-standby=on).
 		progress("%s: kill -9 and recovery from a standby, %d runs", app.Name, runs)
-		killAndAsk, stop, err = e.RecoveryContainer(benchkit.App{Name: "sb-" + app.Name, Image: app.Image, Args: app.Args}, "1s", true)
-		if err != nil {
+		if s, err = killSeries(benchkit.App{Name: "sb-" + app.Name, Image: app.Image, Args: app.Args}, true); err != nil {
 			return fmt.Errorf("recovery %s (standby): %w", app.Name, err)
 		}
-		s = nil
-		for i := 0; i < runs; i++ {
-			d, err := killAndAsk()
-			if err != nil {
-				stop()
-				return fmt.Errorf("recovery %s (standby): %w", app.Name, err)
-			}
-			s = append(s, ms(d))
-		}
-		stop()
 		fromStandby, all := e.StandbyRecoveries("recsb-" + app.Name)
 		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, fmt.Sprintf("kill -9 to serving again, standby (%d/%d adopted)", fromStandby, all), s))
 		// The task's pause per periodic checkpoint: a container left running with
