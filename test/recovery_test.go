@@ -613,3 +613,42 @@ func isZombieProc(pid int) bool {
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
 	return len(f) > 0 && f[0] == "Z"
 }
+
+// TestRecoveryDeleteWins: containerd's Delete (with the kill ctr and CRI send first)
+// during a recovery wins like a Kill: the recovery is abandoned, Delete returns the
+// original exit, and the checkpoints go with the container.
+func TestRecoveryDeleteWins(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	cfg, _ := os.ReadFile(e.warmCfg)
+	if err := os.WriteFile(e.warmCfg, []byte(strings.Replace(string(cfg), "health_timeout = \"500ms\"", "health_timeout = \"3s\"", 1)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.health": "file:/never"}))
+	task, _ := e.start(c, nullIO())
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	killBetweenCheckpoints(t, c.ID(), task.Pid())
+	time.Sleep(300 * time.Millisecond) // the recovery is running its first health check
+	st, err := task.Delete(e.ctx, containerd.WithProcessKill)
+	if err != nil {
+		t.Fatalf("delete during a recovery: %v", err)
+	}
+	if st.ExitCode() != 137 {
+		t.Fatalf("delete reported exit %d, want the original 137", st.ExitCode())
+	}
+	if cps := checkpointsOf(c.ID()); len(cps) != 0 {
+		t.Fatalf("checkpoints left after delete: %v", cps)
+	}
+	if _, err := c.Task(e.ctx, nil); err == nil {
+		t.Fatal("the task is still there after Delete")
+	}
+	data, _ := os.ReadFile(cd.LogPath)
+	abandoned := false
+	for _, l := range strings.Split(string(data), "\n") {
+		abandoned = abandoned || (strings.Contains(l, c.ID()) && strings.Contains(l, "recovery abandoned"))
+	}
+	if !abandoned {
+		t.Fatal("the Delete did not meet a recovery in progress (no \"recovery abandoned\" in the shim's log)")
+	}
+}
