@@ -643,12 +643,15 @@ func TestRecoveryDeleteWins(t *testing.T) {
 	if _, err := c.Task(e.ctx, nil); err == nil {
 		t.Fatal("the task is still there after Delete")
 	}
-	data, _ := os.ReadFile(cd.LogPath)
-	abandoned := false
-	for _, l := range strings.Split(string(data), "\n") {
-		abandoned = abandoned || (strings.Contains(l, c.ID()) && strings.Contains(l, "recovery abandoned"))
-	}
-	if !abandoned {
-		t.Fatal("the Delete did not meet a recovery in progress (no \"recovery abandoned\" in the shim's log)")
-	}
+	// The Delete met a recovery in progress (the shim's log reaches containerd's a
+	// moment later).
+	waitFor(t, "the shim's log of the abandoned recovery", func() bool {
+		data, _ := os.ReadFile(cd.LogPath)
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, c.ID()) && strings.Contains(l, "recovery abandoned") {
+				return true
+			}
+		}
+		return false
+	})
 }
