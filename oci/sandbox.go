@@ -350,8 +350,10 @@ func (s *Sandboxes) RemoveCgroupParent() {
 // DeleteContainer removes a container from runc. A stopped one is deleted at once:
 // runc's --force always sleeps 100 ms after its SIGKILL before it looks again, so it is
 // used only when a plain delete refuses (the container still runs, or is paused).
+// A container runc does not know (any more) is not an error.
 func DeleteContainer(ctx context.Context, r *runc.Runc, id string) error {
-	if err := r.Delete(ctx, id, nil); err == nil {
+	err := r.Delete(ctx, id, nil)
+	if err == nil || strings.Contains(err.Error(), "does not exist") {
 		return nil
 	}
 	return r.Delete(ctx, id, &runc.DeleteOpts{Force: true})
