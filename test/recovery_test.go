@@ -356,9 +356,20 @@ func TestRecoveryInputDuringRecovery(t *testing.T) {
 // TestRecoveryKillWins: containerd's Kill during a recovery abandons it; the original
 // exit is reported and no restored task is left (the suite's teardown checks).
 func TestRecoveryKillWins(t *testing.T) {
+	e, c, task, exit := recoveringContainer(t)
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d", code)
+	}
+	waitForLog(t, c.ID(), "recovery abandoned")
+}
+
+// recoveringContainer starts a recovered container and crashes it; it returns while the
+// recovery runs its first health check, which slow, failing checks keep going long enough
+// to be interrupted.
+func recoveringContainer(t *testing.T) (*env, containerd.Container, containerd.Task, <-chan containerd.ExitStatus) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	// Slow, failing health checks keep the recovery going long enough to interrupt it.
 	e.warmCfg = recoveryConfig(t, "")
 	cfg, _ := os.ReadFile(e.warmCfg)
 	if err := os.WriteFile(e.warmCfg, []byte(strings.Replace(string(cfg), "health_timeout = \"500ms\"", "health_timeout = \"3s\"", 1)+"\n"), 0o600); err != nil {
@@ -369,14 +380,17 @@ func TestRecoveryKillWins(t *testing.T) {
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
 	killBetweenCheckpoints(t, c.ID(), task.Pid())
 	time.Sleep(300 * time.Millisecond) // the recovery is running its first health check
-	_ = task.Kill(e.ctx, syscall.SIGKILL)
-	if code := exitOf(t, exit); code != 137 {
-		t.Fatalf("exit %d", code)
-	}
-	waitFor(t, "the shim's log of the abandoned recovery", func() bool {
+	return e, c, task, exit
+}
+
+// waitForLog waits for a line of containerd's log (which carries the shims') about
+// container id that holds substr.
+func waitForLog(t *testing.T, id, substr string) {
+	t.Helper()
+	waitFor(t, "the shim's log: "+substr, func() bool {
 		data, _ := os.ReadFile(cd.LogPath)
 		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, c.ID()) && strings.Contains(l, "recovery abandoned") {
+			if strings.Contains(l, id) && strings.Contains(l, substr) {
 				return true
 			}
 		}
@@ -568,15 +582,7 @@ func TestRecoveryCheckpointTimeout(t *testing.T) {
 	e.warmCfg = cfg
 	c := e.container(counterApp, recoveryAnn(nil))
 	task, exit := e.start(c, nullIO())
-	waitFor(t, "a checkpoint killed after checkpoint_timeout", func() bool {
-		data, _ := os.ReadFile(cd.LogPath)
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, "container="+c.ID()) && strings.Contains(l, "checkpoint ran past checkpoint_timeout") {
-				return true
-			}
-		}
-		return false
-	})
+	waitForLog(t, "container="+c.ID(), "checkpoint ran past checkpoint_timeout")
 	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Running {
 		t.Fatalf("task after a killed checkpoint: %+v %v", st, err)
 	}
@@ -618,18 +624,7 @@ func isZombieProc(pid int) bool {
 // during a recovery wins like a Kill: the recovery is abandoned, Delete returns the
 // original exit, and the checkpoints go with the container.
 func TestRecoveryDeleteWins(t *testing.T) {
-	need(t)
-	e := newEnv(t, harness.Warm)
-	e.warmCfg = recoveryConfig(t, "")
-	cfg, _ := os.ReadFile(e.warmCfg)
-	if err := os.WriteFile(e.warmCfg, []byte(strings.Replace(string(cfg), "health_timeout = \"500ms\"", "health_timeout = \"3s\"", 1)+"\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.health": "file:/never"}))
-	task, _ := e.start(c, nullIO())
-	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
-	killBetweenCheckpoints(t, c.ID(), task.Pid())
-	time.Sleep(300 * time.Millisecond) // the recovery is running its first health check
+	e, c, task, _ := recoveringContainer(t)
 	st, err := task.Delete(e.ctx, containerd.WithProcessKill)
 	if err != nil {
 		t.Fatalf("delete during a recovery: %v", err)
@@ -643,15 +638,6 @@ func TestRecoveryDeleteWins(t *testing.T) {
 	if _, err := c.Task(e.ctx, nil); err == nil {
 		t.Fatal("the task is still there after Delete")
 	}
-	// The Delete met a recovery in progress (the shim's log reaches containerd's a
-	// moment later).
-	waitFor(t, "the shim's log of the abandoned recovery", func() bool {
-		data, _ := os.ReadFile(cd.LogPath)
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, c.ID()) && strings.Contains(l, "recovery abandoned") {
-				return true
-			}
-		}
-		return false
-	})
+	// The Delete met a recovery in progress.
+	waitForLog(t, c.ID(), "recovery abandoned")
 }
