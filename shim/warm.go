@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -127,6 +128,10 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return err
 	}
+	// containerd's shim library collects garbage at 40% growth to keep every shim small;
+	// the pool shim is one per namespace and serves hits, where a collection costs
+	// latency.
+	debug.SetGCPercent(100)
 	// The pool shim outlives the container whose bundle FIFO carries its log: it keeps
 	// a log file of its own.
 	if h, err := logfile.Open(filepath.Join(run, "pool-shim.log"), 8<<20); err != nil {
