@@ -156,6 +156,12 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		}
 	})
 	defer watchdog.Stop()
+	// A task killed while CRIU holds it (ptrace) is a zombie that only CRIU is told
+	// about: its exit reaches the shim when CRIU gives up, after its own 10 s timeout.
+	// Watch the init while the dump runs, and stop CRIU as soon as the task is dead.
+	dumping := make(chan struct{})
+	defer close(dumping)
+	go s.watchDumpedTask(rec, ip.Pid(), dumping)
 	var pause, frozen, took time.Duration
 	cp, err := rec.cps.Commit(func(images string) error {
 		work := filepath.Join(filepath.Dir(images), "work")
@@ -645,4 +651,25 @@ func copyTree(src, dst string) error {
 			return oci.CopyFile(target, p, 0o600)
 		}
 	})
+}
+
+// watchDumpedTask polls the init's state while a periodic checkpoint runs (until done
+// closes) and aborts the checkpoint once the init is dead.
+func (s *service) watchDumpedTask(rec *recoverable, pid int, done <-chan struct{}) {
+	t := time.NewTicker(5 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-t.C:
+			if !isZombie(pid) {
+				continue
+			}
+			if s.monitor != nil && s.monitor.abortLeaveRunning(rec.id) {
+				log.G(s.context).WithField("container", rec.id).Info("the task died during a checkpoint: CRIU stopped")
+			}
+			return
+		}
+	}
 }

@@ -641,3 +641,45 @@ func TestRecoveryDeleteWins(t *testing.T) {
 	// The Delete met a recovery in progress.
 	waitForLog(t, c.ID(), "recovery abandoned")
 }
+
+// TestRecoveryKillDuringDump: a task killed while CRIU holds it for a periodic checkpoint
+// is a zombie only CRIU is told about (CRIU would wait for it until its own 10 s
+// timeout); the shim sees it die, stops CRIU, and recovers the task from the previous
+// checkpoint.
+func TestRecoveryKillDuringDump(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.checkpoint-interval": "100ms"}))
+	var out syncBuffer
+	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+	// Kill once CRIU has seized the task for the next dump.
+	seized := func() bool {
+		logs, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID(), ".tmp-*", "work", "dump.log"))
+		for _, l := range logs {
+			if data, _ := os.ReadFile(l); strings.Contains(string(data), "Seized task") {
+				return true
+			}
+		}
+		return false
+	}
+	for i := 0; i < 20000 && !seized(); i++ {
+		time.Sleep(500 * time.Microsecond)
+	}
+	if !seized() {
+		t.Fatal("never saw CRIU seize the task")
+	}
+	before := len(strings.Fields(out.String()))
+	if err := syscall.Kill(int(task.Pid()), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitForLog(t, "container="+c.ID(), "the task died during a checkpoint: CRIU stopped")
+	waitForLog(t, "container="+c.ID(), `msg="task recovered"`)
+	waitFor(t, "output after the recovery", func() bool { return len(numbersAfter(out.String(), before+1)) >= 3 })
+	select {
+	case st := <-exit:
+		t.Fatalf("exit reported for a recovered task: %+v", st)
+	default:
+	}
+}
