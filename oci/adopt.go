@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -65,18 +66,18 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	defer func() {
 		if retErr == nil {
 			log.G(ctx).WithField("container", req.ContainerID).WithField("move", tMove).WithField("resources", tRes).
-				WithField("rename", tRename).WithField("hooks", tHooks).WithField("total", time.Since(began)).Debug("adoption steps")
+				WithField("rename", tRename).WithField("hooks", tHooks).WithField("total", time.Since(began)).Debug("sandbox adopted")
 		}
 	}()
-	oldPath := sb.Template.Spec.Linux.CgroupsPath
-	if cur, err := readRuncState(s.Root + "/" + sb.ID); err == nil {
-		var cfg struct {
-			Cgroups struct {
-				Path string `json:"path"`
-			} `json:"cgroups"`
-		}
-		_ = json.Unmarshal(cur["config"], &cfg)
-		oldPath = cfg.Cgroups.Path
+	// runc's state is read once: it gives the cgroup the sandbox is in, and is what the
+	// rename rewrites.
+	st, err := readRuncState(filepath.Join(s.Root, sb.ID))
+	if err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
+	oldPath, err := st.cgroupsPath()
+	if err != nil {
+		return fmt.Errorf("adopt: %w", err)
 	}
 	paths, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
 	if paths != nil {
@@ -91,7 +92,7 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		return fmt.Errorf("adopt: resources: %w", err)
 	}
 	tRes = time.Since(began) - tMove
-	if err := renameRuncContainer(s.Root, sb.ID, req.ContainerID, paths, sp.Linux.CgroupsPath, req.Bundle, sp); err != nil {
+	if err := renameRuncContainer(s.Root, sb.ID, req.ContainerID, st, paths, sp.Linux.CgroupsPath, req.Bundle, sp); err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
 	renamed = true

@@ -2,11 +2,11 @@ package oci
 
 import (
 	"os/exec"
-	"strconv"
-	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/internal/procfs"
 )
 
 func TestLowPriorityChildren(t *testing.T) {
@@ -19,10 +19,12 @@ func TestLowPriorityChildren(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := string(out)
-	fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	if n, _ := strconv.Atoi(fields[16]); n != backgroundNice {
-		t.Fatalf("child of lowPriority runs at nice %d, want %d", n, backgroundNice)
+	st, err := procfs.ParseStat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Nice != backgroundNice {
+		t.Fatalf("child of lowPriority runs at nice %d, want %d", st.Nice, backgroundNice)
 	}
 	// The calling thread is back at its nice value (or retired, without root).
 	raw, err := unix.Getpriority(unix.PRIO_PROCESS, 0)

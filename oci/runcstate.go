@@ -35,6 +35,19 @@ func (s runcState) cgroupPaths() (map[string]string, error) {
 	return m, nil
 }
 
+// cgroupsPath is the container's cgroup (config.cgroups.path) in runc's state.
+func (s runcState) cgroupsPath() (string, error) {
+	var cfg struct {
+		Cgroups struct {
+			Path string `json:"path"`
+		} `json:"cgroups"`
+	}
+	if err := json.Unmarshal(s["config"], &cfg); err != nil {
+		return "", fmt.Errorf("runc state config: %w", err)
+	}
+	return cfg.Cgroups.Path, nil
+}
+
 // libcontainer's hook command (configs.Command).
 type hookCommand struct {
 	Path    string         `json:"path"`
@@ -72,12 +85,8 @@ func convertHooks(h *specs.Hooks) map[string][]hookCommand {
 // its state directory is renamed and state.json says the new id, cgroups, bundle and
 // hooks, so every later runc command (exec, pause, update, checkpoint, delete and its
 // poststop hooks) acts on it as on a container created under newID.
-func renameRuncContainer(root, oldID, newID string, cgroupPaths map[string]string, cgroupsPath, bundle string, spec *specs.Spec) error {
+func renameRuncContainer(root, oldID, newID string, st runcState, cgroupPaths map[string]string, cgroupsPath, bundle string, spec *specs.Spec) error {
 	oldDir, newDir := filepath.Join(root, oldID), filepath.Join(root, newID)
-	st, err := readRuncState(oldDir)
-	if err != nil {
-		return err
-	}
 	set := func(k string, v any) error {
 		b, err := json.Marshal(v)
 		if err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/store"
 )
 
@@ -302,7 +303,7 @@ func (s *Sandboxes) Destroy(ctx context.Context, h any) error {
 		}
 	}
 	// Never remove through a mount: a standby's rootfs is a live container's.
-	if still, _ := isMountPoint(rootfs); still {
+	if still, _ := procfs.IsMountPoint(rootfs); still {
 		errs = append(errs, fmt.Errorf("rootfs %s still mounted: bundle kept", rootfs))
 	} else if err := os.RemoveAll(sb.Bundle); err != nil {
 		errs = append(errs, err)
@@ -359,27 +360,13 @@ func DeleteContainer(ctx context.Context, r *runc.Runc, id string) error {
 	return r.Delete(ctx, id, &runc.DeleteOpts{Force: true})
 }
 
-// isMountPoint reports whether p is the mount point of a mount in this mount namespace.
-func isMountPoint(p string) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && f[4] == p {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 // BindRootfs is the Rootfs of a standby sandbox: a bind mount of the root filesystem of
 // the (running) container it stands by for. Nothing is created or removed.
 type BindRootfs struct{ Source string }
 
 // Prepare returns the bind mount of Source.
 func (b BindRootfs) Prepare(ctx context.Context, id string, t *store.Template) ([]mount.Mount, error) {
-	if ok, err := isMountPoint(b.Source); err != nil || !ok {
+	if ok, err := procfs.IsMountPoint(b.Source); err != nil || !ok {
 		return nil, fmt.Errorf("rootfs %s is not mounted", b.Source)
 	}
 	return []mount.Mount{{Type: "bind", Source: b.Source, Options: []string{"rbind", "rw"}}}, nil

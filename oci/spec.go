@@ -10,32 +10,36 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
-// ReadSpec reads the OCI spec (config.json) of the bundle at dir.
-func ReadSpec(dir string) (*specs.Spec, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
-	if err != nil {
-		return nil, err
-	}
-	var s specs.Spec
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, "config.json"), err)
-	}
-	return &s, nil
+// SpecFile is a bundle's spec (config.json), read once: its annotations are decoded at
+// once, the whole spec only on demand. Decoding a whole specs.Spec costs a fresh shim
+// ~0.6 ms of reflection, which a plain container (only annotations needed) never pays.
+type SpecFile struct {
+	path        string
+	data        []byte
+	Annotations map[string]string
 }
 
-// ReadAnnotations reads only the annotations of the bundle's spec at dir: much cheaper
-// than ReadSpec in a fresh process (no reflection over the whole spec type), which is
-// what every cold Create and every start action pays.
-func ReadAnnotations(dir string) (map[string]string, error) {
-	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+// OpenSpec reads the spec of the bundle at dir.
+func OpenSpec(dir string) (*SpecFile, error) {
+	path := filepath.Join(dir, "config.json")
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
 	}
-	var s struct {
+	var a struct {
 		Annotations map[string]string `json:"annotations,omitempty"`
 	}
-	if err := json.Unmarshal(data, &s); err != nil {
-		return nil, fmt.Errorf("parse %s: %w", filepath.Join(dir, "config.json"), err)
+	if err := json.Unmarshal(data, &a); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
-	return s.Annotations, nil
+	return &SpecFile{path: path, data: data, Annotations: a.Annotations}, nil
+}
+
+// Spec decodes the whole spec.
+func (f *SpecFile) Spec() (*specs.Spec, error) {
+	var s specs.Spec
+	if err := json.Unmarshal(f.data, &s); err != nil {
+		return nil, fmt.Errorf("parse %s: %w", f.path, err)
+	}
+	return &s, nil
 }

@@ -91,10 +91,30 @@ type Pool struct {
 type stats struct {
 	hits, restored, failed, destroyed int
 	misses                            map[string]int
-	latencies                         []time.Duration // ring of the last 1024 acquires
-	next                              int
-	serves                            []time.Duration // ring of the last 1024 hits' shim-side Create+Start
-	nextServe                         int
+	latencies                         ring // the last acquires
+	serves                            ring // the last hits' shim-side Create+Start
+}
+
+// ring keeps the last 1024 durations.
+type ring struct {
+	d    []time.Duration
+	next int
+}
+
+func (r *ring) add(d time.Duration) {
+	if len(r.d) < 1024 {
+		r.d = append(r.d, d)
+		return
+	}
+	r.d[r.next] = d
+	r.next = (r.next + 1) % len(r.d)
+}
+
+// p50p99 returns the median and the 99th percentile.
+func (r *ring) p50p99() (time.Duration, time.Duration) {
+	sorted := append([]time.Duration(nil), r.d...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	return percentile(sorted, 50), percentile(sorted, 99)
 }
 
 // New returns a pool for template t and starts its refiller. use, if not nil, marks a
@@ -180,7 +200,7 @@ func (p *Pool) Acquire(ctx context.Context, timeout time.Duration) (*Sandbox, er
 			lat := p.now().Sub(start)
 			e.sb.AcquireLatency = lat
 			p.stats.hits++
-			p.recordLatency(lat)
+			p.stats.latencies.add(lat)
 			sb := e.sb
 			p.mu.Unlock()
 			p.Kick() // refill what was taken
@@ -229,21 +249,7 @@ func (p *Pool) takeLocked() *entry {
 func (p *Pool) RecordServe(d time.Duration) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if len(p.stats.serves) < 1024 {
-		p.stats.serves = append(p.stats.serves, d)
-		return
-	}
-	p.stats.serves[p.stats.nextServe] = d
-	p.stats.nextServe = (p.stats.nextServe + 1) % 1024
-}
-
-func (p *Pool) recordLatency(d time.Duration) {
-	if len(p.stats.latencies) < 1024 {
-		p.stats.latencies = append(p.stats.latencies, d)
-		return
-	}
-	p.stats.latencies[p.stats.next] = d
-	p.stats.next = (p.stats.next + 1) % 1024
+	p.stats.serves.add(d)
 }
 
 // noteArrival updates the decayed arrival rate (half-life 10s).
@@ -610,12 +616,8 @@ func (p *Pool) Stats() Stats {
 			s.InUse++
 		}
 	}
-	lat := append([]time.Duration(nil), p.stats.latencies...)
-	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
-	s.P50, s.P99 = percentile(lat, 50), percentile(lat, 99)
-	sv := append([]time.Duration(nil), p.stats.serves...)
-	sort.Slice(sv, func(i, j int) bool { return sv[i] < sv[j] })
-	s.ServeP50, s.ServeP99 = percentile(sv, 50), percentile(sv, 99)
+	s.P50, s.P99 = p.stats.latencies.p50p99()
+	s.ServeP50, s.ServeP99 = p.stats.serves.p50p99()
 	s.Desired = p.desiredLocked(p.now())
 	return s
 }

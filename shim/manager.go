@@ -88,11 +88,11 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 		return nil, err
 	}
 	// containerd runs start in the bundle directory.
-	ann, err := oci.ReadAnnotations(".")
+	sf, err := oci.OpenSpec(".")
 	if err != nil {
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
-	grouping := groupKey(id, ann)
+	grouping := groupKey(id, sf.Annotations)
 
 	var sockets []*shimSocket
 	defer func() {

@@ -5,16 +5,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	runcC "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/oci/wrap"
 )
 
@@ -27,8 +24,6 @@ import (
 type monitor struct {
 	inner runcC.ProcessMonitor
 	w     *warm
-
-	handled sync.Map // *exec.Cmd carried out here -> struct{}
 
 	mu          sync.Mutex
 	checkpoints map[string]*exec.Cmd // runc checkpoint commands running, by container id; guarded by mu
@@ -53,7 +48,7 @@ func (m *monitor) StartLocked(cmd *exec.Cmd) (chan runcC.Exit, error) {
 }
 
 func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
-	if _, ok := m.handled.LoadAndDelete(cmd); ok {
+	if cmd.Process == nil { // carried out here: no process was started
 		e := <-ec
 		return e.Status, nil
 	}
@@ -66,7 +61,7 @@ func (m *monitor) track(cmd *exec.Cmd, err error) {
 	if err != nil || cmd.Process == nil {
 		return
 	}
-	if sub, id, _ := wrap.Parse(cmd.Args); sub == "checkpoint" && id != "" {
+	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "checkpoint" && id != "" {
 		m.mu.Lock()
 		if m.checkpoints == nil {
 			m.checkpoints = map[string]*exec.Cmd{}
@@ -77,7 +72,7 @@ func (m *monitor) track(cmd *exec.Cmd, err error) {
 }
 
 func (m *monitor) untrack(cmd *exec.Cmd) {
-	if sub, id, _ := wrap.Parse(cmd.Args); sub == "checkpoint" {
+	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "checkpoint" {
 		m.mu.Lock()
 		if m.checkpoints[id] == cmd {
 			delete(m.checkpoints, id)
@@ -89,21 +84,11 @@ func (m *monitor) untrack(cmd *exec.Cmd) {
 // abortCheckpoint kills the runc checkpoint of container id that is running, and every
 // process under it (CRIU) first: CRIU has been seen to wait forever on a task that died
 // during a dump, holding runc's lock on the container. It reports whether there was one.
-func (m *monitor) abortCheckpoint(id string) bool { return m.abort(id, false) }
-
-// abortLeaveRunning aborts a checkpoint of id that was to leave the task running (a
-// periodic one, or a pre-dump): when the task exited, it can only fail. A checkpoint that
-// ends the task (containerd's, with exit) makes the task exit itself and is left alone.
-func (m *monitor) abortLeaveRunning(id string) bool { return m.abort(id, true) }
-
-func (m *monitor) abort(id string, leaveRunningOnly bool) bool {
+func (m *monitor) abortCheckpoint(id string) bool {
 	m.mu.Lock()
 	cmd := m.checkpoints[id]
 	m.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
-		return false
-	}
-	if leaveRunningOnly && !slices.Contains(cmd.Args, "--leave-running") && !slices.Contains(cmd.Args, "--pre-dump") {
 		return false
 	}
 	killTree(cmd.Process.Pid)
@@ -112,33 +97,7 @@ func (m *monitor) abort(id string, leaveRunningOnly bool) bool {
 
 // killTree SIGKILLs pid's descendants, deepest first, then pid.
 func killTree(pid int) {
-	children := map[int][]int{}
-	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
-	for _, p := range procs {
-		data, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		// The command may hold spaces and parentheses: fields follow the last ')'.
-		i := strings.LastIndexByte(string(data), ')')
-		f := strings.Fields(string(data[i+1:]))
-		if len(f) < 2 {
-			continue
-		}
-		ppid, _ := strconv.Atoi(f[1])
-		self, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-		children[ppid] = append(children[ppid], self)
-	}
-	var order []int
-	var walk func(int)
-	walk = func(p int) {
-		for _, c := range children[p] {
-			walk(c)
-		}
-		order = append(order, p)
-	}
-	walk(pid)
-	for _, p := range order {
+	for _, p := range append(procfs.Descendants(pid), pid) {
 		_ = unix.Kill(p, unix.SIGKILL)
 	}
 }
@@ -150,7 +109,7 @@ func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 	if wrapper == "" || cmd.Path != wrapper {
 		return nil, false
 	}
-	sub, id, pidFile := wrap.Parse(cmd.Args)
+	sub, id, pidFile := wrap.ParseArgs(cmd.Args)
 	req := wrap.Request{Op: sub, ID: id, PidFile: pidFile}
 	switch sub {
 	case "create", "start", "kill", "delete":
@@ -168,10 +127,10 @@ func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 			if cmd.Stderr != nil {
 				fmt.Fprintln(cmd.Stderr, msg)
 			}
-			return m.done(cmd, 1), true
+			return m.done(1), true
 		}
 		if resp.Handled {
-			return m.done(cmd, 0), true
+			return m.done(0), true
 		}
 	}
 	// Everything else is runc's (and its errors name runc).
@@ -182,8 +141,7 @@ func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 	return nil, false
 }
 
-func (m *monitor) done(cmd *exec.Cmd, status int) chan runcC.Exit {
-	m.handled.Store(cmd, struct{}{})
+func (m *monitor) done(status int) chan runcC.Exit {
 	ec := make(chan runcC.Exit, 1)
 	ec <- runcC.Exit{Timestamp: time.Now(), Status: status}
 	return ec

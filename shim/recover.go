@@ -24,6 +24,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
 )
@@ -60,14 +61,10 @@ type recoverable struct {
 	standbyN  int64    // standbys made, for their ids; guarded by standbyMu
 }
 
-// prepareRecovery reads the container's recovery policy; for one that opted in, it opens
+// prepareRecovery, for a container that opted in (pol, from its annotations), opens
 // its checkpoint store and keeps containerd's output FIFOs open, so an attached client
 // keeps reading across a restore.
-func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, topts taskOptions, relay *stdinRelay) (*recoverable, error) {
-	pol, err := recovery.FromAnnotations(topts.cfg.Recovery, spec.Annotations)
-	if err != nil || !pol.Enabled {
-		return nil, err
-	}
+func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, pol recovery.Policy, topts taskOptions, relay *stdinRelay) (*recoverable, error) {
 	if r.Terminal {
 		return nil, fmt.Errorf("annotation %s: a container with a tty cannot be recovered (CRIU restores no terminal); run it without -t", recovery.AnnRecovery)
 	}
@@ -440,7 +437,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 // its sandbox's snapshot, which is bound there for the restore.
 func (s *service) ensureRootfs(rec *recoverable) error {
 	rootfs := filepath.Join(rec.bundle, "rootfs")
-	if ok, _ := mountedAt(rootfs); ok {
+	if ok, _ := procfs.IsMountPoint(rootfs); ok {
 		return nil
 	}
 	src := s.warm.sandboxRootfs(rec.id)
@@ -459,25 +456,11 @@ func (s *service) ensureRootfs(rec *recoverable) error {
 	return nil
 }
 
-func mountedAt(p string) (bool, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return false, err
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		f := strings.Fields(l)
-		if len(f) > 4 && f[4] == p {
-			return true, nil
-		}
-	}
-	return false, nil
-}
-
 // healthy runs the container's health check on a restored task.
 func (s *service) healthy(ctx context.Context, rec *recoverable, c *runc.Container) error {
 	pid := c.Pid()
 	deadline := time.Now().Add(rec.policy.HealthTimeout)
-	alive := func() bool { return syscall.Kill(pid, 0) == nil && !isZombie(pid) }
+	alive := func() bool { return syscall.Kill(pid, 0) == nil && !procfs.Dead(pid) }
 	h := rec.policy.Health
 	switch h.Kind {
 	case "":
@@ -663,10 +646,10 @@ func (s *service) watchDumpedTask(rec *recoverable, pid int, done <-chan struct{
 		case <-done:
 			return
 		case <-t.C:
-			if !isZombie(pid) {
+			if !procfs.Dead(pid) {
 				continue
 			}
-			if s.monitor != nil && s.monitor.abortLeaveRunning(rec.id) {
+			if s.monitor != nil && s.monitor.abortCheckpoint(rec.id) {
 				log.G(s.context).WithField("container", rec.id).Info("the task died during a checkpoint: CRIU stopped")
 			}
 			return

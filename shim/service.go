@@ -210,10 +210,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	applyConfig(topts)
 	// A plain container needs only the annotations; the whole spec is read (a
 	// measurable cost in a fresh shim) only for templates and recovery.
-	ann, err := oci.ReadAnnotations(r.Bundle)
+	sf, err := oci.OpenSpec(r.Bundle)
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	ann := sf.Annotations
 	// What a cold start gets, should a warm one fail.
 	cold := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	coldRunc := proto.Clone(topts.runc).(*options.Options)
@@ -223,7 +224,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	var spec *specs.Spec
 	if pol.Enabled || ann[AnnTemplate] != "" {
-		if spec, err = oci.ReadSpec(r.Bundle); err != nil {
+		if spec, err = sf.Spec(); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
 	}
@@ -279,7 +280,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	var rec *recoverable
 	if pol.Enabled {
 		var rerr error
-		if rec, rerr = s.prepareRecovery(ctx, cold, spec, topts, relay); rerr != nil {
+		if rec, rerr = s.prepareRecovery(ctx, cold, spec, pol, topts, relay); rerr != nil {
 			log.G(ctx).WithError(rerr).WithField("container", r.ID).Warn("crash recovery not enabled")
 		}
 	}
@@ -801,12 +802,6 @@ func (s *service) send(evt any) {
 // handleInitExit publishes the init's exit only after every exec of the container has
 // exited: containerd requires exec exits before the init's.
 func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
-	// A periodic checkpoint of a task that is gone can only fail, and CRIU may wait on
-	// the dead task until its own timeout (10 s), holding runc's lock on the container
-	// that the recovery or containerd's Delete needs: stop it now.
-	if s.monitor != nil && s.monitor.abortLeaveRunning(c.ID) {
-		log.G(s.context).WithField("container", c.ID).Info("checkpoint in progress aborted: the task exited")
-	}
 	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
 			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")

@@ -138,20 +138,20 @@ func (s *service) serveStandby(ctx context.Context, rec *recoverable, st *standb
 	if err := os.WriteFile(filepath.Join(rec.bundle, "warm-runc"), []byte(real), 0o600); err != nil {
 		return "", err
 	}
-	entry := &served{
-		sb:     &pool.Sandbox{ID: st.sb.ID, Handle: st.sb},
-		bundle: rec.bundle, spec: rec.spec, sandboxes: st.sandboxes,
-		destroy: func(ctx context.Context) {
-			_ = st.sandboxes.Destroy(ctx, st.sb)
-			_ = os.Remove(st.sandboxes.Dir) // the container's standby directory, once empty
-		},
-	}
+	entry := &served{sb: &pool.Sandbox{ID: st.sb.ID, Handle: st.sb}, bundle: rec.bundle, spec: rec.spec, sandboxes: st.sandboxes}
 	s.warm.mu.Lock()
 	prev := s.warm.served[rec.id]
 	s.warm.served[rec.id] = entry
 	s.warm.mu.Unlock()
-	if prev != nil && prev.destroy != nil {
-		prev.destroy(ctx)
+	if prev != nil && prev.pool == nil && prev.sandboxes != nil {
+		destroyStandby(ctx, prev.sandboxes, prev.sb.Handle.(*oci.Sandbox))
 	}
 	return wrapper, nil
+}
+
+// destroyStandby destroys an adopted standby's remains (its bundle and the bind of the
+// container's rootfs) and the container's standby directory once it is empty.
+func destroyStandby(ctx context.Context, sbx *oci.Sandboxes, sb *oci.Sandbox) {
+	_ = sbx.Destroy(ctx, sb)
+	_ = os.Remove(sbx.Dir)
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/store"
 )
@@ -126,7 +127,7 @@ func (w *warm) watchMaker(m *maker, c *runc.Container) {
 	}
 	ip := p.(*process.Init)
 	pid := ip.Pid()
-	alive := func() bool { return syscall.Kill(pid, 0) == nil && !isZombie(pid) }
+	alive := func() bool { return syscall.Kill(pid, 0) == nil && !procfs.Dead(pid) }
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	var deadline <-chan time.Time
@@ -177,13 +178,4 @@ wait:
 	w.mu.Lock()
 	w.poolLocked(t)
 	w.mu.Unlock()
-}
-
-func isZombie(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return true
-	}
-	i := bytes.LastIndexByte(data, ')')
-	return i < 0 || i+2 >= len(data) || data[i+2] == 'Z'
 }

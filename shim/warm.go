@@ -72,9 +72,8 @@ type served struct {
 	rebind  []specs.Mount // network files adoption binds over the template's
 	release func()        // a restore-on-create: the template generation it reads
 	create  time.Duration // a hit: the shim's Create time, until Start adds its own
-	// A recovery standby (pool nil): the Sandboxes that restored it, and how it goes.
+	// A recovery standby (pool nil): the Sandboxes that restored it and destroy it.
 	sandboxes *oci.Sandboxes
-	destroy   func(context.Context)
 }
 
 // sandboxesOf returns the Sandboxes that adopt and thaw s's sandbox.
@@ -313,8 +312,8 @@ func (w *warm) unplan(ctx context.Context, id string) {
 	switch {
 	case s.sb != nil && s.pool != nil:
 		_ = s.pool.Release(ctx, s.sb)
-	case s.destroy != nil:
-		s.destroy(ctx)
+	case s.sb != nil && s.sandboxes != nil:
+		destroyStandby(ctx, s.sandboxes, s.sb.Handle.(*oci.Sandbox))
 	}
 	if s.release != nil {
 		s.release()
@@ -471,12 +470,10 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		}
 		// The output files now belong to the sandbox's copies.
 		files[1], files[2] = nil, nil
-		began := time.Now()
 		if err := w.sandboxesOf(s).Adopt(ctx, sb, ar); err != nil {
 			resp.Error = err.Error()
 			break
 		}
-		log.G(ctx).WithField("container", req.ID).WithField("adopt", time.Since(began)).Debug("sandbox adopted")
 		if req.PidFile != "" {
 			if err := os.WriteFile(req.PidFile, []byte(strconv.Itoa(sb.Pid)), 0o600); err != nil {
 				resp.Error = err.Error()
@@ -582,9 +579,6 @@ func (w *warm) useRuntime(cfg config.Config) (wrapper, real string, err error) {
 	}
 	if w.self, w.runc, err = runtimePaths(cfg); err != nil {
 		return "", "", err
-	}
-	if w.served == nil {
-		w.served = map[string]*served{}
 	}
 	return w.self, w.runc, nil
 }

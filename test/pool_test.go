@@ -7,7 +7,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -16,6 +15,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -409,20 +409,14 @@ func TestBadTemplateAnnotation(t *testing.T) {
 	}
 }
 
-// niceOf reads a process's nice value (field 19 of /proc/PID/stat).
+// niceOf reads a process's nice value.
 func niceOf(t *testing.T, pid int) int {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The command name may hold spaces: fields count from after its closing ')'.
-	rest := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	n, err := strconv.Atoi(rest[16])
+	st, err := procfs.ReadStat(pid)
 	if err != nil {
 		t.Fatalf("nice of %d: %v", pid, err)
 	}
-	return n
+	return st.Nice
 }
 
 // TestPoolBootStart: after the pool shim is gone (a reboot, or warmctl shutdown),

@@ -15,6 +15,7 @@ import (
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -387,15 +388,7 @@ func recoveringContainer(t *testing.T) (*env, containerd.Container, containerd.T
 // container id that holds substr.
 func waitForLog(t *testing.T, id, substr string) {
 	t.Helper()
-	waitFor(t, "the shim's log: "+substr, func() bool {
-		data, _ := os.ReadFile(cd.LogPath)
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, id) && strings.Contains(l, substr) {
-				return true
-			}
-		}
-		return false
-	})
+	waitFor(t, "the shim's log: "+substr, func() bool { return cd.LogLines(id, substr) > 0 })
 }
 
 // TestRecoveryExecsReportedExited: execs alive when the init crashes are reported as
@@ -471,16 +464,7 @@ func TestRecoveryStandby(t *testing.T) {
 		"io.containerd.warm.checkpoint-interval": "1s", "io.containerd.warm.recovery-standby": "on"}))
 	var out syncBuffer
 	task, exit := e.start(c, streams(nil, &out, io.Discard))
-	logHas := func(substr string) int {
-		data, _ := os.ReadFile(cd.LogPath)
-		n := 0
-		for _, l := range strings.Split(string(data), "\n") {
-			if strings.Contains(l, "container="+c.ID()) && strings.Contains(l, substr) {
-				n++
-			}
-		}
-		return n
-	}
+	logHas := func(substr string) int { return cd.LogLines("container="+c.ID(), substr) }
 	waitFor(t, "a recovery standby", func() bool { return logHas(`msg="recovery standby ready"`) >= 1 })
 	// Twice: the second crash is recovered from the standby made after the first.
 	oldPid := task.Pid()
@@ -601,23 +585,13 @@ func TestRecoveryCheckpointTimeout(t *testing.T) {
 		for _, p := range procs {
 			if data, _ := os.ReadFile(p); strings.Contains(string(data), "sleep\x003601") {
 				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				if !isZombieProc(pid) {
+				if !procfs.Dead(pid) {
 					return false
 				}
 			}
 		}
 		return true
 	})
-}
-
-func isZombieProc(pid int) bool {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(data)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-	return len(f) > 0 && f[0] == "Z"
 }
 
 // TestRecoveryDeleteWins: containerd's Delete (with the kill ctr and CRI send first)

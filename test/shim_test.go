@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -36,27 +36,14 @@ func shimPids(t *testing.T, id string) []int {
 	return pids
 }
 
-// alive reports whether pid exists and is not a zombie.
-func alive(pid uint32) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
-	if err != nil {
-		return false
-	}
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	return len(f) > 0 && f[0] != "Z"
-}
-
 // parentPid of a process, from /proc.
 func parentPid(t *testing.T, pid uint32) int {
 	t.Helper()
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/stat")
+	st, err := procfs.ReadStat(int(pid))
 	if err != nil {
 		t.Fatal(err)
 	}
-	// pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	ppid, _ := strconv.Atoi(f[1])
-	return ppid
+	return st.PPid
 }
 
 // TestDeadShimCleanup kills a task's shim; containerd runs the shim's delete action, which
@@ -84,7 +71,7 @@ func TestDeadShimCleanup(t *testing.T) {
 				return errdefs.IsNotFound(err)
 			})
 			// Gone, or a zombie waiting for its new parent to reap it.
-			waitFor(t, "container process killed", func() bool { return !alive(pid) })
+			waitFor(t, "container process killed", func() bool { return procfs.Dead(int(pid)) })
 		})
 	}
 }

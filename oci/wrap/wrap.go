@@ -86,12 +86,9 @@ func LogError(args []string, msg string) {
 	}
 }
 
-// Parse finds the subcommand, the container id (last argument) and --pid-file of a runc
-// command line.
-func Parse(args []string) (sub, id, pidFile string) { return parse(args) }
-
-// parse finds the subcommand, the container id (last argument) and --pid-file.
-func parse(args []string) (sub, id, pidFile string) {
+// ParseArgs finds the subcommand, the container id (last argument) and --pid-file of a
+// runc command line.
+func ParseArgs(args []string) (sub, id, pidFile string) {
 	i := 1
 	for ; i < len(args); i++ {
 		a := args[i]
@@ -122,7 +119,7 @@ func parse(args []string) (sub, id, pidFile string) {
 
 // Main runs the wrapper and returns its exit status.
 func Main(args []string) int {
-	sub, id, pidFile := parse(args)
+	sub, id, pidFile := ParseArgs(args)
 	if sock := os.Getenv(EnvSocket); sock != "" && id != "" {
 		switch sub {
 		case "create", "start", "kill", "delete":

@@ -18,7 +18,7 @@ func TestParse(t *testing.T) {
 		{[]string{"x", "--root", "/r"}, "", "", ""},
 	}
 	for _, tc := range cases {
-		sub, id, pf := parse(tc.args)
+		sub, id, pf := ParseArgs(tc.args)
 		if sub != tc.sub || id != tc.id || pf != tc.pidFile {
 			t.Errorf("%v: got %q %q %q", tc.args, sub, id, pf)
 		}

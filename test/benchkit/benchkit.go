@@ -353,7 +353,7 @@ func (e *Env) RecoveryContainer(app App, interval string, standby bool) (killAnd
 	if err != nil {
 		return nil, nil, err
 	}
-	standbysReady := func() int { return e.countLog(id, `msg="recovery standby ready"`) }
+	standbysReady := func() int { return e.CD.LogLines("container="+id+" ", `msg="recovery standby ready"`) }
 	standbysSeen := 0
 	pr, pw := io.Pipe()
 	or, ow := io.Pipe()
@@ -452,31 +452,11 @@ func (e *Env) RecoveryContainer(app App, interval string, standby bool) (killAnd
 	return killAndAsk, stop, nil
 }
 
-// countLog counts containerd log lines about container id that contain substr.
-func (e *Env) countLog(id, substr string) int {
-	data, _ := os.ReadFile(e.CD.LogPath)
-	n := 0
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, "container="+id+" ") && strings.Contains(l, substr) {
-			n++
-		}
-	}
-	return n
-}
-
 // StandbyRecoveries counts the recoveries of containers with the id prefix that adopted
 // a standby, and all of them.
 func (e *Env) StandbyRecoveries(prefix string) (fromStandby, all int) {
-	data, _ := os.ReadFile(e.CD.LogPath)
-	for _, l := range strings.Split(string(data), "\n") {
-		if strings.Contains(l, "container="+prefix) && strings.Contains(l, `msg="task recovered"`) {
-			all++
-			if strings.Contains(l, "standby=true") {
-				fromStandby++
-			}
-		}
-	}
-	return fromStandby, all
+	return e.CD.LogLines("container="+prefix, `msg="task recovered"`, "standby=true"),
+		e.CD.LogLines("container="+prefix, `msg="task recovered"`)
 }
 
 // RecoveryLog reads the shim's recovery records from containerd's log: detection

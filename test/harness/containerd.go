@@ -248,6 +248,23 @@ func (c *Containerd) RuntimeFlags(runtime string) []string {
 }
 
 // LogTail returns the last n lines of containerd's log (which includes the shims' logs).
+// LogLines counts the lines of containerd's log (which carries the shims' logs) that
+// hold every one of parts.
+func (c *Containerd) LogLines(parts ...string) int {
+	data, _ := os.ReadFile(c.LogPath)
+	n := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(l, p)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
 func (c *Containerd) LogTail(n int) string {
 	data, _ := os.ReadFile(c.LogPath)
 	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")

@@ -1,0 +1,99 @@
+// Package procfs reads the little of /proc that warm needs: a process's state, parent
+// and nice value, the process tree, and whether a path is a mount point.
+package procfs
+
+import (
+	"bytes"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+)
+
+// Stat is the part of /proc/PID/stat warm reads.
+type Stat struct {
+	State byte // R, S, D, Z, T, ...
+	PPid  int
+	Nice  int
+}
+
+// ParseStat parses the text of /proc/PID/stat. The command name may hold spaces and
+// parentheses, so fields are counted from after the last ')'.
+func ParseStat(data []byte) (Stat, error) {
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return Stat{}, errors.New("proc stat: no command field")
+	}
+	// After ')': state(3) ppid(4) ... nice(19).
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 17 {
+		return Stat{}, errors.New("proc stat: too few fields")
+	}
+	ppid, err := strconv.Atoi(f[1])
+	if err != nil {
+		return Stat{}, err
+	}
+	nice, err := strconv.Atoi(f[16])
+	if err != nil {
+		return Stat{}, err
+	}
+	return Stat{State: f[0][0], PPid: ppid, Nice: nice}, nil
+}
+
+// ReadStat reads /proc/PID/stat.
+func ReadStat(pid int) (Stat, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return Stat{}, err
+	}
+	return ParseStat(data)
+}
+
+// Dead reports whether pid is gone or a zombie.
+func Dead(pid int) bool {
+	st, err := ReadStat(pid)
+	return err != nil || st.State == 'Z'
+}
+
+// Descendants returns pid's descendants, deepest first (the order to kill a tree in).
+func Descendants(pid int) []int {
+	children := map[int][]int{}
+	procs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, p := range procs {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			continue
+		}
+		st, err := ParseStat(data)
+		if err != nil {
+			continue
+		}
+		self, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+		children[st.PPid] = append(children[st.PPid], self)
+	}
+	var order []int
+	var walk func(int)
+	walk = func(p int) {
+		for _, c := range children[p] {
+			walk(c)
+			order = append(order, c)
+		}
+	}
+	walk(pid)
+	return order
+}
+
+// IsMountPoint reports whether p is the mount point of a mount in this mount namespace.
+func IsMountPoint(p string) (bool, error) {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return false, err
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && f[4] == p {
+			return true, nil
+		}
+	}
+	return false, nil
+}
