@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -45,6 +46,12 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 	switch {
 	case req.Process.Terminal:
 		v.Reason, v.Restore = "tty requested", false
+	case joined(req.Linux.Namespaces) != "":
+		v.Reason = "request joins an existing " + joined(req.Linux.Namespaces) +
+			" namespace (e.g. a pod's); a pooled sandbox has namespaces of its own"
+	case bindSourcesDiffer(tmpl.Mounts, req.Mounts) != "":
+		v.Reason = "bind mount source of " + bindSourcesDiffer(tmpl.Mounts, req.Mounts) +
+			" differs (a pooled sandbox has the template's mounted)"
 	case req.Linux.CgroupsPath == "" || strings.Contains(req.Linux.CgroupsPath, ":"):
 		v.Reason = "systemd cgroup path (pooled sandboxes move between cgroupfs paths)"
 	case req.Hooks != nil && (len(req.Hooks.CreateContainer) > 0 || len(req.Hooks.StartContainer) > 0):
@@ -155,30 +162,65 @@ func envDiff(t, r, allow []string) string {
 	return ""
 }
 
-// nsDiff: the request must use the same kinds of namespaces, all of its own: a
-// restored sandbox's namespaces were recreated by CRIU and cannot become a pod's.
+// nsDiff: the request must use the same kinds of namespaces, and join an existing one
+// (a pod's, by path) exactly where the template did. runc checkpoints a joined network
+// or PID namespace as external and restores into the request's; a namespace of the
+// container's own is in the checkpoint and is recreated by CRIU, so it cannot become a
+// pod's, nor a pod's namespace the container's own.
 func nsDiff(t, r []specs.LinuxNamespace) string {
-	kinds := func(ns []specs.LinuxNamespace) ([]string, string) {
+	kinds := func(ns []specs.LinuxNamespace) []string {
 		var k []string
 		for _, n := range ns {
-			k = append(k, string(n.Type))
 			if n.Path != "" {
-				return nil, fmt.Sprintf("joins an existing %s namespace", n.Type)
+				k = append(k, string(n.Type)+" (joined)")
+			} else {
+				k = append(k, string(n.Type))
 			}
 		}
 		sort.Strings(k)
-		return k, ""
+		return k
 	}
-	tk, terr := kinds(t)
-	if terr != "" {
-		return "template " + terr
+	tk, rk := kinds(t), kinds(r)
+	if reflect.DeepEqual(tk, rk) {
+		return ""
 	}
-	rk, rerr := kinds(r)
-	if rerr != "" {
-		return "request " + rerr + " (e.g. a pod's)"
+	for _, n := range r {
+		for _, m := range t {
+			if n.Type == m.Type && (n.Path == "") != (m.Path == "") {
+				if n.Path != "" {
+					return fmt.Sprintf("request joins an existing %s namespace (e.g. a pod's), the template had its own: make the template in a pod", n.Type)
+				}
+				return fmt.Sprintf("template joined an existing %s namespace (a pod's), the request has its own", n.Type)
+			}
+		}
 	}
-	if !reflect.DeepEqual(tk, rk) {
-		return "namespaces differ"
+	return "namespaces differ"
+}
+
+// joined names the first namespace a spec joins by path ("" when none).
+func joined(ns []specs.LinuxNamespace) string {
+	for _, n := range ns {
+		if n.Path != "" {
+			return string(n.Type)
+		}
+	}
+	return ""
+}
+
+// isBind: runc treats a mount with a bind option (or of type bind) as a bind mount,
+// checkpoints it as external and, at restore, mounts the request's source at its
+// destination.
+func isBind(m specs.Mount) bool {
+	return m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
+}
+
+// bindSourcesDiffer names the destination of the first bind mount (other than the
+// per-container network files adoption rebinds) whose source differs.
+func bindSourcesDiffer(t, r []specs.Mount) string {
+	for i, m := range r {
+		if i < len(t) && isBind(m) && !isNetworkFile(m) && m.Source != t[i].Source {
+			return m.Destination
+		}
 	}
 	return ""
 }
@@ -205,12 +247,12 @@ type MountInfo struct {
 	Options      []string
 }
 
-// mountsForCompare drops the sources of per-container network files, which adoption
-// rebinds.
+// mountsForCompare drops the sources of bind mounts: a restore mounts the request's
+// (runc maps bind mounts by destination); the pool's own check is bindSourcesDiffer.
 func mountsForCompare(ms []specs.Mount) []specs.Mount {
 	out := make([]specs.Mount, len(ms))
 	for i, m := range ms {
-		if isNetworkFile(m) {
+		if isBind(m) {
 			m.Source = ""
 		}
 		out[i] = m

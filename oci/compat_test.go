@@ -45,6 +45,10 @@ func TestCompare(t *testing.T) {
 		{name: "mounts", change: func(s *specs.Spec) { s.Mounts = append(s.Mounts, specs.Mount{Destination: "/data"}) }, reason: "mounts differ"},
 		{name: "seccomp", change: func(s *specs.Spec) { s.Linux.Seccomp = &specs.LinuxSeccomp{DefaultAction: "SCMP_ACT_ERRNO"} }, reason: "seccomp differs"},
 		{name: "pod netns", change: func(s *specs.Spec) { s.Linux.Namespaces[1].Path = "/var/run/netns/pod" }, reason: "request joins an existing network namespace"},
+		{name: "pod template, pod request", change: func(s *specs.Spec) { s.Linux.Namespaces[1].Path = "/var/run/netns/pod2" }, restore: true, reason: "request joins an existing network namespace (e.g. a pod's); a pooled sandbox"},
+		{name: "pod template, own netns", change: func(s *specs.Spec) { s.Linux.Namespaces[1].Path = "" }, reason: "template joined an existing network namespace"},
+		{name: "volume source", change: func(s *specs.Spec) { s.Mounts[1].Source = "/vol/c2" }, restore: true, reason: "bind mount source of /data differs"},
+		{name: "volume options", change: func(s *specs.Spec) { s.Mounts[1].Options = []string{"rbind", "ro"} }, reason: "mounts differ"},
 		{name: "fewer namespaces", change: func(s *specs.Spec) { s.Linux.Namespaces = s.Linux.Namespaces[:2] }, reason: "namespaces differ"},
 		{name: "network files rebound", change: func(s *specs.Spec) {
 			s.Mounts = append(s.Mounts, specs.Mount{Destination: "/etc/hosts", Type: "bind", Source: "/c2/hosts"})
@@ -56,6 +60,12 @@ func TestCompare(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			tmpl := baseSpec()
+			switch tc.name {
+			case "pod template, pod request", "pod template, own netns":
+				tmpl.Linux.Namespaces[1].Path = "/var/run/netns/pod1"
+			case "volume source", "volume options":
+				tmpl.Mounts = append(tmpl.Mounts, specs.Mount{Destination: "/data", Type: "bind", Source: "/vol/c1", Options: []string{"rbind"}})
+			}
 			req := clone(tmpl)
 			tc.change(req)
 			if tc.name == "network files rebound" {

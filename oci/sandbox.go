@@ -103,15 +103,31 @@ func sandboxSpec(t *store.Template, bundle, cgroupsPath string) (*specs.Spec, er
 	if sp.Root == nil || sp.Linux == nil {
 		return nil, errors.New("template spec has no root or linux section")
 	}
-	for _, ns := range sp.Linux.Namespaces {
-		if ns.Path != "" {
-			return nil, fmt.Errorf("template joined an existing %s namespace (%s); only templates with namespaces of their own can be pooled", ns.Type, ns.Path)
-		}
+	if err := poolable(&sp); err != nil {
+		return nil, err
 	}
 	sp.Root.Path = filepath.Join(bundle, "rootfs")
 	sp.Linux.CgroupsPath = cgroupsPath
 	sp.Hooks = nil
 	return &sp, nil
+}
+
+// Poolable implements pool.Runtime: a sandbox can be restored ahead of a request only
+// into namespaces of its own.
+func (s *Sandboxes) Poolable(t *store.Template) error {
+	if t == nil || t.Spec == nil || t.Spec.Linux == nil {
+		return errors.New("template has no linux spec")
+	}
+	return poolable(t.Spec)
+}
+
+func poolable(sp *specs.Spec) error {
+	for _, ns := range sp.Linux.Namespaces {
+		if ns.Path != "" {
+			return fmt.Errorf("template joined an existing %s namespace (%s, e.g. its pod's): a sandbox restored ahead of a request cannot join the request's", ns.Type, ns.Path)
+		}
+	}
+	return nil
 }
 
 // cgroupParentOf is where a template's sandboxes wait: beside the template's own

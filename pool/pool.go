@@ -27,6 +27,10 @@ type Runtime interface {
 	// Destroy removes a sandbox and everything it holds (processes, mounts, cgroups,
 	// snapshots, directories), whether it was frozen, adopted or half restored.
 	Destroy(ctx context.Context, handle any) error
+	// Poolable says why the template's sandboxes cannot be restored ahead of a request
+	// (nil when they can): e.g. a template made in a pod joined the pod's namespaces.
+	// Such a pool holds no sandbox; its template serves by restore on create.
+	Poolable(t *store.Template) error
 }
 
 // refillHoldoff is how long after an Acquire the refiller leaves the CPU to the hit.
@@ -37,6 +41,9 @@ var ErrEmpty = errors.New("pool empty")
 
 // ErrClosed is returned by Acquire on a closed pool.
 var ErrClosed = errors.New("pool closed")
+
+// ErrNotPoolable is returned by Acquire when the template cannot be pooled.
+var ErrNotPoolable = errors.New("template cannot be pooled")
 
 // Sandbox is a frozen sandbox handed out by Acquire.
 type Sandbox struct {
@@ -62,26 +69,28 @@ type Pool struct {
 	use      func(*store.Template) (release func())
 	now      func() time.Time
 
-	mu      sync.Mutex
-	cfg     config.Resolved   // guarded by mu
-	tmpl    *store.Template   // current generation; guarded by mu
-	entries map[string]*entry // every sandbox not yet destroyed; guarded by mu
-	frozen  []*entry          // oldest first; guarded by mu
-	seq     int               // sandbox id counter; guarded by mu
-	kick    chan struct{}     // wakes the refiller
-	avail   chan struct{}     // closed and replaced when a sandbox becomes frozen; guarded by mu
-	waiting int               // Acquires waiting; guarded by mu
-	drained bool              // no refill until Prewarm; guarded by mu
-	prewarm int               // a floor set by Prewarm; guarded by mu
-	closed  bool              // guarded by mu
-	rate    float64           // acquires per second, decayed; guarded by mu
-	rateAt  time.Time         // guarded by mu
-	lastAcq time.Time         // guarded by mu
-	restore time.Duration     // average restore time; guarded by mu
-	stats   stats             // guarded by mu
-	fails   int               // consecutive failed restores; guarded by mu
-	retryAt time.Time         // no restore before, after failures; guarded by mu
-	wg      sync.WaitGroup    // refiller and in-flight restores/destroys
+	mu   sync.Mutex
+	cfg  config.Resolved // guarded by mu
+	tmpl *store.Template // current generation; guarded by mu
+	// restoreOnly is why tmpl cannot be pooled ("" when it can); guarded by mu.
+	restoreOnly string
+	entries     map[string]*entry // every sandbox not yet destroyed; guarded by mu
+	frozen      []*entry          // oldest first; guarded by mu
+	seq         int               // sandbox id counter; guarded by mu
+	kick        chan struct{}     // wakes the refiller
+	avail       chan struct{}     // closed and replaced when a sandbox becomes frozen; guarded by mu
+	waiting     int               // Acquires waiting; guarded by mu
+	drained     bool              // no refill until Prewarm; guarded by mu
+	prewarm     int               // a floor set by Prewarm; guarded by mu
+	closed      bool              // guarded by mu
+	rate        float64           // acquires per second, decayed; guarded by mu
+	rateAt      time.Time         // guarded by mu
+	lastAcq     time.Time         // guarded by mu
+	restore     time.Duration     // average restore time; guarded by mu
+	stats       stats             // guarded by mu
+	fails       int               // consecutive failed restores; guarded by mu
+	retryAt     time.Time         // no restore before, after failures; guarded by mu
+	wg          sync.WaitGroup    // refiller and in-flight restores/destroys
 	// destroying counts destroys in flight (their entry is already gone from entries):
 	// Drain waits for them, so a drained pool holds no snapshot or lease; guarded by mu.
 	destroying int
@@ -132,6 +141,7 @@ func New(ns string, t *store.Template, cfg config.Resolved, rt Runtime, use func
 	}
 	p.rateAt = p.now()
 	p.lastAcq = p.now()
+	p.setRestoreOnlyLocked()
 	p.wg.Add(1)
 	go p.refiller()
 	p.Kick()
@@ -161,9 +171,22 @@ func (p *Pool) SetTemplate(t *store.Template) {
 	p.mu.Lock()
 	if p.tmpl == nil || t.Generation > p.tmpl.Generation {
 		p.tmpl = t
+		p.setRestoreOnlyLocked()
 	}
 	p.mu.Unlock()
 	p.Kick()
+}
+
+// setRestoreOnlyLocked asks the runtime whether the current generation can be pooled.
+func (p *Pool) setRestoreOnlyLocked() {
+	p.restoreOnly = ""
+	if p.tmpl == nil {
+		return
+	}
+	if err := p.rt.Poolable(p.tmpl); err != nil {
+		p.restoreOnly = err.Error()
+		log.L.WithField("pool", p.ns+"/"+p.name).WithError(err).Info("template cannot be pooled: containers naming it are served by restore on create")
+	}
 }
 
 // SetConfig changes the pool's configuration.
@@ -195,6 +218,10 @@ func (p *Pool) Acquire(ctx context.Context, timeout time.Duration) (*Sandbox, er
 		if p.closed {
 			p.mu.Unlock()
 			return nil, ErrClosed
+		}
+		if p.restoreOnly != "" {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("%w: %s", ErrNotPoolable, p.restoreOnly)
 		}
 		if e := p.takeLocked(); e != nil {
 			lat := p.now().Sub(start)
@@ -404,7 +431,7 @@ func (p *Pool) Close(ctx context.Context) error {
 
 // desiredLocked is how many frozen (or restoring) sandboxes the pool aims for.
 func (p *Pool) desiredLocked(now time.Time) int {
-	if p.drained {
+	if p.drained || p.restoreOnly != "" {
 		return 0
 	}
 	c := p.cfg
@@ -591,6 +618,8 @@ type Stats struct {
 	Memory   int64         `json:"memory_bytes"`
 	Desired  int           `json:"desired"`
 	Drained  bool          `json:"drained"`
+	// RestoreOnly is why the template cannot be pooled (its containers are restored).
+	RestoreOnly string `json:"restore_only,omitempty"`
 }
 
 // Stats returns the pool's state.
@@ -598,7 +627,8 @@ func (p *Pool) Stats() Stats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := Stats{Namespace: p.ns, Template: p.name, Hits: p.stats.hits, Restored: p.stats.restored,
-		Failed: p.stats.failed, Destroyed: p.stats.destroyed, Misses: map[string]int{}, Drained: p.drained}
+		Failed: p.stats.failed, Destroyed: p.stats.destroyed, Misses: map[string]int{}, Drained: p.drained,
+		RestoreOnly: p.restoreOnly}
 	if p.tmpl != nil {
 		s.Generation = p.tmpl.Generation
 	}

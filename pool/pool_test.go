@@ -15,13 +15,14 @@ import (
 
 // fakeRuntime keeps sandboxes in memory; restores take delay and can be made to fail.
 type fakeRuntime struct {
-	mu        sync.Mutex
-	delay     time.Duration
-	slowKill  time.Duration // how long a Destroy takes
-	fail      error
-	live      map[string]bool // id -> exists
-	restores  atomic.Int32
-	destroyed atomic.Int32
+	mu         sync.Mutex
+	delay      time.Duration
+	slowKill   time.Duration // how long a Destroy takes
+	fail       error
+	unpoolable error
+	live       map[string]bool // id -> exists
+	restores   atomic.Int32
+	destroyed  atomic.Int32
 }
 
 func newFake() *fakeRuntime { return &fakeRuntime{live: map[string]bool{}} }
@@ -39,6 +40,12 @@ func (f *fakeRuntime) Restore(ctx context.Context, t *store.Template, id string)
 	f.live[id] = true
 	f.mu.Unlock()
 	return id, 10 << 20, nil
+}
+
+func (f *fakeRuntime) Poolable(t *store.Template) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.unpoolable
 }
 
 func (f *fakeRuntime) Destroy(ctx context.Context, h any) error {
@@ -397,6 +404,34 @@ func TestDrainWaitsForDestroys(t *testing.T) {
 	}
 	if n := rt.count(); n != 0 {
 		t.Fatalf("Drain returned with %d sandboxes still being destroyed", n)
+	}
+	closePool(t, p, rt)
+}
+
+func TestRestoreOnlyTemplate(t *testing.T) {
+	rt := newFake()
+	rt.unpoolable = errors.New("template joined an existing network namespace")
+	p := New("ns", tmpl(1), cfg(2, 4), rt, nil)
+	start := time.Now()
+	if _, err := p.Acquire(context.Background(), time.Second); !errors.Is(err, ErrNotPoolable) {
+		t.Fatalf("want ErrNotPoolable, got %v", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Acquire of a restore-only pool waited %v", d)
+	}
+	p.Prewarm(3)
+	time.Sleep(50 * time.Millisecond) // ten refill intervals
+	if st := p.Stats(); st.Frozen+st.Restoring != 0 || st.Desired != 0 || st.RestoreOnly == "" || rt.restores.Load() != 0 {
+		t.Fatalf("a restore-only pool restored sandboxes: %+v (restores %d)", st, rt.restores.Load())
+	}
+	// A new generation that can be pooled fills the pool.
+	rt.mu.Lock()
+	rt.unpoolable = nil
+	rt.mu.Unlock()
+	p.SetTemplate(tmpl(2))
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen >= 2 })
+	if st := p.Stats(); st.RestoreOnly != "" {
+		t.Fatalf("stats %+v", st)
 	}
 	closePool(t, p, rt)
 }

@@ -93,6 +93,9 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
 	grouping := groupKey(id, sf.Annotations)
+	if grouping == PoolGroup {
+		cmd.Env = append(cmd.Env, EnvPoolShim+"=1")
+	}
 
 	var sockets []*shimSocket
 	defer func() {

@@ -176,6 +176,9 @@ wait:
 	}
 	log.G(ctx).WithField("generation", t.Generation).WithField("checkpoint", time.Since(start)).Info("template registered")
 	w.mu.Lock()
-	w.poolLocked(t)
-	w.mu.Unlock()
+	defer w.mu.Unlock()
+	if w.poolShim {
+		w.poolLocked(t)
+	}
+	// else the namespace's pool shim makes its pool when a container first names it.
 }

@@ -35,6 +35,10 @@ import (
 // time a container names a template.
 type warm struct {
 	grpcAddress string
+	// poolShim: this process is the namespace's pool shim (group PoolGroup). Another
+	// shim given a template container (a pod's, or a group's) holds no pool: it makes
+	// templates and restores them on create, from the store they share.
+	poolShim bool
 
 	mu        sync.Mutex
 	ready     bool                  // guarded by mu
@@ -84,8 +88,14 @@ func (w *warm) sandboxesOf(s *served) *oci.Sandboxes {
 	return w.sandboxes
 }
 
+// EnvPoolShim is set by the start action for the process it starts as the namespace's
+// pool shim.
+const EnvPoolShim = "WARM_POOL_SHIM"
+
 func newWarm(grpcAddress string) *warm {
-	return &warm{grpcAddress: grpcAddress, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
+	poolShim := os.Getenv(EnvPoolShim) == "1"
+	os.Unsetenv(EnvPoolShim) // not for runc, CRIU or hooks
+	return &warm{grpcAddress: grpcAddress, poolShim: poolShim, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
 }
 
 // runcRoot is the runc --root the process package uses for a namespace.
@@ -123,6 +133,13 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	if err != nil {
 		return err
 	}
+	w.rootfs = &snapshotRootfs{address: w.grpcAddress, ns: ns}
+	if !w.poolShim {
+		// A pod's or a group's shim: no pool, socket or log of the pool shim's (which
+		// may run beside it).
+		w.ns, w.cfg, w.self, w.runc, w.store, w.ready = ns, cfg, self, realRunc, st, true
+		return nil
+	}
 	run := filepath.Join(cfg.RunDir, ns)
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return err
@@ -139,7 +156,6 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		logrus.AddHook(h)
 		log.G(ctx).WithField("pid", os.Getpid()).Info("pool shim logging to " + h.Path)
 	}
-	w.rootfs = &snapshotRootfs{address: w.grpcAddress, ns: ns}
 	w.sandboxes = &oci.Sandboxes{
 		Runc: realRunc, Root: runcRoot(cfg, ns),
 		Dir:          filepath.Join(run, "sandboxes"),
@@ -212,6 +228,8 @@ func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id stri
 	return h, mem, err
 }
 
+func (r *trackedRuntime) Poolable(t *store.Template) error { return r.w.sandboxes.Poolable(t) }
+
 func (r *trackedRuntime) Destroy(ctx context.Context, h any) error {
 	if sb, ok := h.(*oci.Sandbox); ok && sb != nil {
 		r.w.mu.Lock()
@@ -249,20 +267,17 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	if err := w.start(ctx, topts.cfg, ns); err != nil {
 		return err
 	}
-	w.mu.Lock()
-	p := w.pools[name]
-	if p != nil {
-		p.SetConfig(w.cfg.PoolFor(name))
-	}
-	w.mu.Unlock()
 	l := log.G(ctx).WithField("template", name).WithField("container", r.ID)
-	if p == nil {
-		l.Info("cold start: no such template (yet)")
+	p, t, cfg, err := w.templateFor(ctx, ns, name)
+	if err != nil {
+		l.WithError(err).Info("cold start: no such template (yet)")
 		return nil
 	}
-	t := p.Template()
-	cfg := p.Config()
 	v := oci.Compare(t.Spec, t.Layers, spec, layersOf(r), cfg.AllowEnv)
+	if v.Pool && p == nil {
+		v.Pool = false
+		v.Reason = "the container's shim is its pod's or group's, not the namespace's pool shim"
+	}
 	if v.Pool {
 		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
 		if err == nil {
@@ -281,12 +296,18 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 			l.WithField("sandbox", sb.ID).WithField("acquire", sb.AcquireLatency).Debug("pool hit")
 			return nil
 		}
-		v.Reason = "pool empty after acquire_timeout"
-		if errors.Is(err, pool.ErrClosed) {
+		switch {
+		case errors.Is(err, pool.ErrClosed):
 			v.Reason = "pool closed"
+		case errors.Is(err, pool.ErrNotPoolable):
+			v.Reason = err.Error()
+		default:
+			v.Reason = "pool empty after acquire_timeout"
 		}
 	}
-	p.Miss(v.Reason)
+	if p != nil {
+		p.Miss(v.Reason)
+	}
 	if v.Restore {
 		release := w.store.Use(t)
 		w.mu.Lock()
@@ -298,6 +319,34 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	}
 	l.WithField("reason", v.Reason).Info("cold start: request does not match the template")
 	return nil
+}
+
+// templateFor finds the template a Create names: the pool shim's pool of it (made
+// from the store the first time, e.g. for a template another shim made), or, in a
+// pod's or group's shim, the store's current generation and no pool.
+func (w *warm) templateFor(ctx context.Context, ns, name string) (*pool.Pool, *store.Template, config.Resolved, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	cfg := w.cfg.PoolFor(name)
+	if p := w.pools[name]; p != nil {
+		p.SetConfig(cfg)
+		// A pod's or group's shim may have made a newer generation: one readlink.
+		if g, err := w.store.CurrentGeneration(ns, name); err == nil && g > p.Template().Generation {
+			if t, err := w.store.Get(ns, name); err == nil {
+				p.SetTemplate(t)
+			}
+		}
+		return p, p.Template(), cfg, nil
+	}
+	t, err := w.store.Get(ns, name)
+	if err != nil {
+		return nil, nil, cfg, err
+	}
+	if !w.poolShim {
+		return nil, t, cfg, nil
+	}
+	p := w.poolLocked(t)
+	return p, t, cfg, nil
 }
 
 // unplan undoes plan after a Create failed, so the container can be retried cold.

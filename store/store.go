@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/checkpoint-restore/go-criu/v7/magic"
@@ -257,6 +258,15 @@ func (s *Store) Get(ns, name string) (*Template, error) {
 	return s.load(filepath.Join(dir, target))
 }
 
+// CurrentGeneration is the generation Get would return, read without loading it.
+func (s *Store) CurrentGeneration(ns, name string) (int64, error) {
+	target, err := os.Readlink(filepath.Join(s.nameDir(ns, name), "current"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.ParseInt(strings.TrimPrefix(target, "g"), 10, 64)
+}
+
 func (s *Store) load(gdir string) (*Template, error) {
 	data, err := os.ReadFile(filepath.Join(gdir, "meta.json"))
 	if err != nil {
@@ -298,14 +308,26 @@ func (s *Store) List(ns string) ([]*Template, error) {
 }
 
 // Use marks a generation as used (a sandbox restored from it exists) until the
-// returned release is called; a used generation is never removed.
+// returned release is called; a used generation is never removed. The mark holds across
+// processes too (a shared flock on the generation directory): a pod's shim restoring a
+// template keeps the pool shim's Delete from removing it.
 func (s *Store) Use(t *Template) (release func()) {
 	s.mu.Lock()
 	s.inUse[t.Dir]++
 	s.mu.Unlock()
+	lock, _ := os.Open(t.Dir)
+	if lock != nil {
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_SH); err != nil {
+			lock.Close()
+			lock = nil
+		}
+	}
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			if lock != nil {
+				lock.Close() // drops the flock
+			}
 			s.mu.Lock()
 			s.inUse[t.Dir]--
 			if s.inUse[t.Dir] <= 0 {
@@ -330,7 +352,31 @@ func (s *Store) Delete(ns, name string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s/%s: %w", ns, name, ErrNotFound)
 	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		if !strings.HasPrefix(e.Name(), "g") {
+			continue
+		}
+		unlock, ok := tryLock(filepath.Join(dir, e.Name()))
+		if !ok {
+			return fmt.Errorf("%s/%s: %w by another shim (a restore from generation %s)", ns, name, ErrInUse, e.Name())
+		}
+		defer unlock()
+	}
 	return os.RemoveAll(dir)
+}
+
+// tryLock takes the exclusive flock of a generation directory if no process uses it.
+func tryLock(gdir string) (unlock func(), ok bool) {
+	f, err := os.Open(gdir)
+	if err != nil {
+		return func() {}, true // nothing there to protect
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return nil, false
+	}
+	return func() { f.Close() }, true
 }
 
 // pruneOld removes generations that are neither current nor in use, and leftovers of
@@ -353,7 +399,10 @@ func (s *Store) pruneOld(ns, name string) {
 				os.RemoveAll(p)
 			}
 		case strings.HasPrefix(e.Name(), "g"):
-			os.RemoveAll(p)
+			if unlock, ok := tryLock(p); ok { // else another process restores from it
+				os.RemoveAll(p)
+				unlock()
+			}
 		}
 	}
 }

@@ -48,6 +48,9 @@ func TestCommitGetReplaceDelete(t *testing.T) {
 	if got, _ := s.Get("ns", "py"); got.Generation != t2.Generation {
 		t.Fatal("replace did not make the new generation current")
 	}
+	if g, err := s.CurrentGeneration("ns", "py"); err != nil || g != t2.Generation {
+		t.Fatalf("CurrentGeneration = %d, %v; want %d", g, err, t2.Generation)
+	}
 	if _, err := os.Stat(t1.Dir); err != nil {
 		t.Fatal("a generation in use was removed")
 	}
@@ -110,5 +113,38 @@ func TestValidName(t *testing.T) {
 		if err := ValidName(n); err == nil {
 			t.Errorf("%q accepted", n)
 		}
+	}
+}
+
+// Another process (here a second Store on the same root, as a pod's shim has) that
+// restores from a generation keeps it from Delete and from pruning.
+func TestUseHoldsAcrossStores(t *testing.T) {
+	root := t.TempDir()
+	poolShim, _ := New(root)
+	podShim, _ := New(root)
+	t1, err := poolShim.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := podShim.Get("ns", "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := podShim.Use(got)
+	if err := poolShim.Delete("ns", "app"); !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "another shim") {
+		t.Fatalf("delete of a template another store uses: %v", err)
+	}
+	if _, err := poolShim.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(t1.Dir); err != nil {
+		t.Fatal("a generation another store uses was pruned")
+	}
+	release()
+	if _, err := os.Stat(t1.Dir); !os.IsNotExist(err) {
+		t.Fatal("the old generation was kept after its last use")
+	}
+	if err := poolShim.Delete("ns", "app"); err != nil {
+		t.Fatal(err)
 	}
 }

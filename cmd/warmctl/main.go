@@ -1,7 +1,11 @@
 // Command warmctl shows and steers the warm pools of a containerd namespace, through the
-// pool shim's control socket (<run_dir>/<namespace>/ctl.sock, root-only).
+// pool shim's control socket (<run_dir>/<namespace>/ctl.sock, root-only). With no pool
+// shim running (e.g. on a Kubernetes node, where pods' shims serve templates made in
+// pods by restore), `template ls` and `template rm` read the template store directly.
+// run_dir and state_dir come from warm's configuration ($WARM_CONFIG, else
+// /etc/containerd/warm.toml) unless given.
 //
-//	warmctl [-n NAMESPACE] [--run-dir DIR] pool ls
+//	warmctl [-n NAMESPACE] [--run-dir DIR] [--state-dir DIR] pool ls
 //	warmctl pool prewarm TEMPLATE N
 //	warmctl pool drain TEMPLATE
 //	warmctl template ls
@@ -12,11 +16,14 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
 	"os"
@@ -26,16 +33,18 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/store"
 )
 
 func main() {
 	ns := flag.String("n", envOr("CONTAINERD_NAMESPACE", "default"), "containerd namespace")
-	runDir := flag.String("run-dir", "/run/warm", "warm's run_dir (see warm.toml)")
+	runDir := flag.String("run-dir", "", "warm's run_dir (default: warm.toml's, else /run/warm)")
+	stateDir := flag.String("state-dir", "", "warm's state_dir (default: warm.toml's, else /var/lib/warm)")
 	asJSON := flag.Bool("json", false, "print JSON")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | shutdown")
+		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--state-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | shutdown")
 		fmt.Fprintln(os.Stderr, "       warmctl [-n NAMESPACE] start [--address SOCK] [--socket-dir DIR] [--config FILE] [--shim BIN] [--wait D]")
 	}
 	flag.Parse()
@@ -46,7 +55,17 @@ func main() {
 		}
 		return
 	}
+	if *runDir == "" || *stateDir == "" {
+		cfg, err := config.Load("")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "warmctl:", err, "(or give --run-dir and --state-dir)")
+			os.Exit(1)
+		}
+		*runDir = cmp.Or(*runDir, cfg.RunDir)
+		*stateDir = cmp.Or(*stateDir, cfg.StateDir)
+	}
 	c := client(filepath.Join(*runDir, *ns, "ctl.sock"))
+	c.ns, c.stateDir = *ns, *stateDir
 	if err := run(c, flag.Args(), *asJSON); err != nil {
 		fmt.Fprintln(os.Stderr, "warmctl:", err)
 		os.Exit(1)
@@ -63,6 +82,18 @@ func envOr(k, def string) string {
 type ctl struct {
 	http *http.Client
 	sock string
+	// ns and stateDir locate the template store, read directly when no pool shim runs.
+	ns, stateDir string
+}
+
+// noShim reports whether no pool shim serves the namespace (its socket is missing).
+func (c *ctl) noShim() bool {
+	_, err := os.Stat(c.sock)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+func (c *ctl) store() (*store.Store, error) {
+	return store.New(filepath.Join(c.stateDir, "templates"))
 }
 
 func client(sock string) *ctl {
@@ -104,9 +135,14 @@ func run(c *ctl, args []string, asJSON bool) error {
 			return json.NewEncoder(os.Stdout).Encode(ps)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-		fmt.Fprintln(tw, "TEMPLATE\tGENERATION\tFROZEN\tRESTORING\tIN USE\tDESIRED\tHITS\tMISSES\tACQUIRE P50\tACQUIRE P99\tMEMORY")
+		fmt.Fprintln(tw, "TEMPLATE\tMODE\tGENERATION\tFROZEN\tRESTORING\tIN USE\tDESIRED\tHITS\tMISSES\tACQUIRE P50\tACQUIRE P99\tMEMORY")
 		for _, p := range ps {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t%v\t%s\n", p.Template, p.Generation, p.Frozen, p.Restoring, p.InUse, p.Desired,
+			// A template made in a pod is served by restore on create (JSON says why).
+			mode := "pool"
+			if p.RestoreOnly != "" {
+				mode = "restore"
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t%v\t%s\n", p.Template, mode, p.Generation, p.Frozen, p.Restoring, p.InUse, p.Desired,
 				p.Hits, misses(p.Misses), p.P50, p.P99, mib(p.Memory))
 		}
 		return tw.Flush()
@@ -116,7 +152,19 @@ func run(c *ctl, args []string, asJSON bool) error {
 		return c.do("POST", "/pools/"+args[2]+"/drain", nil)
 	case cmd == "template ls" || cmd == "templates":
 		var ts []store.Meta
-		if err := c.do("GET", "/templates", &ts); err != nil {
+		if c.noShim() {
+			st, err := c.store()
+			if err != nil {
+				return err
+			}
+			list, err := st.List(c.ns)
+			if err != nil {
+				return err
+			}
+			for _, t := range list {
+				ts = append(ts, t.Meta)
+			}
+		} else if err := c.do("GET", "/templates", &ts); err != nil {
 			return err
 		}
 		if asJSON {
@@ -129,6 +177,14 @@ func run(c *ctl, args []string, asJSON bool) error {
 		}
 		return tw.Flush()
 	case len(args) == 3 && args[0] == "template" && (args[1] == "rm" || args[1] == "delete"):
+		if c.noShim() {
+			// No pool holds it; a pod's shim restoring from it holds its lock.
+			st, err := c.store()
+			if err != nil {
+				return err
+			}
+			return st.Delete(c.ns, args[2])
+		}
 		return c.do("DELETE", "/templates/"+args[2], nil)
 	case cmd == "shutdown":
 		return c.do("POST", "/shutdown", nil)

@@ -197,7 +197,7 @@ log "building the shim and the helpers"
 (cd "$HERE" && go build -o bin/containerd-shim-warm-v2 ./cmd/containerd-shim-warm-v2 &&
 	CGO_ENABLED=0 go build -o "$T/bin/pause" ./test/cri/cmd/pause &&
 	CGO_ENABLED=0 go build -o "$T/bin/nnp" ./test/cri/cmd/nnp &&
-	go build -o "$T/bin/" ./test/cri/cmd/mkimages ./test/cri/cmd/crisummary) || die "build failed"
+	go build -o "$T/bin/" ./test/cri/cmd/mkimages ./test/cri/cmd/crisummary ./cmd/warmctl) || die "build failed"
 mkdir -p "$T/busybox"
 dpkg -x "$bbdeb" "$T/busybox"
 
@@ -267,6 +267,8 @@ RUNC=$(command -v runc)
 cat >"$T/warm.toml" <<EOF
 runc = "$RUNC"
 runc_root = "$T/warm-runc-root"
+state_dir = "$T/warm-state"
+run_dir = "$T/warm-run"
 criu = "criu"
 log_level = "debug"
 EOF
@@ -411,6 +413,85 @@ if [ "${CRITEST_BENCH:-0}" -gt 0 ] && [ "$smoke_rc" = 0 ]; then
 				END { printf "%-40s %-8s %5d %7dms %7dms %7dms\n", "pod start to first reply (crictl)", h, NR, rank(50), rank(90), rank(99) }'
 		done
 	} | tee "$OUTDIR/bench.txt"
+fi
+# --- a template made in a pod serves other pods' containers (restore on create) -----------
+# Pod a's container makes template "podtok" (annotation and readiness file). The
+# containers of pods b and c name it: each is restored from its checkpoint into its own
+# pod's namespaces, by its pod's shim. Shown: their log carries pod a's token (process
+# memory, not the image), their init is in their own pod's network namespace, exec works,
+# no pool shim starts and nothing is restored ahead, and nothing is left once the pods
+# and the template (warmctl, straight from the store) go.
+# The pods share network, IPC and UTS namespaces and give each container its own PID
+# namespace, as Kubernetes does (crictl's default would share the pod's PID namespace).
+WARMCTL=("$T/bin/warmctl" -n "$NS" -run-dir "$T/warm-run" -state-dir "$T/warm-state")
+declare -A PT_PODS PT_CTRS
+pt_start() { # p
+	PT_PODS[$1]=$("${CRICTL[@]}" runp --runtime warm "$T/podtmpl/pod-$1.json" 2>>"$T/podtmpl/crictl.err") || return 1
+	PT_CTRS[$1]=$("${CRICTL[@]}" create "${PT_PODS[$1]}" "$T/podtmpl/ctr-$1.json" "$T/podtmpl/pod-$1.json" 2>>"$T/podtmpl/crictl.err") || return 1
+	"${CRICTL[@]}" start "${PT_CTRS[$1]}" >/dev/null 2>>"$T/podtmpl/crictl.err"
+}
+pt_token() { # p: the first token line of the container's log
+	local i
+	for i in $(seq 1 100); do
+		"${CRICTL[@]}" logs "${PT_CTRS[$1]}" 2>/dev/null | grep -m1 -o 'tok=.*' && return 0
+		sleep 0.1
+	done
+	return 1
+}
+pod_template() {
+	local d=$T/podtmpl p ann tok want netns pid
+	mkdir -p "$d"
+	for p in a b c; do
+		mkdir -p "$d/$p"
+		cat >"$d/pod-$p.json" <<EOF
+{"metadata": {"name": "tmpl-$p", "namespace": "warm-smoke", "uid": "tmpl-$p-uid", "attempt": 0},
+ "hostname": "tmpl", "log_directory": "$d/$p",
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+EOF
+		ann='"io.containerd.warm.template": "podtok"'
+		[ "$p" = a ] && ann="$ann, \"io.containerd.warm.ready\": \"file:/tmp/ready\""
+		cat >"$d/ctr-$p.json" <<EOF
+{"metadata": {"name": "app"}, "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
+ "command": ["sh", "-c", "tok=\$(cat /proc/sys/kernel/random/uuid); touch /tmp/ready; while :; do echo tok=\$tok; sleep 0.2; done"],
+ "annotations": {$ann}, "log_path": "app.log",
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+EOF
+	done
+	pt_start a || { log "pod template: pod a: $(tail -3 "$d/crictl.err")"; return 1; }
+	want=$(pt_token a) || { log "pod template: no token from pod a"; return 1; }
+	for _ in $(seq 1 100); do
+		"${WARMCTL[@]}" template ls 2>/dev/null | grep -q '^podtok ' && break
+		sleep 0.1
+	done
+	"${WARMCTL[@]}" template ls 2>/dev/null | grep -q '^podtok ' || { log "pod template: no template podtok (see $T/warm-run/$NS/pool-shim.log)"; return 1; }
+	for p in b c; do
+		pt_start "$p" || { log "pod template: pod $p: $(tail -3 "$d/crictl.err")"; return 1; }
+		tok=$(pt_token "$p") || { log "pod template: no output from pod $p"; return 1; }
+		[ "$tok" = "$want" ] || { log "pod template: pod $p printed $tok, the template's was $want: not restored from the template"; return 1; }
+		netns=$("${CRICTL[@]}" inspectp "${PT_PODS[$p]}" | python3 -c 'import json,sys; print([n["path"] for n in json.load(sys.stdin)["info"]["runtimeSpec"]["linux"]["namespaces"] if n["type"] == "network"][0])')
+		pid=$("${CRICTL[@]}" inspect "${PT_CTRS[$p]}" | python3 -c 'import json,sys; print(json.load(sys.stdin)["info"]["pid"])')
+		[ "$(readlink "/proc/$pid/ns/net")" = "net:[$(stat -L -c %i "$netns")]" ] || { log "pod template: pod $p's container (pid $pid) is in $(readlink "/proc/$pid/ns/net"), its pod's netns $netns is net:[$(stat -L -c %i "$netns")]"; return 1; }
+		[ "$("${CRICTL[@]}" exec "${PT_CTRS[$p]}" echo exec-ok)" = exec-ok ] || { log "pod template: exec in pod $p failed"; return 1; }
+	done
+	# Each pod's shim served its container; no pool shim was started, nothing restored ahead.
+	[ ! -e "$T/warm-run/$NS/ctl.sock" ] && [ -z "$(ls -A "$T/warm-run/$NS/sandboxes" 2>/dev/null)" ] || { log "pod template: a pool shim or pooled sandbox appeared: $(ls -R "$T/warm-run")"; return 1; }
+	[ "$(grep -c 'restore on create' "$T/containerd.log")" = 2 ] || { log "pod template: want 2 restores on create in containerd.log: $(grep 'podtok' "$T/containerd.log" | cut -c1-300 | tail -5)"; return 1; }
+	for p in a b c; do
+		{ "${CRICTL[@]}" stop -t 2 "${PT_CTRS[$p]}" && "${CRICTL[@]}" rm "${PT_CTRS[$p]}" &&
+			"${CRICTL[@]}" stopp "${PT_PODS[$p]}" && "${CRICTL[@]}" rmp "${PT_PODS[$p]}"; } >/dev/null || { log "pod template: removing pod $p failed"; return 1; }
+	done
+	"${WARMCTL[@]}" template rm podtok || { log "pod template: template rm failed"; return 1; }
+	[ -z "$(ls -A "$T/warm-state/templates/$NS")" ] || { log "pod template: template files left: $(ls -A "$T/warm-state/templates/$NS")"; return 1; }
+	for _ in $(seq 1 50); do
+		[ "$(pgrep -fc "containerd-shim-.*-address $T/c.sock" || true)" = 0 ] && break
+		sleep 0.1
+	done
+	[ "$(pgrep -fc "containerd-shim-.*-address $T/c.sock" || true)" = 0 ] || { log "pod template: a shim is still running"; return 1; }
+	[ -z "$(runc --root "$T/warm-runc-root/$NS" list -q 2>/dev/null)" ] || { log "pod template: runc containers left: $(runc --root "$T/warm-runc-root/$NS" list -q)"; return 1; }
+	echo "pod template: ok (pods b and c restored from pod a's template into their own network namespaces)" | tee -a "$OUTDIR/smoke.txt"
+}
+if [[ " $HANDLERS " == *" warm "* ]] && [ "$smoke_rc" = 0 ]; then
+	pod_template || { log "pod template test failed"; smoke_rc=1; }
 fi
 if [ "${CRITEST_SMOKE_ONLY:-0}" = 1 ]; then
 	exit "$smoke_rc"
