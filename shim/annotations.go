@@ -47,3 +47,40 @@ func parseReady(s string) (readyRule, error) {
 	}
 	return r, nil
 }
+
+// CRI's annotations on every container of a pod.
+const (
+	criContainerType = "io.kubernetes.cri.container-type" // "sandbox" or "container"
+	criContainerName = "io.kubernetes.cri.container-name"
+	warmPrefix       = "io.containerd.warm."
+)
+
+// scopeAnnotations gives a container of a Kubernetes pod the warm annotations meant for
+// it. A Pod's annotations reach every container of the pod (pod_annotations), the
+// sandbox (pause) container included: that one never makes, names or recovers a
+// template (only io.containerd.warm.group still applies to it), and KEY/NAME (e.g.
+// io.containerd.warm.template/app) is KEY for the container named NAME, over a plain
+// KEY. Other containers' annotations are returned as they are; the map is not modified.
+func scopeAnnotations(ann map[string]string) map[string]string {
+	kind, name := ann[criContainerType], ann[criContainerName]
+	if kind == "" {
+		return ann
+	}
+	out := make(map[string]string, len(ann))
+	for k, v := range ann {
+		if !strings.HasPrefix(k, warmPrefix) || k == GroupAnnotation {
+			out[k] = v
+		} else if base, _, scoped := strings.Cut(k, "/"); kind != "sandbox" && !scoped {
+			out[base] = v
+		}
+	}
+	if kind == "sandbox" || name == "" {
+		return out
+	}
+	for k, v := range ann {
+		if base, n, ok := strings.Cut(k, "/"); ok && n == name && strings.HasPrefix(base, warmPrefix) {
+			out[base] = v
+		}
+	}
+	return out
+}

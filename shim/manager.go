@@ -92,7 +92,7 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	if err != nil {
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
-	grouping := groupKey(id, sf.Annotations)
+	grouping := groupKey(id, scopeAnnotations(sf.Annotations))
 	if grouping == PoolGroup {
 		cmd.Env = append(cmd.Env, EnvPoolShim+"=1")
 	}

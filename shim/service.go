@@ -214,7 +214,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	ann := sf.Annotations
+	ann := scopeAnnotations(sf.Annotations) // a pod's: those meant for this container
 	// What a cold start gets, should a warm one fail.
 	cold := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	coldRunc := proto.Clone(topts.runc).(*options.Options)
@@ -227,6 +227,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if spec, err = sf.Spec(); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
+		spec.Annotations = ann
 	}
 	var relay *stdinRelay
 	if pol.Enabled && r.Stdin != "" && !r.Terminal {

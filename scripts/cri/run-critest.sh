@@ -327,8 +327,8 @@ state = "$T/state"
         Root = "$T/runc-root"
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.warm]
       runtime_type = "io.containerd.warm.v2"
-      pod_annotations = ["io.containerd.warm.*"]
-      container_annotations = ["io.containerd.warm.*"]
+      pod_annotations = ["io.containerd.warm.*", "io.containerd.warm.*/*"]
+      container_annotations = ["io.containerd.warm.*", "io.containerd.warm.*/*"]
 $WARM_OPTIONS
 EOF
 mkdir -p "$T/nri/plugins" "$T/nri/conf"
@@ -415,7 +415,9 @@ if [ "${CRITEST_BENCH:-0}" -gt 0 ] && [ "$smoke_rc" = 0 ]; then
 	} | tee "$OUTDIR/bench.txt"
 fi
 # --- a template made in a pod serves other pods' containers (restore on create) -----------
-# Pod a's container makes template "podtok" (annotation and readiness file). The
+# Pod a's container makes template "podtok" (readiness file), as a Kubernetes Pod asks:
+# pod annotations io.containerd.warm.template/app and .ready/app, which reach the pause
+# container too (it must ignore them) and are meant for container "app". The
 # containers of pods b and c name it: each is restored from its checkpoint into its own
 # pod's namespaces, by its pod's shim. Shown: their log carries pod a's token (process
 # memory, not the image), their init is in their own pod's network namespace, exec works,
@@ -443,17 +445,17 @@ pod_template() {
 	mkdir -p "$d"
 	for p in a b c; do
 		mkdir -p "$d/$p"
+		ann='"io.containerd.warm.template/app": "podtok"'
+		[ "$p" = a ] && ann="$ann, \"io.containerd.warm.ready/app\": \"file:/tmp/ready\""
 		cat >"$d/pod-$p.json" <<EOF
 {"metadata": {"name": "tmpl-$p", "namespace": "warm-smoke", "uid": "tmpl-$p-uid", "attempt": 0},
- "hostname": "tmpl", "log_directory": "$d/$p",
+ "hostname": "tmpl", "log_directory": "$d/$p", "annotations": {$ann},
  "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
 EOF
-		ann='"io.containerd.warm.template": "podtok"'
-		[ "$p" = a ] && ann="$ann, \"io.containerd.warm.ready\": \"file:/tmp/ready\""
 		cat >"$d/ctr-$p.json" <<EOF
 {"metadata": {"name": "app"}, "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
  "command": ["sh", "-c", "tok=\$(cat /proc/sys/kernel/random/uuid); touch /tmp/ready; while :; do echo tok=\$tok; sleep 0.2; done"],
- "annotations": {$ann}, "log_path": "app.log",
+ "log_path": "app.log",
  "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
 EOF
 	done
@@ -464,6 +466,9 @@ EOF
 		sleep 0.1
 	done
 	"${WARMCTL[@]}" template ls 2>/dev/null | grep -q '^podtok ' || { log "pod template: no template podtok (see $T/warm-run/$NS/pool-shim.log)"; return 1; }
+	# Made from container "app", not from the pause container that got the same annotations.
+	[ "$("${WARMCTL[@]}" -json template ls | python3 -c 'import json,sys; print([t["spec"]["process"]["args"][0] for t in json.load(sys.stdin) if t["name"] == "podtok"][0])')" = sh ] ||
+		{ log "pod template: podtok was not made from container app: $("${WARMCTL[@]}" -json template ls | cut -c1-300)"; return 1; }
 	for p in b c; do
 		pt_start "$p" || { log "pod template: pod $p: $(tail -3 "$d/crictl.err")"; return 1; }
 		tok=$(pt_token "$p") || { log "pod template: no output from pod $p"; return 1; }
