@@ -198,6 +198,11 @@ log "building the shim and the helpers"
 	CGO_ENABLED=0 go build -o "$T/bin/pause" ./test/cri/cmd/pause &&
 	CGO_ENABLED=0 go build -o "$T/bin/nnp" ./test/cri/cmd/nnp &&
 	go build -o "$T/bin/" ./test/cri/cmd/mkimages ./test/cri/cmd/crisummary ./cmd/warmctl) || die "build failed"
+GOSERVICE=()
+if [ "${CRITEST_BENCH:-0}" -gt 0 ]; then
+	(cd "$HERE" && CGO_ENABLED=0 go build -trimpath -ldflags=-s\ -w -o "$T/bin/goservice" ./test/apps/goservice) || die "build goservice failed"
+	GOSERVICE=(-goservice "$T/bin/goservice")
+fi
 mkdir -p "$T/busybox"
 dpkg -x "$bbdeb" "$T/busybox"
 
@@ -225,7 +230,7 @@ for _ in $(seq 1 100); do
 done
 log "registry on 127.0.0.1:$REG_PORT; pushing stand-in images"
 "$T/bin/mkimages" -registry "127.0.0.1:$REG_PORT" -busybox "$T/busybox/bin/busybox" \
-	-pause "$T/bin/pause" -nnp "$T/bin/nnp" >"$T/images.log" || die "mkimages failed: $(cat "$T/images.log")"
+	-pause "$T/bin/pause" -nnp "$T/bin/nnp" "${GOSERVICE[@]}" >"$T/images.log" || die "mkimages failed: $(cat "$T/images.log")"
 grep '^cannot reproduce' "$T/images.log" | sed 's/^/[critest] /' >&2
 
 for host in registry.k8s.io gcr.io k8s.gcr.io docker.io registry-1.docker.io quay.io; do
@@ -337,6 +342,7 @@ containerd --config "$T/config.toml" >"$T/containerd.log" 2>&1 &
 CTD_PID=$!
 printf 'runtime-endpoint: unix://%s/c.sock\nimage-endpoint: unix://%s/c.sock\ntimeout: 60\n' "$T" "$T" >"$T/crictl.yaml"
 CRICTL=(crictl --config "$T/crictl.yaml")
+WARMCTL=("$T/bin/warmctl" -n "$NS" -run-dir "$T/warm-run" -state-dir "$T/warm-state")
 ready=
 for _ in $(seq 1 300); do
 	kill -0 "$CTD_PID" 2>/dev/null || die "containerd exited: $(tail -20 "$T/containerd.log")"
@@ -390,12 +396,54 @@ EOF
 	printf 'crictl smoke %-5s: ok (runp+create+start+exec, pod start to first reply: %d ms)\n' "$h" $(((t1 - t0) / 1000000)) | tee -a "${SMOKE_OUT:-$OUTDIR/smoke.txt}"
 }
 "${CRICTL[@]}" pull registry.k8s.io/e2e-test-images/busybox:1.29-2 >/dev/null || die "pull busybox failed"
+if [ "${CRITEST_BENCH:-0}" -gt 0 ]; then
+	"${CRICTL[@]}" pull registry.k8s.io/warm-test/goservice:1 >/dev/null || die "pull goservice failed"
+fi
 : >"$OUTDIR/smoke.txt"
 : >"$OUTDIR/flaky.txt"
 smoke_rc=0
 for h in runc warm; do
 	smoke "$h" || { log "crictl smoke test failed for handler $h"; smoke_rc=1; }
 done
+# gopod HANDLER LABEL ANNOTATIONS: a pod with the sample Go service (1 s, 200 MB of
+# initialisation, then a line every 5 ms); appends "gopod LABEL MS STATE PHASES" to
+# bench.txt: runp to its first line in the pod's log, the state it reports, and the time
+# of runp, create and start.
+gopod() {
+	local h=$1 label=$2 ann=$3 d pod ctr t0 t1 tp tc ts line
+	d=$(mktemp -d "$T/gopod.XXXXXX")
+	cat >"$d/pod.json" <<EOF
+{"metadata": {"name": "gopod-${d##*.}", "namespace": "warm-bench", "uid": "gopod-${d##*.}", "attempt": 0},
+ "hostname": "gopod", "log_directory": "$d", "annotations": {$ann},
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+EOF
+	cat >"$d/ctr.json" <<EOF
+{"metadata": {"name": "app"}, "image": {"image": "registry.k8s.io/warm-test/goservice:1"}, "log_path": "app.log",
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+EOF
+	t0=$(date +%s%N)
+	pod=$("${CRICTL[@]}" runp --runtime "$h" "$d/pod.json" 2>>"$d/crictl.err") || return 1
+	tp=$(date +%s%N)
+	ctr=$("${CRICTL[@]}" create "$pod" "$d/ctr.json" "$d/pod.json" 2>>"$d/crictl.err") || return 1
+	tc=$(date +%s%N)
+	"${CRICTL[@]}" start "$ctr" >/dev/null 2>>"$d/crictl.err" || return 1
+	ts=$(date +%s%N)
+	for _ in $(seq 1 3000); do
+		grep -q ' tick ' "$d/app.log" 2>/dev/null && break
+		sleep 0.002
+	done
+	t1=$(date +%s%N)
+	line=$(grep -m1 ' tick ' "$d/app.log") || { log "gopod $label: no output: $(tail -3 "$d/crictl.err")"; return 1; }
+	line=${line##*state=}
+	echo "gopod $label $(((t1 - t0) / 1000000)) ${line%% *} runp=$(((tp - t0) / 1000000)) create=$(((tc - tp) / 1000000)) start=$(((ts - tc) / 1000000))" >>"$T/bench.txt"
+	if [ "$label" = maker ]; then
+		for _ in $(seq 1 300); do
+			"${WARMCTL[@]}" template ls 2>/dev/null | grep -q '^gotmpl ' && break
+			sleep 0.1
+		done
+	fi
+	{ "${CRICTL[@]}" stop -t 1 "$ctr" && "${CRICTL[@]}" rm "$ctr" && "${CRICTL[@]}" stopp "$pod" && "${CRICTL[@]}" rmp "$pod"; } >/dev/null 2>>"$d/crictl.err"
+}
 # Benchmark row: pod start to first reply, CRITEST_BENCH runs per handler, interleaved.
 if [ "${CRITEST_BENCH:-0}" -gt 0 ] && [ "$smoke_rc" = 0 ]; then
 	: >"$T/bench.txt"
@@ -404,13 +452,34 @@ if [ "${CRITEST_BENCH:-0}" -gt 0 ] && [ "$smoke_rc" = 0 ]; then
 			SMOKE_OUT=$T/bench.txt smoke "$h" >/dev/null || { log "bench run failed for $h"; smoke_rc=1; break 2; }
 		done
 	done
+	# The Go service in a pod: runc cold, and warm restored from a template made in a
+	# pod (pod annotations for container "app"), interleaved.
+	gopod warm maker '"io.containerd.warm.template/app": "gotmpl", "io.containerd.warm.ready/app": "file:/tmp/ready"' ||
+		{ log "bench: template pod failed"; smoke_rc=1; }
+	for _ in $(seq 1 "$CRITEST_BENCH"); do
+		gopod runc runc-cold '' && gopod warm warm-restore '"io.containerd.warm.template/app": "gotmpl"' ||
+			{ log "bench: go pod run failed"; smoke_rc=1; break; }
+	done
+	# Every restored pod must report the template's state (not its own initialisation).
+	want=$(awk '$2 == "maker" {print $4}' "$T/bench.txt")
+	if awk -v w="$want" '$1 == "gopod" && $2 == "warm-restore" && $4 != w' "$T/bench.txt" | grep -q .; then
+		log "bench: a restored go pod did not continue from the template (state $want)"; smoke_rc=1
+	fi
+	"${WARMCTL[@]}" template rm gotmpl >/dev/null 2>&1 || true
+	cp "$T/bench.txt" "$OUTDIR/bench-raw.txt"
 	{
-		printf '%-40s %-8s %5s %9s %9s %9s\n' "benchmark" "handler" "runs" "median" "p90" "p99"
+		printf '%-40s %-12s %5s %9s %9s %9s\n' "benchmark" "handler" "runs" "median" "p90" "p99"
 		for h in runc warm; do
 			grep "crictl smoke $h " "$T/bench.txt" | sed 's/.*first reply: \([0-9]*\) ms.*/\1/' | sort -n | awk -v h="$h" '
 				function rank(p) { i = int(p / 100 * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] }
 				{ v[NR] = $1 }
-				END { printf "%-40s %-8s %5d %7dms %7dms %7dms\n", "pod start to first reply (crictl)", h, NR, rank(50), rank(90), rank(99) }'
+				END { printf "%-40s %-12s %5d %7dms %7dms %7dms\n", "pod start to first reply (crictl)", h, NR, rank(50), rank(90), rank(99) }'
+		done
+		for m in runc-cold warm-restore; do
+			awk -v m="$m" '$1 == "gopod" && $2 == m {print $3}' "$T/bench.txt" | sort -n | awk -v m="$m" '
+				function rank(p) { i = int(p / 100 * NR + 0.999999); if (i < 1) i = 1; if (i > NR) i = NR; return v[i] }
+				{ v[NR] = $1 }
+				END { if (NR) printf "%-40s %-12s %5d %7dms %7dms %7dms\n", "go service pod to first output (crictl)", m, NR, rank(50), rank(90), rank(99) }'
 		done
 	} | tee "$OUTDIR/bench.txt"
 fi
@@ -425,7 +494,6 @@ fi
 # and the template (warmctl, straight from the store) go.
 # The pods share network, IPC and UTS namespaces and give each container its own PID
 # namespace, as Kubernetes does (crictl's default would share the pod's PID namespace).
-WARMCTL=("$T/bin/warmctl" -n "$NS" -run-dir "$T/warm-run" -state-dir "$T/warm-state")
 declare -A PT_PODS PT_CTRS
 pt_start() { # p
 	PT_PODS[$1]=$("${CRICTL[@]}" runp --runtime warm "$T/podtmpl/pod-$1.json" 2>>"$T/podtmpl/crictl.err") || return 1
@@ -480,7 +548,7 @@ EOF
 	done
 	# Each pod's shim served its container; no pool shim was started, nothing restored ahead.
 	[ ! -e "$T/warm-run/$NS/ctl.sock" ] && [ -z "$(ls -A "$T/warm-run/$NS/sandboxes" 2>/dev/null)" ] || { log "pod template: a pool shim or pooled sandbox appeared: $(ls -R "$T/warm-run")"; return 1; }
-	[ "$(grep -c 'restore on create' "$T/containerd.log")" = 2 ] || { log "pod template: want 2 restores on create in containerd.log: $(grep 'podtok' "$T/containerd.log" | cut -c1-300 | tail -5)"; return 1; }
+	[ "$(grep 'restore on create' "$T/containerd.log" | grep -c 'template=podtok')" = 2 ] || { log "pod template: want 2 restores on create in containerd.log: $(grep 'podtok' "$T/containerd.log" | cut -c1-300 | tail -5)"; return 1; }
 	for p in a b c; do
 		{ "${CRICTL[@]}" stop -t 2 "${PT_CTRS[$p]}" && "${CRICTL[@]}" rm "${PT_CTRS[$p]}" &&
 			"${CRICTL[@]}" stopp "${PT_PODS[$p]}" && "${CRICTL[@]}" rmp "${PT_PODS[$p]}"; } >/dev/null || { log "pod template: removing pod $p failed"; return 1; }

@@ -1,12 +1,14 @@
 // Command goservice is warm's sample Go service: its initialisation takes about a second
 // and 200 MB (a table it computes), after which it answers each line on stdin with one
-// line on stdout that depends on the table, and writes /tmp/ready.
+// line on stdout that depends on the table, and writes /tmp/ready. With -ticks it prints
+// a line every 5 ms instead (for a pod, whose container has no stdin to answer).
 package main
 
 import (
 	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
+	"flag"
 	"fmt"
 	"os"
 	"time"
@@ -15,6 +17,8 @@ import (
 const tableBytes = 200 << 20
 
 func main() {
+	ticks := flag.Bool("ticks", false, "after initialisation, print a line every 5 ms")
+	flag.Parse()
 	start := time.Now()
 	// 200 MB of data that is not all zero (a restored copy must really hold it), built
 	// by hashing: about a second of CPU.
@@ -36,6 +40,10 @@ func main() {
 		f.Close()
 	}
 	fmt.Printf("ready after %v\n", time.Since(start).Round(time.Millisecond))
+	for n := 0; *ticks; n++ {
+		fmt.Printf("tick %d state=%s sum=%d\n", n, id, table[(n<<20)%tableBytes])
+		time.Sleep(5 * time.Millisecond)
+	}
 	sc := bufio.NewScanner(os.Stdin)
 	out := bufio.NewWriter(os.Stdout)
 	for sc.Scan() {

@@ -62,6 +62,7 @@ func main() {
 	busybox := flag.String("busybox", "", "Debian's dynamic busybox binary (from the busybox .deb)")
 	pause := flag.String("pause", "", "static pause binary (test/cri/cmd/pause)")
 	nnp := flag.String("nnp", "", "static nonewprivs binary (test/cri/cmd/nnp)")
+	goservice := flag.String("goservice", "", "optional: static sample Go service (test/apps/goservice), pushed as warm-test/goservice:1")
 	flag.Parse()
 	if *registry == "" || *busybox == "" || *pause == "" || *nnp == "" {
 		flag.Usage()
@@ -71,6 +72,17 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mkimages:", err)
 		os.Exit(1)
+	}
+	if *goservice != "" {
+		// The benchmark's pod application: the static service alone, printing ticks.
+		images = append(images, image{repo: "warm-test/goservice", tags: []string{"1"},
+			layers: [][]entry{{
+				{path: "app", dir: true, mode: 0o755}, {path: "tmp", dir: true, mode: 0o1777},
+				{path: "proc", dir: true, mode: 0o755}, {path: "sys", dir: true, mode: 0o755},
+				{path: "dev", dir: true, mode: 0o755}, {path: "etc", dir: true, mode: 0o755},
+				{path: "app/goservice", mode: 0o755, src: *goservice},
+			}},
+			config: ocispec.ImageConfig{Cmd: []string{"/app/goservice", "-ticks"}, Env: []string{pathEnv}}})
 	}
 	r := &pusher{base: "http://" + *registry, client: &http.Client{Timeout: time.Minute}}
 	for _, img := range images {
