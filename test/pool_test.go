@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/test/harness"
@@ -502,4 +504,83 @@ func stopPoolShim(t *testing.T, e *env) {
 		}
 		return true
 	})
+}
+
+// TestGroupShimRestoresTemplate: a container that names a template but belongs to
+// another shim (a group's, as a pod's containers belong to their sandbox's) is served in
+// that shim by restoring the template's checkpoint. That shim starts no pool and leaves
+// the pool shim's frozen sandboxes alone (it used to sweep them as its own leftovers).
+func TestGroupShimRestoresTemplate(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "grp-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	before, _, err := ctl.Pool(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sandboxes := func() map[string]bool {
+		out, err := exec.Command(cd.Env.Runc, "--root", filepath.Join(cd.RuncRoot, cd.Namespace), "list", "-q").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := map[string]bool{}
+		for _, id := range strings.Fields(string(out)) {
+			if strings.Contains(id, name) || strings.HasPrefix(id, "warm-") {
+				m[id] = true
+			}
+		}
+		return m
+	}
+	frozen := sandboxes()
+
+	c := e.container(echoApp, oci.WithAnnotations(map[string]string{
+		"io.containerd.warm.template": name, "io.containerd.warm.group": "g-" + shortName(t)}))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	if got := askSeed(t, w, &out, "grouped"); got != seed {
+		t.Fatalf("grouped container has seed %s, the template %s: not restored from the template", got, seed)
+	}
+	if shim, pool := parentPid(t, task.Pid()), poolShimPid(t); shim == pool {
+		t.Fatalf("grouped container runs in the pool shim (%d)", pool)
+	}
+	after, _, err := ctl.Pool(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Hits != before.Hits || after.Destroyed != before.Destroyed {
+		t.Fatalf("pool changed: before %+v, after %+v", before, after)
+	}
+	for id := range frozen {
+		if !sandboxes()[id] {
+			t.Fatalf("frozen sandbox %s of the pool shim disappeared when the group shim started", id)
+		}
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exitOf(t, exit)
+}
+
+// poolShimPid is the pid of the process serving the namespace's control socket.
+func poolShimPid(t *testing.T) int {
+	t.Helper()
+	conn, err := net.Dial("unix", filepath.Join(cd.WarmRun, cd.Namespace, "ctl.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	raw, err := conn.(*net.UnixConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || cerr != nil {
+		t.Fatal(err, cerr)
+	}
+	return int(cred.Pid)
 }
