@@ -114,6 +114,10 @@ func (s *service) startCheckpoints(rec *recoverable) {
 	}()
 }
 
+// preFreezeLimit bounds how long a periodic checkpoint keeps the task frozen before CRIU
+// takes over.
+const preFreezeLimit = 5 * time.Second
+
 // periodicCheckpoint dumps the running task (leaving it running) into the container's
 // checkpoint store: with incremental dumps, a pre-dump first copies memory while the task
 // runs, and the dump proper (the task's pause) only writes what changed since.
@@ -127,11 +131,12 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		return nil
 	}
 	ip := p.(*process.Init)
+	rec.dumpMu.Lock()
+	defer rec.dumpMu.Unlock()
+	// Under dumpMu: a Pause that came first has the task paused, and it stays so.
 	if st, _ := ip.Status(s.context); st != "running" {
 		return nil
 	}
-	rec.dumpMu.Lock()
-	defer rec.dumpMu.Unlock()
 	select {
 	case <-rec.stop:
 		return nil // the container is being deleted
@@ -160,6 +165,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	defer close(dumping)
 	go s.watchDumpedTask(rec, ip.Pid(), dumping)
 	var pause, frozen, took time.Duration
+	var prefrozen bool // the shim froze the task, not CRIU
 	cp, err := rec.cps.Commit(func(images string) error {
 		work := filepath.Join(filepath.Dir(images), "work")
 		defer os.RemoveAll(work)
@@ -184,8 +190,29 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 				opts.ParentPath = "../pre"
 			}
 		}
+		// The task's pause: from freezing it here to thawing it after the dump. Should
+		// the freeze not settle, CRIU freezes it (and its stats give the pause).
+		// Thawing early is harmless (CRIU holds the tasks it seized by ptrace, and
+		// freezes them itself if it finds them thawed): runc and CRIU slower to start
+		// than preFreezeLimit do not keep the task frozen until checkpoint_timeout.
 		start := time.Now()
+		thaw, ferr := oci.FreezeContainer(ip.Runtime().Root, rec.id)
+		var thawOnce func()
+		if ferr != nil {
+			log.G(s.context).WithError(ferr).WithField("container", rec.id).Debug("pre-freeze failed; CRIU freezes the task")
+		} else if thaw != nil {
+			thawOnce = sync.OnceFunc(func() {
+				if terr := thaw(); terr != nil {
+					log.G(s.context).WithError(terr).WithField("container", rec.id).Warn("thaw after checkpoint")
+				}
+			})
+			defer time.AfterFunc(preFreezeLimit, thawOnce).Stop()
+		}
 		err := ip.Runtime().Checkpoint(ctx, rec.id, opts, runcC.LeaveRunning)
+		if thawOnce != nil {
+			thawOnce()
+			prefrozen = true
+		}
 		took = time.Since(start)
 		if err != nil && timedOut.Load() {
 			return fmt.Errorf("checkpoint killed after checkpoint_timeout (%v): %w", rec.policy.CheckpointTimeout, err)
@@ -193,11 +220,14 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		if err != nil {
 			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
 		}
-		// The task's pause is CRIU's own account: freezing it, then keeping it frozen.
-		// Without that file, the whole checkpoint call bounds it.
+		// Without a pre-freeze, the pause is CRIU's own account (freezing, then keeping
+		// the task frozen); without that file, the whole checkpoint call bounds it.
 		pause = took
 		if st, err := oci.ReadDumpStats(work); err == nil {
-			pause, frozen = st.Pause(), st.Frozen
+			frozen = st.Frozen
+			if thawOnce == nil {
+				pause = st.Pause()
+			}
 		} else {
 			log.G(s.context).WithError(err).WithField("container", rec.id).Debug("CRIU dump stats")
 		}
@@ -214,7 +244,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	rec.mu.Unlock()
 	rec.cps.Prune(rec.policy.Keep)
 	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).WithField("frozen", frozen).
-		WithField("took", took).Info("periodic checkpoint")
+		WithField("took", took).WithField("prefrozen", prefrozen).Info("periodic checkpoint")
 	if rec.policy.Standby {
 		go s.refreshStandby(rec, cp)
 	}
@@ -550,6 +580,20 @@ func (s *service) waitRecovered(ctx context.Context, id string, c *runc.Containe
 	}
 	cur, err := s.getContainer(id)
 	return err == nil && cur != c
+}
+
+// holdDump waits for a periodic checkpoint of the container in progress and keeps the
+// next from starting until the returned func is called: a Pause or Resume must not be
+// undone by the checkpoint's own freeze and thaw.
+func (s *service) holdDump(id string) (release func()) {
+	s.mu.Lock()
+	rec := s.recover[id]
+	s.mu.Unlock()
+	if rec == nil {
+		return func() {}
+	}
+	rec.dumpMu.Lock()
+	return rec.dumpMu.Unlock
 }
 
 // forgetRecovery is called when containerd deletes the container: checkpoints, FIFO

@@ -566,6 +566,7 @@ func (s *service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*ptypes.E
 	if err != nil {
 		return nil, err
 	}
+	defer s.holdDump(r.ID)()
 	if err := container.Pause(ctx); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
@@ -579,6 +580,7 @@ func (s *service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*ptypes
 	if err != nil {
 		return nil, err
 	}
+	defer s.holdDump(r.ID)()
 	if err := container.Resume(ctx); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

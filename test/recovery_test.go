@@ -657,3 +657,40 @@ func TestRecoveryKillDuringDump(t *testing.T) {
 	default:
 	}
 }
+
+// TestRecoveryCheckpointPreFreeze: the shim freezes the task itself for each periodic
+// checkpoint (CRIU's own freeze polls every 100 ms) and thaws it after: the log says so,
+// and the task runs on between checkpoints. A task an operator paused stays paused
+// across checkpoint intervals (the checkpoint's thaw never undoes a Pause).
+func TestRecoveryCheckpointPreFreeze(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	c := e.container(counterApp, recoveryAnn(nil))
+	var out syncBuffer
+	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	prefrozen := func() int { return cd.LogLines("container="+c.ID(), "prefrozen=true") }
+	waitFor(t, "two checkpoints the shim froze the task for", func() bool { return prefrozen() >= 2 })
+	if n := cd.LogLines("container="+c.ID(), "prefrozen=false"); n != 0 {
+		t.Fatalf("%d periodic checkpoints without the shim's freeze", n)
+	}
+	n := len(strings.Fields(out.String()))
+	waitFor(t, "the counter running after the checkpoints", func() bool { return len(strings.Fields(out.String())) >= n+5 })
+
+	if err := task.Pause(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second) // three checkpoint intervals
+	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Paused {
+		t.Fatalf("after a second paused: %+v %v", st, err)
+	}
+	if err := task.Resume(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	n = len(strings.Fields(out.String()))
+	waitFor(t, "the counter running after resume", func() bool { return len(strings.Fields(out.String())) >= n+5 })
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exitOf(t, exit)
+}

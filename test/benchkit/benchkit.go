@@ -461,7 +461,8 @@ func (e *Env) StandbyRecoveries(prefix string) (fromStandby, all int) {
 
 // RecoveryLog reads the shim's recovery records from containerd's log: detection
 // latency (exit to recovery start) per recovery, and per periodic checkpoint the task's
-// pause (CRIU's freezing + frozen time) and the whole checkpoint call, for a container
+// pause (from the shim freezing it to its thaw; CRIU's freezing + frozen time when the
+// shim could not freeze it) and the whole checkpoint call, for a container
 // id prefix.
 func (e *Env) RecoveryLog(prefix string) (detection, pauses, calls []float64) {
 	data, _ := os.ReadFile(e.CD.LogPath)

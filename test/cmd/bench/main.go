@@ -177,7 +177,7 @@ func run(runs int, outPath string, which []string, withRecovery bool) error {
 		stopP()
 		det, pauses, calls := e.RecoveryLog("rec" + app.Name)
 		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "recovery detection (exit to start)", det))
-		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "task paused per periodic checkpoint (CRIU freezing+frozen, full dumps)", pauses))
+		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "task paused per periodic checkpoint (shim freeze to thaw, full dumps)", pauses))
 		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "periodic checkpoint, whole runc call", calls))
 	}
 	rep.Extra = map[string]interface{}{"incremental_checkpoints": "not measured: CRIU 4.1.1 reports MemTrack (soft-dirty tracking) missing on this kernel, so pre-dumps are refused and every periodic checkpoint is a full dump"}
