@@ -36,6 +36,10 @@ type Runtime interface {
 // refillHoldoff is how long after an Acquire the refiller leaves the CPU to the hit.
 const refillHoldoff = 100 * time.Millisecond
 
+// maxInFlightHold bounds how long a hit that was acquired but has not started yet (see
+// Served) holds the refills back.
+const maxInFlightHold = time.Second
+
 // ErrEmpty is returned by Acquire when no frozen sandbox came within the timeout.
 var ErrEmpty = errors.New("pool empty")
 
@@ -60,6 +64,9 @@ type entry struct {
 	sb      Sandbox
 	state   State
 	release func() // of the template generation
+	// acquiredAt and started: a hit in flight (acquired, not started) holds refills.
+	acquiredAt time.Time
+	started    bool
 }
 
 // Pool is the pool of one template in one namespace.
@@ -224,6 +231,7 @@ func (p *Pool) Acquire(ctx context.Context, timeout time.Duration) (*Sandbox, er
 			return nil, fmt.Errorf("%w: %s", ErrNotPoolable, p.restoreOnly)
 		}
 		if e := p.takeLocked(); e != nil {
+			e.acquiredAt = p.now()
 			lat := p.now().Sub(start)
 			e.sb.AcquireLatency = lat
 			p.stats.hits++
@@ -271,12 +279,31 @@ func (p *Pool) takeLocked() *entry {
 	return nil
 }
 
-// RecordServe records how long the shim took to Create and Start a container it served
-// from this pool (its own share of a hit's latency).
-func (p *Pool) RecordServe(d time.Duration) {
+// Served records that the container served from sandbox id has started, and how long
+// the shim took to Create and Start it (its own share of a hit's latency). The last hit
+// in flight to start lets the refills run.
+func (p *Pool) Served(id string, d time.Duration) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.stats.serves.add(d)
+	if e := p.entries[id]; e != nil {
+		e.started = true
+	}
+	idle := p.inFlightLocked(p.now()) == 0
+	p.mu.Unlock()
+	if idle {
+		p.Kick()
+	}
+}
+
+// inFlightLocked counts hits acquired (within maxInFlightHold) that have not started.
+func (p *Pool) inFlightLocked(now time.Time) int {
+	n := 0
+	for _, e := range p.entries {
+		if e.state == Acquired && !e.started && now.Sub(e.acquiredAt) < maxInFlightHold {
+			n++
+		}
+	}
+	return n
 }
 
 // noteArrival updates the decayed arrival rate (half-life 10s).
@@ -520,9 +547,10 @@ func (p *Pool) round(ctx context.Context) {
 	if now.Before(p.retryAt) {
 		n = 0
 	}
-	// A hit is being served right after an Acquire: restoring now (CRIU is CPU heavy)
-	// would slow it down. Unless callers wait, refill a moment later.
-	if p.waiting == 0 && now.Sub(p.lastAcq) < refillHoldoff && len(p.frozen) > 0 {
+	// Hits are being served (acquired and not started yet, or just acquired): restoring
+	// now (CRIU is CPU heavy) would slow them down, all the more in a burst. Unless
+	// callers wait or nothing is frozen, refill once they have started.
+	if p.waiting == 0 && len(p.frozen) > 0 && (now.Sub(p.lastAcq) < refillHoldoff || p.inFlightLocked(now) > 0) {
 		n = 0
 		go func() {
 			time.Sleep(refillHoldoff)

@@ -435,3 +435,37 @@ func TestRestoreOnlyTemplate(t *testing.T) {
 	}
 	closePool(t, p, rt)
 }
+
+// Hits acquired and not yet started hold the refills back (a restore would take the CPU
+// from them); the last one to start lets the refill run.
+func TestRefillWaitsForHitsInFlight(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(3, 3), rt, nil)
+	eventually(t, "3 frozen", func() bool { return p.Stats().Frozen == 3 })
+	before := rt.restores.Load()
+	a, err := p.Acquire(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := p.Acquire(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * refillHoldoff) // past the holdoff, within maxInFlightHold
+	if n := rt.restores.Load() - before; n != 0 {
+		t.Fatalf("%d restores while two hits were in flight", n)
+	}
+	p.Served(a.ID, time.Millisecond)
+	time.Sleep(2 * refillHoldoff)
+	if n := rt.restores.Load() - before; n != 0 {
+		t.Fatalf("%d restores while one hit was in flight", n)
+	}
+	p.Served(b.ID, time.Millisecond)
+	eventually(t, "refilled to 3 frozen", func() bool { return p.Stats().Frozen == 3 })
+	if st := p.Stats(); st.ServeP50 != time.Millisecond {
+		t.Fatalf("stats %+v", st)
+	}
+	_ = p.Release(context.Background(), a)
+	_ = p.Release(context.Background(), b)
+	closePool(t, p, rt)
+}

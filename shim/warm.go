@@ -384,7 +384,7 @@ func (w *warm) startedIn(id string, d time.Duration) {
 	s := w.served[id]
 	w.mu.Unlock()
 	if s != nil && s.sb != nil && s.pool != nil {
-		s.pool.RecordServe(s.create + d)
+		s.pool.Served(s.sb.ID, s.create+d)
 		log.L.WithField("container", id).WithField("create", s.create).WithField("start", d).Debug("pool hit served")
 	}
 }

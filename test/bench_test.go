@@ -1,13 +1,18 @@
 package test
 
 import (
+	"fmt"
 	"sort"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/cio"
+	"github.com/containerd/containerd/v2/pkg/oci"
 
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -64,4 +69,144 @@ func BenchmarkPoolHit(b *testing.B) {
 	if len(client) > 0 {
 		b.ReportMetric(float64(client[len(client)/2].Microseconds())/1000, "client-p50-ms")
 	}
+}
+
+// BenchmarkPoolHitConcurrent compares 10 hits started at once with 10 started one after
+// another, each on a pool of 10 settled sandboxes, through one Go client (as the CRI
+// plugin drives containerd): NewContainer + NewTask + Start per hit. It reports p50 and
+// p99 of both, their ratio, and the shim's share. Run it with
+//
+//	sudo make build && PATH=$PWD/bin:/var/cache/warm-tools/bin:$PATH go test -run '^$' -bench PoolHitConcurrent -benchtime 3x ./test/
+func BenchmarkPoolHitConcurrent(b *testing.B) {
+	if skipWhy != "" {
+		b.Skip(skipWhy)
+	}
+	e := newEnvB(b)
+	name := "benchconc"
+	if _, ok, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); !ok {
+		makeTemplateB(b, e, name)
+	}
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	img, err := e.client.GetImage(e.ctx, BusyboxRef)
+	if err != nil {
+		b.Fatal(err)
+	}
+	settle := func() {
+		if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=10", nil); err != nil {
+			b.Fatal(err)
+		}
+		waitForB(b, func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 10 && s.Restoring == 0 })
+	}
+	// hit serves one container and returns its NewContainer+NewTask+Start time; the
+	// task is removed by the returned cleanup.
+	hit := func() (time.Duration, func()) {
+		id := fmt.Sprintf("conc-%d", time.Now().UnixNano())
+		start := time.Now()
+		c, err := e.client.NewContainer(e.ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id+"-snap", img),
+			e.runtimeOpt(), containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(echoApp...), templateAnn(name, false)))
+		if err != nil {
+			b.Error(err)
+			return 0, func() {}
+		}
+		task, err := c.NewTask(e.ctx, cio.NullIO)
+		if err == nil {
+			err = task.Start(e.ctx)
+		}
+		d := time.Since(start)
+		if err != nil {
+			b.Error(err)
+		}
+		return d, func() {
+			if task != nil {
+				_, _ = task.Delete(e.ctx, containerd.WithProcessKill)
+			}
+			_ = c.Delete(e.ctx, containerd.WithSnapshotCleanup)
+		}
+	}
+	var seq, conc []time.Duration
+	var cleanups []func()
+	// CPU time of the concurrent rounds: containerd, the processes it ran and reaped
+	// (the shim's start actions), the pool shim, and this client.
+	var cpuCtd, cpuKids, cpuShim, cpuSelf time.Duration
+	cpu := func() (ctd, kids, shim, self time.Duration) {
+		ctd, kids, _ = procCPU(cd.Pid())
+		shim, _, _ = procCPU(poolShimPid(b))
+		var ru syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		self = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		return
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		settle()
+		for j := 0; j < 10; j++ {
+			d, done := hit()
+			seq = append(seq, d)
+			cleanups = append(cleanups, done)
+		}
+		for _, f := range cleanups {
+			f()
+		}
+		cleanups = cleanups[:0]
+		settle()
+		c0, k0, s0, m0 := cpu()
+		b.StartTimer()
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for j := 0; j < 10; j++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				d, done := hit()
+				mu.Lock()
+				conc = append(conc, d)
+				cleanups = append(cleanups, done)
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		b.StopTimer()
+		c1, k1, s1, m1 := cpu()
+		cpuCtd, cpuKids, cpuShim, cpuSelf = cpuCtd+c1-c0, cpuKids+k1-k0, cpuShim+s1-s0, cpuSelf+m1-m0
+		for _, f := range cleanups {
+			f()
+		}
+		cleanups = cleanups[:0]
+		b.StartTimer()
+	}
+	b.StopTimer()
+	pct := func(s []time.Duration, p float64) float64 {
+		if len(s) == 0 {
+			return 0
+		}
+		s = append([]time.Duration(nil), s...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		i := int(p*float64(len(s))+0.999999) - 1
+		return float64(s[max(0, min(i, len(s)-1))].Microseconds()) / 1000
+	}
+	b.ReportMetric(pct(seq, 0.5), "one-p50-ms")
+	b.ReportMetric(pct(seq, 0.99), "one-p99-ms")
+	b.ReportMetric(pct(conc, 0.5), "ten-p50-ms")
+	b.ReportMetric(pct(conc, 0.99), "ten-p99-ms")
+	if p := pct(seq, 0.99); p > 0 {
+		b.ReportMetric(pct(conc, 0.99)/p, "p99-ratio")
+	}
+	if n := float64(len(conc)); n > 0 {
+		b.ReportMetric(float64(cpuCtd.Microseconds())/1000/n, "cpu-containerd-ms/hit")
+		b.ReportMetric(float64(cpuKids.Microseconds())/1000/n, "cpu-startaction-ms/hit")
+		b.ReportMetric(float64(cpuShim.Microseconds())/1000/n, "cpu-poolshim-ms/hit")
+		b.ReportMetric(float64(cpuSelf.Microseconds())/1000/n, "cpu-client-ms/hit")
+	}
+}
+
+// procCPU is a process's user+system CPU time and its reaped children's, from /proc (in
+// clock ticks of 10 ms).
+func procCPU(pid int) (own, children time.Duration, err error) {
+	st, err := procfs.ReadStat(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	tick := 10 * time.Millisecond
+	return time.Duration(st.Utime+st.Stime) * tick, time.Duration(st.Cutime+st.Cstime) * tick, nil
 }

@@ -566,7 +566,7 @@ func TestGroupShimRestoresTemplate(t *testing.T) {
 }
 
 // poolShimPid is the pid of the process serving the namespace's control socket.
-func poolShimPid(t *testing.T) int {
+func poolShimPid(t testing.TB) int {
 	t.Helper()
 	conn, err := net.Dial("unix", filepath.Join(cd.WarmRun, cd.Namespace, "ctl.sock"))
 	if err != nil {

@@ -16,6 +16,8 @@ type Stat struct {
 	State byte // R, S, D, Z, T, ...
 	PPid  int
 	Nice  int
+	// CPU time in clock ticks: user and system, and those of waited-for children.
+	Utime, Stime, Cutime, Cstime uint64
 }
 
 // ParseStat parses the text of /proc/PID/stat. The command name may hold spaces and
@@ -38,7 +40,15 @@ func ParseStat(data []byte) (Stat, error) {
 	if err != nil {
 		return Stat{}, err
 	}
-	return Stat{State: f[0][0], PPid: ppid, Nice: nice}, nil
+	st := Stat{State: f[0][0], PPid: ppid, Nice: nice}
+	// utime(14) stime(15) cutime(16) cstime(17); cutime and cstime are signed in the
+	// kernel's format but never negative.
+	for i, p := range []*uint64{&st.Utime, &st.Stime, &st.Cutime, &st.Cstime} {
+		if *p, err = strconv.ParseUint(f[11+i], 10, 64); err != nil {
+			return Stat{}, err
+		}
+	}
+	return st, nil
 }
 
 // ReadStat reads /proc/PID/stat.

@@ -8,12 +8,12 @@ import (
 
 func TestParseStat(t *testing.T) {
 	// A command name with spaces and a parenthesis.
-	line := []byte("1234 (a b) c) S 77 1234 1234 0 -1 4194560 100 0 0 0 1 2 0 0 20 5 1 0 123 4096 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n")
+	line := []byte("1234 (a b) c) S 77 1234 1234 0 -1 4194560 100 0 0 0 1 2 3 4 20 5 1 0 123 4096 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n")
 	st, err := ParseStat(line)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st != (Stat{State: 'S', PPid: 77, Nice: 5}) {
+	if st != (Stat{State: 'S', PPid: 77, Nice: 5, Utime: 1, Stime: 2, Cutime: 3, Cstime: 4}) {
 		t.Fatalf("got %+v", st)
 	}
 	if _, err := ParseStat([]byte("1 (x) S 2")); err == nil {

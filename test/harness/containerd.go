@@ -88,6 +88,10 @@ refill_interval = "50ms"
 acquire_timeout = "2s"
 # nerdctl sets HOSTNAME per container; the restored process keeps the template's.
 allow_env = ["HOSTNAME"]
+
+# BenchmarkPoolHitConcurrent's pool: ten at once.
+[pools.benchconc]
+max = 10
 `
 
 // Start launches containerd in dir. The shim socket directory, the runc root and the
@@ -201,6 +205,14 @@ func (c *Containerd) stop() error {
 
 // Stop stops containerd.
 func (c *Containerd) Stop() error { return c.stop() }
+
+// Pid is containerd's process id (0 when stopped).
+func (c *Containerd) Pid() int {
+	if c.cmd == nil || c.cmd.Process == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
 
 // Client returns a client for the harness namespace.
 func (c *Containerd) Client() (*containerd.Client, error) {
