@@ -49,6 +49,17 @@ var ErrClosed = errors.New("pool closed")
 // ErrNotPoolable is returned by Acquire when the template cannot be pooled.
 var ErrNotPoolable = errors.New("template cannot be pooled")
 
+// ErrDrained is returned by Acquire on a drained pool with nothing frozen: no refill
+// comes until Prewarm, so waiting would only delay the fallback.
+var ErrDrained = errors.New("pool drained")
+
+// Option configures a new pool.
+type Option func(*Pool)
+
+// WithDrained starts the pool drained (it restores nothing until Prewarm), as an
+// operator left it in an earlier pool shim.
+func WithDrained() Option { return func(p *Pool) { p.drained = true } }
+
 // Sandbox is a frozen sandbox handed out by Acquire.
 type Sandbox struct {
 	ID         string
@@ -135,7 +146,7 @@ func (r *ring) p50p99() (time.Duration, time.Duration) {
 
 // New returns a pool for template t and starts its refiller. use, if not nil, marks a
 // template generation in use while sandboxes restored from it exist (store.Store.Use).
-func New(ns string, t *store.Template, cfg config.Resolved, rt Runtime, use func(*store.Template) func()) *Pool {
+func New(ns string, t *store.Template, cfg config.Resolved, rt Runtime, use func(*store.Template) func(), opts ...Option) *Pool {
 	p := &Pool{
 		ns: ns, name: t.Name, rt: rt, use: use, now: time.Now,
 		cfg: cfg, tmpl: t,
@@ -149,6 +160,9 @@ func New(ns string, t *store.Template, cfg config.Resolved, rt Runtime, use func
 	p.rateAt = p.now()
 	p.lastAcq = p.now()
 	p.setRestoreOnlyLocked()
+	for _, o := range opts {
+		o(p)
+	}
 	p.wg.Add(1)
 	go p.refiller()
 	p.Kick()
@@ -229,6 +243,10 @@ func (p *Pool) Acquire(ctx context.Context, timeout time.Duration) (*Sandbox, er
 		if p.restoreOnly != "" {
 			p.mu.Unlock()
 			return nil, fmt.Errorf("%w: %s", ErrNotPoolable, p.restoreOnly)
+		}
+		if p.drained && len(p.frozen) == 0 {
+			p.mu.Unlock()
+			return nil, ErrDrained
 		}
 		if e := p.takeLocked(); e != nil {
 			e.acquiredAt = p.now()

@@ -469,3 +469,24 @@ func TestRefillWaitsForHitsInFlight(t *testing.T) {
 	_ = p.Release(context.Background(), b)
 	closePool(t, p, rt)
 }
+
+// A pool started drained (an operator drained it in an earlier pool shim) restores
+// nothing, fails an Acquire at once, and fills on Prewarm.
+func TestStartDrained(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(2, 4), rt, nil, WithDrained())
+	start := time.Now()
+	if _, err := p.Acquire(context.Background(), time.Second); !errors.Is(err, ErrDrained) {
+		t.Fatalf("want ErrDrained, got %v", err)
+	}
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Fatalf("Acquire of a drained pool waited %v", d)
+	}
+	time.Sleep(50 * time.Millisecond) // ten refill intervals
+	if st := p.Stats(); !st.Drained || st.Frozen+st.Restoring != 0 || rt.restores.Load() != 0 {
+		t.Fatalf("a drained pool restored: %+v", st)
+	}
+	p.Prewarm(2)
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
+	closePool(t, p, rt)
+}

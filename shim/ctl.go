@@ -8,9 +8,12 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"time"
+
+	"github.com/containerd/log"
 
 	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/store"
@@ -48,6 +51,7 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 			http.Error(rw, "n must be a number of sandboxes", http.StatusBadRequest)
 			return
 		}
+		w.markDrained(p.Name(), false)
 		p.Prewarm(n)
 		writeJSON(rw, p.Stats())
 	})
@@ -59,6 +63,8 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 		defer cancel()
+		// The pool stays drained in the next pool shim of the namespace too.
+		w.markDrained(p.Name(), true)
 		if err := p.Drain(ctx); err != nil {
 			http.Error(rw, err.Error(), http.StatusInternalServerError)
 			return
@@ -123,6 +129,30 @@ func (s *ctlServer) close() {
 func writeJSON(rw http.ResponseWriter, v any) {
 	rw.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(rw).Encode(v)
+}
+
+// drainedPath marks a pool an operator drained, for the namespace's next pool shim:
+// run_dir/<namespace>/drained/<template> (run_dir is a tmpfs: a reboot forgets it).
+func (w *warm) drainedPath(name string) string {
+	return filepath.Join(w.cfg.RunDir, w.ns, "drained", name)
+}
+
+// markDrained records (or, on prewarm, forgets) that an operator drained a pool.
+func (w *warm) markDrained(name string, drained bool) {
+	w.mu.Lock()
+	path := w.drainedPath(name)
+	w.mu.Unlock()
+	if !drained {
+		_ = os.Remove(path)
+		return
+	}
+	err := os.MkdirAll(filepath.Dir(path), 0o700)
+	if err == nil {
+		err = os.WriteFile(path, nil, 0o600)
+	}
+	if err != nil {
+		log.L.WithError(err).WithField("template", name).Warn("drained pool: the next pool shim will refill it")
+	}
 }
 
 func (w *warm) poolNamed(name string) *pool.Pool {

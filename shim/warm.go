@@ -208,7 +208,11 @@ func (w *warm) poolLocked(t *store.Template) *pool.Pool {
 		p.SetConfig(w.cfg.PoolFor(t.Name))
 		return p
 	}
-	p := pool.New(w.ns, t, w.cfg.PoolFor(t.Name), &trackedRuntime{w: w}, w.store.Use)
+	var opts []pool.Option
+	if _, err := os.Stat(w.drainedPath(t.Name)); err == nil {
+		opts = append(opts, pool.WithDrained()) // an operator drained it in an earlier pool shim
+	}
+	p := pool.New(w.ns, t, w.cfg.PoolFor(t.Name), &trackedRuntime{w: w}, w.store.Use, opts...)
 	w.pools[t.Name] = p
 	return p
 }
@@ -299,6 +303,8 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		switch {
 		case errors.Is(err, pool.ErrClosed):
 			v.Reason = "pool closed"
+		case errors.Is(err, pool.ErrDrained):
+			v.Reason = "pool drained (warmctl pool prewarm refills it)"
 		case errors.Is(err, pool.ErrNotPoolable):
 			v.Reason = err.Error()
 		default:

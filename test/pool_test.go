@@ -188,20 +188,28 @@ func TestPoolMissesAndFallbacks(t *testing.T) {
 	if !found {
 		t.Fatalf("misses %v: want an environment reason naming EXTRA", st.Misses)
 	}
-	// Empty pool: drained, so Create waits acquire_timeout, then restores on create.
+	// Drained: Create restores on create at once (no refill would come), and the pool
+	// stays drained for the namespace's next pool shim (a marker in run_dir).
 	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
 		t.Fatal(err)
+	}
+	marker := filepath.Join(cd.WarmRun, cd.Namespace, "drained", name)
+	if _, err := os.Stat(marker); err != nil {
+		t.Fatalf("no drained marker: %v", err)
 	}
 	if got := serve(echoApp); got != seed {
 		t.Fatalf("restore-on-create gave seed %s, want the template's %s", got, seed)
 	}
 	st, _, _ = ctl.Pool(name)
-	if st.Misses["pool empty after acquire_timeout"] != 1 {
+	if st.Misses["pool drained (warmctl pool prewarm refills it)"] != 1 {
 		t.Fatalf("misses %v", st.Misses)
 	}
 	// Prewarm refills it and the next request is a hit again.
 	if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=2", nil); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("drained marker left after prewarm: %v", err)
 	}
 	waitFor(t, "prewarmed", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 2 })
 	if got := serve(echoApp); got != seed {

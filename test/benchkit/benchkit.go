@@ -529,15 +529,19 @@ func Start(prefix, ns string) (*Env, func(), error) {
 	}
 	e := &Env{CD: cd, Client: client, Ctx: cd.Context(context.Background()), Ctl: harness.NewCtl(cd.WarmRun, ns)}
 	stop := func() {
-		// containerd's log (with the shims') stays for a look after the run.
-		if data, err := os.ReadFile(cd.LogPath); err == nil {
-			_ = os.WriteFile(filepath.Join(os.TempDir(), prefix+"-containerd.log"), data, 0o600)
-		}
 		_ = e.Ctl.Do("POST", "/shutdown", nil)
 		// The pool shim exits once its pools are drained: wait for it while containerd
 		// still serves the snapshot and lease removals.
 		for i := 0; i < 600 && len(harness.ShimProcesses(dir)) > 0; i++ {
 			time.Sleep(50 * time.Millisecond)
+		}
+		// containerd's log (with the shims') and the pool shim's own stay for a look
+		// after the run.
+		if data, err := os.ReadFile(cd.LogPath); err == nil {
+			_ = os.WriteFile(filepath.Join(os.TempDir(), prefix+"-containerd.log"), data, 0o600)
+		}
+		if data, err := os.ReadFile(filepath.Join(cd.WarmRun, ns, "pool-shim.log")); err == nil {
+			_ = os.WriteFile(filepath.Join(os.TempDir(), prefix+"-pool-shim.log"), data, 0o600)
 		}
 		client.Close()
 		_ = cd.Stop()
