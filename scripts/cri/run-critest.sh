@@ -405,6 +405,17 @@ smoke_rc=0
 for h in runc warm; do
 	smoke "$h" || { log "crictl smoke test failed for handler $h"; smoke_rc=1; }
 done
+# pod_json FILE NAME HOSTNAME LOGDIR ANNOTATIONS: a pod sandbox config as Kubernetes
+# makes one: network, IPC and UTS shared by the pod, a PID namespace per container (crictl's
+# default would share the pod's).
+pod_json() {
+	cat >"$1" <<EOF
+{"metadata": {"name": "$2", "namespace": "warm-smoke", "uid": "$2-uid", "attempt": 0},
+ "hostname": "$3", "log_directory": "$4", "annotations": {$5},
+ "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
+EOF
+}
+
 # gopod HANDLER LABEL ANNOTATIONS: a pod with the sample Go service (1 s, 200 MB of
 # initialisation, then a line every 5 ms); appends "gopod LABEL MS STATE PHASES" to
 # bench.txt: runp to its first line in the pod's log, the state it reports, and the time
@@ -412,11 +423,7 @@ done
 gopod() {
 	local h=$1 label=$2 ann=$3 d pod ctr t0 t1 tp tc ts line
 	d=$(mktemp -d "$T/gopod.XXXXXX")
-	cat >"$d/pod.json" <<EOF
-{"metadata": {"name": "gopod-${d##*.}", "namespace": "warm-bench", "uid": "gopod-${d##*.}", "attempt": 0},
- "hostname": "gopod", "log_directory": "$d", "annotations": {$ann},
- "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
-EOF
+	pod_json "$d/pod.json" "gopod-${d##*.}" gopod "$d" "$ann"
 	cat >"$d/ctr.json" <<EOF
 {"metadata": {"name": "app"}, "image": {"image": "registry.k8s.io/warm-test/goservice:1"}, "log_path": "app.log",
  "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
@@ -492,8 +499,6 @@ fi
 # memory, not the image), their init is in their own pod's network namespace, exec works,
 # no pool shim starts and nothing is restored ahead, and nothing is left once the pods
 # and the template (warmctl, straight from the store) go.
-# The pods share network, IPC and UTS namespaces and give each container its own PID
-# namespace, as Kubernetes does (crictl's default would share the pod's PID namespace).
 declare -A PT_PODS PT_CTRS
 pt_start() { # p
 	PT_PODS[$1]=$("${CRICTL[@]}" runp --runtime warm "$T/podtmpl/pod-$1.json" 2>>"$T/podtmpl/crictl.err") || return 1
@@ -515,11 +520,7 @@ pod_template() {
 		mkdir -p "$d/$p"
 		ann='"io.containerd.warm.template/app": "podtok"'
 		[ "$p" = a ] && ann="$ann, \"io.containerd.warm.ready/app\": \"file:/tmp/ready\""
-		cat >"$d/pod-$p.json" <<EOF
-{"metadata": {"name": "tmpl-$p", "namespace": "warm-smoke", "uid": "tmpl-$p-uid", "attempt": 0},
- "hostname": "tmpl", "log_directory": "$d/$p", "annotations": {$ann},
- "linux": {"security_context": {"namespace_options": {"pid": 1}}}}
-EOF
+		pod_json "$d/pod-$p.json" "tmpl-$p" tmpl "$d/$p" "$ann"
 		cat >"$d/ctr-$p.json" <<EOF
 {"metadata": {"name": "app"}, "image": {"image": "registry.k8s.io/e2e-test-images/busybox:1.29-2"},
  "command": ["sh", "-c", "tok=\$(cat /proc/sys/kernel/random/uuid); touch /tmp/ready; while :; do echo tok=\$tok; sleep 0.2; done"],
