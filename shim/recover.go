@@ -388,10 +388,12 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.Container, oldInit *process.Init, cp *recovery.Checkpoint, st *standby) (*runc.Container, error) {
 	release := rec.cps.Use(cp)
 	defer release()
+	began := time.Now()
 	// The dead container's runc state goes; its rootfs stays mounted for the restore.
 	if err := oci.DeleteContainer(ctx, oldInit.Runtime(), rec.id); err != nil && !strings.Contains(err.Error(), "not exist") {
 		log.G(ctx).WithError(err).Debug("runc delete of the dead container")
 	}
+	deleted := time.Since(began)
 	if err := s.ensureRootfs(rec); err != nil {
 		return nil, err
 	}
@@ -437,15 +439,19 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	handleStarted, cleanup := s.preStart(nil)
 	s.lifecycleMu.Unlock()
 	defer cleanup()
+	prepared := time.Since(began)
 	newC, err := runc.NewContainer(ctx, s.platform, req)
 	if err != nil {
 		return nil, err
 	}
+	created := time.Since(began)
 	p, err := newC.Start(ctx, &taskAPI.StartRequest{ID: rec.id})
 	if err != nil {
 		handleStarted(newC, p)
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	log.G(ctx).WithField("delete", deleted).WithField("prepare", prepared-deleted).WithField("create", created-prepared).
+		WithField("start", time.Since(began)-created).WithField("standby", st != nil).Debug("restored")
 	if cg, err := loadProcessCgroup(p.Pid()); err == nil {
 		newC.CgroupSet(cg)
 		s.watchOOM(ctx, newC)
