@@ -450,8 +450,12 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 		handleStarted(newC, p)
 		return nil, fmt.Errorf("restore: %w", err)
 	}
+	by := "restore"
+	if st != nil {
+		by = "standby"
+	}
 	log.G(ctx).WithField("delete", deleted).WithField("prepare", prepared-deleted).WithField("create", created-prepared).
-		WithField("start", time.Since(began)-created).WithField("standby", st != nil).Debug("restored")
+		WithField("start", time.Since(began)-created).WithField("by", by).Debug("restored")
 	if cg, err := loadProcessCgroup(p.Pid()); err == nil {
 		newC.CgroupSet(cg)
 		s.watchOOM(ctx, newC)

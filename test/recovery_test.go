@@ -489,8 +489,9 @@ func TestRecoveryStandby(t *testing.T) {
 		if after[len(after)-1] < 5 {
 			t.Fatalf("counter after recovery %v: a cold start, not the checkpoint's state", after)
 		}
-		if n := logHas(`msg="task recovered"`); n != round || logHas("standby=true") != round {
-			t.Fatalf("recoveries logged %d, from a standby %d: want %d, all adopted from a standby", n, logHas("standby=true"), round)
+		fromStandby := cd.LogLines("container="+c.ID(), `msg="task recovered"`, "standby=true")
+		if n := logHas(`msg="task recovered"`); n != round || fromStandby != round {
+			t.Fatalf("recoveries logged %d, from a standby %d: want %d, all adopted from a standby", n, fromStandby, round)
 		}
 		var err error
 		if t2, err = c.Task(e.ctx, nil); err != nil {
