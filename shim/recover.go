@@ -389,6 +389,9 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	release := rec.cps.Use(cp)
 	defer release()
 	began := time.Now()
+	// A periodic checkpoint still running (it ends as soon as it sees the task dead)
+	// finishes first: it may hold the cgroup frozen, and thaws it when it ends.
+	s.holdDump(rec.id)()
 	// The dead container's runc state goes; its rootfs stays mounted for the restore.
 	if err := oci.DeleteContainer(ctx, oldInit.Runtime(), rec.id); err != nil && !strings.Contains(err.Error(), "not exist") {
 		log.G(ctx).WithError(err).Debug("runc delete of the dead container")
@@ -700,7 +703,7 @@ func (s *service) watchDumpedTask(rec *recoverable, pid int, done <-chan struct{
 		case <-done:
 			return
 		case <-t.C:
-			if !procfs.Dead(pid) {
+			if !procfs.Dying(pid) {
 				continue
 			}
 			if s.monitor != nil && s.monitor.abortCheckpoint(rec.id) {

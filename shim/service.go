@@ -456,7 +456,15 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			}
 		}
 	}
+	release := func() {}
+	if r.ExecID == "" {
+		// A periodic checkpoint in progress holds the task's cgroup frozen (and the task
+		// may already be dead: a frozen task still dies of SIGKILL): runc refuses to
+		// delete a frozen container. The checkpoint ends as soon as the task is dead.
+		release = s.holdDump(r.ID)
+	}
 	p, err := container.Delete(ctx, r)
+	release()
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}

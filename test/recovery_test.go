@@ -695,3 +695,40 @@ func TestRecoveryCheckpointPreFreeze(t *testing.T) {
 	}
 	exitOf(t, exit)
 }
+
+// TestRecoveryDeleteDuringCheckpoint kills and deletes recoverable tasks while a periodic
+// checkpoint dumps them: the Delete waits for the checkpoint (runc refuses to delete a
+// container whose cgroup the checkpoint holds frozen), which the shim stops as soon as
+// the task is dying.
+func TestRecoveryDeleteDuringCheckpoint(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	e.warmCfg = recoveryConfig(t, "")
+	// Each round kills at another moment of the dump: right as it starts, then 10, 20 ...
+	// ms into it (the shim's freeze, runc's and CRIU's start, CRIU's seize and dump).
+	for i := 0; i < 12; i++ {
+		c := e.container(counterApp, recoveryAnn(map[string]string{"io.containerd.warm.checkpoint-interval": "100ms"}))
+		task, _ := e.start(c, nullIO())
+		waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+		dumping := func() bool {
+			m, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID(), ".tmp-*"))
+			return len(m) > 0
+		}
+		for j := 0; j < 20000 && !dumping(); j++ {
+			time.Sleep(200 * time.Microsecond)
+		}
+		time.Sleep(time.Duration(i%6) * 10 * time.Millisecond)
+		// Well under CRIU's own 10 s timeout and checkpoint_timeout: a dump that hangs on
+		// the dying task (a PID namespace's init killed while its child is traced by
+		// CRIU stays in do_exit) must be stopped, not waited for.
+		ctx, cancel := context.WithTimeout(e.ctx, 8*time.Second)
+		_, err := task.Delete(ctx, containerd.WithProcessKill)
+		cancel()
+		if err != nil {
+			t.Fatalf("round %d: delete during a checkpoint: %v", i, err)
+		}
+		if err := c.Delete(e.ctx, containerd.WithSnapshotCleanup); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -16,6 +16,7 @@ type Stat struct {
 	State byte // R, S, D, Z, T, ...
 	PPid  int
 	Nice  int
+	Flags uint64 // the kernel's PF_* flags of the task
 	// CPU time in clock ticks: user and system, and those of waited-for children.
 	Utime, Stime, Cutime, Cstime uint64
 }
@@ -40,7 +41,11 @@ func ParseStat(data []byte) (Stat, error) {
 	if err != nil {
 		return Stat{}, err
 	}
-	st := Stat{State: f[0][0], PPid: ppid, Nice: nice}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	if err != nil {
+		return Stat{}, err
+	}
+	st := Stat{State: f[0][0], PPid: ppid, Nice: nice, Flags: flags}
 	// utime(14) stime(15) cutime(16) cstime(17); cutime and cstime are signed in the
 	// kernel's format but never negative.
 	for i, p := range []*uint64{&st.Utime, &st.Stime, &st.Cutime, &st.Cstime} {
@@ -64,6 +69,17 @@ func ReadStat(pid int) (Stat, error) {
 func Dead(pid int) bool {
 	st, err := ReadStat(pid)
 	return err != nil || st.State == 'Z'
+}
+
+// pfExiting is the kernel's PF_EXITING: the task is in do_exit.
+const pfExiting = 0x4
+
+// Dying reports whether pid is gone, a zombie, or exiting. A PID namespace's init that
+// was killed stays in do_exit, in state S, until every other process of its namespace
+// is reaped; one of them held by a tracer (CRIU) keeps it there.
+func Dying(pid int) bool {
+	st, err := ReadStat(pid)
+	return err != nil || st.State == 'Z' || st.State == 'X' || st.Flags&pfExiting != 0
 }
 
 // Descendants returns pid's descendants, deepest first (the order to kill a tree in).

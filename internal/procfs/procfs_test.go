@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 func TestParseStat(t *testing.T) {
@@ -13,7 +14,7 @@ func TestParseStat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if st != (Stat{State: 'S', PPid: 77, Nice: 5, Utime: 1, Stime: 2, Cutime: 3, Cstime: 4}) {
+	if st != (Stat{State: 'S', PPid: 77, Nice: 5, Flags: 4194560, Utime: 1, Stime: 2, Cutime: 3, Cstime: 4}) {
 		t.Fatalf("got %+v", st)
 	}
 	if _, err := ParseStat([]byte("1 (x) S 2")); err == nil {
@@ -45,5 +46,31 @@ func TestReadStatAndTree(t *testing.T) {
 	}
 	if ok, err := IsMountPoint("/proc"); err != nil || !ok {
 		t.Fatalf("/proc is a mount point: %v %v", ok, err)
+	}
+}
+
+func TestDying(t *testing.T) {
+	if Dying(os.Getpid()) {
+		t.Fatal("this process is dying")
+	}
+	cmd := exec.Command("sleep", "10")
+	if err := cmd.Start(); err != nil {
+		t.Skip(err)
+	}
+	pid := cmd.Process.Pid
+	if Dying(pid) {
+		t.Fatal("a sleeping child is dying")
+	}
+	_ = cmd.Process.Kill()
+	// Killed and not yet reaped: a zombie (or still in do_exit).
+	for i := 0; i < 1000 && !Dying(pid); i++ {
+		time.Sleep(time.Millisecond)
+	}
+	if !Dying(pid) {
+		t.Fatal("a killed child is not dying")
+	}
+	_ = cmd.Wait()
+	if !Dying(pid) {
+		t.Fatal("a reaped child is not dying")
 	}
 }
