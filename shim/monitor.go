@@ -95,9 +95,26 @@ func (m *monitor) abortCheckpoint(id string) bool {
 	return true
 }
 
-// killTree SIGKILLs pid's descendants, deepest first, then pid.
+// killTree kills pid and every process under it. It stops them first, scanning again
+// until no new one appears: a process killed while its parent forks, or whose parent
+// dies first, would be reparented out of the tree and survive (a CRIU of an aborted
+// checkpoint was found so, stopped and orphaned). Stopped processes cannot fork.
 func killTree(pid int) {
-	for _, p := range append(procfs.Descendants(pid), pid) {
+	stopped := map[int]bool{}
+	for round := 0; round < 50; round++ {
+		fresh := false
+		for _, p := range append([]int{pid}, procfs.Descendants(pid)...) {
+			if !stopped[p] {
+				_ = unix.Kill(p, unix.SIGSTOP)
+				stopped[p] = true
+				fresh = true
+			}
+		}
+		if !fresh {
+			break
+		}
+	}
+	for p := range stopped {
 		_ = unix.Kill(p, unix.SIGKILL)
 	}
 }

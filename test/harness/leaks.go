@@ -18,6 +18,12 @@ func Leaks(dir, namespace string) []string {
 	for _, sp := range ShimProcesses(dir) {
 		leaks = append(leaks, fmt.Sprintf("shim process %d: %s", sp.Pid, strings.Join(sp.Args, " ")))
 	}
+	// Other processes working under dir: runc, CRIU (its cwd is a checkpoint's work
+	// directory, even once removed), the suite's containers' processes do not count.
+	for _, pid := range processesUnder(dir) {
+		cmd, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+		leaks = append(leaks, fmt.Sprintf("process %d working in %s: %s", pid, dir, strings.ReplaceAll(strings.TrimRight(string(cmd), "\x00"), "\x00", " ")))
+	}
 	// Mounts under dir.
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		sc := bufio.NewScanner(f)
@@ -48,6 +54,28 @@ func Leaks(dir, namespace string) []string {
 		}
 	}
 	return leaks
+}
+
+// processesUnder lists the processes (other than this one) whose working directory is
+// dir or below it.
+func processesUnder(dir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		cwd, err := os.Readlink(filepath.Join("/proc", e.Name(), "cwd"))
+		if err != nil {
+			continue
+		}
+		cwd = strings.TrimSuffix(cwd, " (deleted)")
+		if cwd == dir || strings.HasPrefix(cwd, dir+"/") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
 
 // RemoveNamespaceCgroups removes the empty per-namespace parent cgroups containerd creates.
