@@ -55,7 +55,7 @@ func TestDying(t *testing.T) {
 	}
 	cmd := exec.Command("sleep", "10")
 	if err := cmd.Start(); err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	pid := cmd.Process.Pid
 	if Dying(pid) {

@@ -11,7 +11,7 @@ func TestProcessesUnder(t *testing.T) {
 	cmd := exec.Command("sleep", "30")
 	cmd.Dir = dir
 	if err := cmd.Start(); err != nil {
-		t.Skip(err)
+		t.Fatal(err)
 	}
 	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
 	if pids := processesUnder(dir); !slices.Contains(pids, cmd.Process.Pid) {
