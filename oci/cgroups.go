@@ -165,11 +165,11 @@ func initCpuset(dir string) error {
 // freezeDir freezes (or thaws) a container's cgroups: the v1 freezer hierarchy, or the v2
 // cgroup on a pure v2 host. It waits until the kernel reports the new state.
 func freezeDir(paths map[string]string, freeze bool) error {
+	p, err := freezerDir(paths)
+	if err != nil {
+		return err
+	}
 	if unified() {
-		p, ok := paths[""]
-		if !ok {
-			return errors.New("no cgroup v2 path")
-		}
 		v := "0"
 		if freeze {
 			v = "1"
@@ -182,10 +182,6 @@ func freezeDir(paths map[string]string, freeze bool) error {
 			return strings.Contains(string(ev), "frozen "+v)
 		})
 	}
-	p, ok := paths["freezer"]
-	if !ok {
-		return errors.New("no freezer cgroup")
-	}
 	want := "THAWED"
 	if freeze {
 		want = "FROZEN"
@@ -197,6 +193,21 @@ func freezeDir(paths map[string]string, freeze bool) error {
 		st, _ := os.ReadFile(filepath.Join(p, "freezer.state"))
 		return strings.TrimSpace(string(st)) == want
 	})
+}
+
+// freezerDir is the cgroup whose freezer a container's cgroups (runc's paths) use: the
+// v2 cgroup on a pure v2 host, else the v1 freezer hierarchy's.
+func freezerDir(paths map[string]string) (string, error) {
+	if unified() {
+		if p, ok := paths[""]; ok {
+			return p, nil
+		}
+		return "", errors.New("no cgroup v2 path")
+	}
+	if p, ok := paths["freezer"]; ok {
+		return p, nil
+	}
+	return "", errors.New("no freezer cgroup")
 }
 
 // waitFor polls a state the kernel reaches in microseconds to milliseconds.

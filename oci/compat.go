@@ -43,15 +43,14 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 			v.Rebind = append(v.Rebind, m)
 		}
 	}
+	joins, bindDiff := joined(req.Linux.Namespaces), bindSourcesDiffer(tmpl.Mounts, req.Mounts)
 	switch {
 	case req.Process.Terminal:
 		v.Reason, v.Restore = "tty requested", false
-	case joined(req.Linux.Namespaces) != "":
-		v.Reason = "request joins an existing " + joined(req.Linux.Namespaces) +
-			" namespace (e.g. a pod's); a pooled sandbox has namespaces of its own"
-	case bindSourcesDiffer(tmpl.Mounts, req.Mounts) != "":
-		v.Reason = "bind mount source of " + bindSourcesDiffer(tmpl.Mounts, req.Mounts) +
-			" differs (a pooled sandbox has the template's mounted)"
+	case joins != "":
+		v.Reason = "request joins an existing " + joins + " namespace (e.g. a pod's); a pooled sandbox has namespaces of its own"
+	case bindDiff != "":
+		v.Reason = "bind mount source of " + bindDiff + " differs (a pooled sandbox has the template's mounted)"
 	case req.Linux.CgroupsPath == "" || strings.Contains(req.Linux.CgroupsPath, ":"):
 		v.Reason = "systemd cgroup path (pooled sandboxes move between cgroupfs paths)"
 	case req.Hooks != nil && (len(req.Hooks.CreateContainer) > 0 || len(req.Hooks.StartContainer) > 0):

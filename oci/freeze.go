@@ -1,7 +1,6 @@
 package oci
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -35,18 +34,14 @@ func FreezeContainer(root, id string) (thaw func() error, err error) {
 
 // isFrozen reports whether a container's cgroup is frozen or freezing.
 func isFrozen(paths map[string]string) (bool, error) {
+	dir, err := freezerDir(paths)
+	if err != nil {
+		return false, err
+	}
 	if unified() {
-		p, ok := paths[""]
-		if !ok {
-			return false, errors.New("no cgroup v2 path")
-		}
-		v, err := os.ReadFile(filepath.Join(p, "cgroup.freeze"))
+		v, err := os.ReadFile(filepath.Join(dir, "cgroup.freeze"))
 		return strings.TrimSpace(string(v)) == "1", err
 	}
-	p, ok := paths["freezer"]
-	if !ok {
-		return false, errors.New("no freezer cgroup")
-	}
-	v, err := os.ReadFile(filepath.Join(p, "freezer.state"))
+	v, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
 	return strings.TrimSpace(string(v)) != "THAWED", err
 }

@@ -45,6 +45,23 @@ type Policy struct {
 	CheckpointTimeout time.Duration
 }
 
+// onOff sets *dst from an on/off annotation, when present.
+func onOff(ann map[string]string, key string, dst *bool) error {
+	v, ok := ann[key]
+	if !ok {
+		return nil
+	}
+	switch v {
+	case "on", "true":
+		*dst = true
+	case "off", "false":
+		*dst = false
+	default:
+		return fmt.Errorf("annotation %s=%q: use on or off", key, v)
+	}
+	return nil
+}
+
 // FromAnnotations builds a container's policy from the config's [recovery] and the
 // container's annotations. A malformed annotation is an error naming it and the fix.
 func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error) {
@@ -54,15 +71,8 @@ func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error)
 		CrashLoopWindow: cfg.CrashLoopWindow.Duration, Incremental: cfg.Incremental, Standby: cfg.Standby,
 		CheckpointTimeout: cfg.CheckpointTimeout.Duration,
 	}
-	if v, ok := ann[AnnRecovery]; ok {
-		switch v {
-		case "on", "true":
-			p.Enabled = true
-		case "off", "false":
-			p.Enabled = false
-		default:
-			return p, fmt.Errorf("annotation %s=%q: use on or off", AnnRecovery, v)
-		}
+	if err := onOff(ann, AnnRecovery, &p.Enabled); err != nil {
+		return p, err
 	}
 	if v := ann[AnnInterval]; v != "" {
 		d, err := time.ParseDuration(v)
@@ -78,15 +88,8 @@ func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error)
 		}
 		p.Keep = n
 	}
-	if v, ok := ann[AnnStandby]; ok {
-		switch v {
-		case "on", "true":
-			p.Standby = true
-		case "off", "false":
-			p.Standby = false
-		default:
-			return p, fmt.Errorf("annotation %s=%q: use on or off", AnnStandby, v)
-		}
+	if err := onOff(ann, AnnStandby, &p.Standby); err != nil {
+		return p, err
 	}
 	if v := ann[AnnHealth]; v != "" {
 		kind, arg, ok := strings.Cut(v, ":")

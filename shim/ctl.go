@@ -103,6 +103,13 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 		}
 		writeJSON(rw, out)
 	})
+	mux.HandleFunc("POST /templates/{name}/refresh", func(rw http.ResponseWriter, r *http.Request) {
+		if err := w.refreshTemplate(r.PathValue("name")); err != nil {
+			http.Error(rw, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		rw.WriteHeader(http.StatusNoContent)
+	})
 	mux.HandleFunc("DELETE /templates/{name}", func(rw http.ResponseWriter, r *http.Request) {
 		if err := w.deleteTemplate(r.Context(), r.PathValue("name")); err != nil {
 			code := http.StatusInternalServerError
@@ -129,6 +136,27 @@ func (s *ctlServer) close() {
 func writeJSON(rw http.ResponseWriter, v any) {
 	rw.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(rw).Encode(v)
+}
+
+// notifyPoolShim tells the namespace's pool shim, if one runs, that this shim committed
+// a new generation of a template (refreshTemplate there).
+func (w *warm) notifyPoolShim(name string) {
+	w.mu.Lock()
+	sock := filepath.Join(w.cfg.RunDir, w.ns, "ctl.sock")
+	w.mu.Unlock()
+	if _, err := os.Stat(sock); err != nil {
+		return // none runs: the next one loads the template from the store
+	}
+	c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		}}}
+	resp, err := c.Post("http://warm/templates/"+name+"/refresh", "", nil)
+	if err != nil {
+		log.L.WithError(err).WithField("template", name).Warn("pool shim not told of the new template generation")
+		return
+	}
+	resp.Body.Close()
 }
 
 // drainedPath marks a pool an operator drained, for the namespace's next pool shim:

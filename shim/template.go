@@ -176,9 +176,14 @@ wait:
 	}
 	log.G(ctx).WithField("generation", t.Generation).WithField("checkpoint", time.Since(start)).Info("template registered")
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.poolShim {
+	poolShim := w.poolShim
+	if poolShim {
 		w.poolLocked(t)
 	}
-	// else the namespace's pool shim makes its pool when a container first names it.
+	w.mu.Unlock()
+	if !poolShim {
+		// The namespace's pool shim, if one runs, rolls its pool over to the new
+		// generation; otherwise it loads the template when a container first names it.
+		w.notifyPoolShim(m.name)
+	}
 }

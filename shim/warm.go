@@ -335,13 +335,8 @@ func (w *warm) templateFor(ctx context.Context, ns, name string) (*pool.Pool, *s
 	defer w.mu.Unlock()
 	cfg := w.cfg.PoolFor(name)
 	if p := w.pools[name]; p != nil {
+		// A generation made by another shim arrives through refreshTemplate.
 		p.SetConfig(cfg)
-		// A pod's or group's shim may have made a newer generation: one readlink.
-		if g, err := w.store.CurrentGeneration(ns, name); err == nil && g > p.Template().Generation {
-			if t, err := w.store.Get(ns, name); err == nil {
-				p.SetTemplate(t)
-			}
-		}
 		return p, p.Template(), cfg, nil
 	}
 	t, err := w.store.Get(ns, name)
@@ -353,6 +348,28 @@ func (w *warm) templateFor(ctx context.Context, ns, name string) (*pool.Pool, *s
 	}
 	p := w.poolLocked(t)
 	return p, t, cfg, nil
+}
+
+// refreshTemplate gives the pool of a template the store's current generation, when
+// another shim (a pod's or group's) has made a newer one: that shim tells the pool shim
+// through the control socket, so a pool hit never reads the store.
+func (w *warm) refreshTemplate(name string) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	p := w.pools[name]
+	if p == nil {
+		return nil // the first Create that names it loads it from the store
+	}
+	g, err := w.store.CurrentGeneration(w.ns, name)
+	if err != nil || g <= p.Template().Generation {
+		return err
+	}
+	t, err := w.store.Get(w.ns, name)
+	if err != nil {
+		return err
+	}
+	p.SetTemplate(t)
+	return nil
 }
 
 // unplan undoes plan after a Create failed, so the container can be retried cold.

@@ -592,3 +592,29 @@ func poolShimPid(t testing.TB) int {
 	}
 	return int(cred.Pid)
 }
+
+// TestGroupShimTemplateReachesPool: a new generation of a template made in another shim
+// (a group's, as in a pod) reaches the pool shim's pool through the control socket; the
+// pool rolls over to it without a Create having to read the store.
+func TestGroupShimTemplateReachesPool(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "grpmk-" + shortName(t)
+	makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	before, _, err := ctl.Pool(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := e.container(echoApp, oci.WithAnnotations(map[string]string{
+		"io.containerd.warm.template": name, "io.containerd.warm.ready": "file:/tmp/ready",
+		"io.containerd.warm.group": "g-" + shortName(t)}))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	e.start(c, streams(r, &out, io.Discard))
+	waitFor(t, "the pool on the group shim's generation", func() bool {
+		st, _, err := ctl.Pool(name)
+		return err == nil && st.Generation > before.Generation
+	})
+}
