@@ -28,7 +28,7 @@ const (
 // Env is the set of tools the harness needs, found in PATH (the project's setup script
 // puts them there).
 type Env struct {
-	Containerd, Ctr, Runc, Criu, Shim, Nerdctl, Warmctl string
+	Containerd, Ctr, Runc, RuncShim, Criu, Shim, Nerdctl, Warmctl string
 }
 
 // FindEnv looks up the tools; the error names every missing one.
@@ -46,6 +46,7 @@ func FindEnv() (Env, error) {
 	look(&e.Containerd, "containerd")
 	look(&e.Ctr, "ctr")
 	look(&e.Runc, "runc")
+	look(&e.RuncShim, "containerd-shim-runc-v2") // the parity table's other runtime
 	look(&e.Criu, "criu")
 	look(&e.Shim, "containerd-shim-warm-v2")
 	look(&e.Nerdctl, "nerdctl")
@@ -143,7 +144,16 @@ func (c *Containerd) start() error {
 	if err != nil {
 		return err
 	}
+	// containerd extracts a checkpoint named at Create (ctr c restore, a restore through
+	// the task API) into os.MkdirTemp($XDG_RUNTIME_DIR, "ctrd-checkpoint") and never
+	// removes it: keep those under dir, which the suite removes, not in /tmp.
+	xdg := filepath.Join(c.Dir, "xdg")
+	if err := os.MkdirAll(xdg, 0o700); err != nil {
+		logf.Close()
+		return err
+	}
 	cmd := exec.Command(c.Env.Containerd, "--config", c.config)
+	cmd.Env = append(os.Environ(), "XDG_RUNTIME_DIR="+xdg)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
