@@ -63,9 +63,12 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	}()
 	began := time.Now()
 	var tMove, tRes, tRename, tHooks time.Duration
+	var mt moveTimes
 	defer func() {
 		if retErr == nil {
-			log.G(ctx).WithField("container", req.ContainerID).WithField("move", tMove).WithField("resources", tRes).
+			log.G(ctx).WithField("container", req.ContainerID).WithField("move", tMove).
+				WithField("move_create", mt.Create).WithField("move_freeze", mt.Freeze).WithField("move_migrate", mt.Migrate).
+				WithField("resources", tRes).
 				WithField("rename", tRename).WithField("hooks", tHooks).WithField("total", time.Since(began)).Debug("sandbox adopted")
 		}
 	}()
@@ -79,7 +82,7 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
-	paths, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
+	paths, mt, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
 	if paths != nil {
 		moved = paths
 	}

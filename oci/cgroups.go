@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
-	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 )
 
 // unified reports whether the host runs a pure cgroup v2 hierarchy.
@@ -21,14 +20,16 @@ func unified() bool { return cgroups.Mode() == cgroups.Unified }
 // hierarchy, as in runc's state) to newPath in each hierarchy, keeping them frozen: the
 // destination freezer is frozen before the first process arrives. It returns the new
 // paths, in the same form. Old cgroups are removed.
-func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, error) {
+func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, moveTimes, error) {
+	var tm moveTimes
+	began := time.Now()
 	oldPath, newPath = "/"+strings.Trim(oldPath, "/"), "/"+strings.Trim(newPath, "/")
 	moved := map[string]string{}
 	migrate := map[string]string{}
 	sibling := filepath.Dir(oldPath) == filepath.Dir(newPath)
 	for subsys, p := range paths {
 		if !strings.HasSuffix(p, oldPath) {
-			return nil, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
+			return nil, tm, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
 		}
 		np := strings.TrimSuffix(p, oldPath) + newPath
 		// A v1 cgroup can be renamed to a sibling: no process moves (a v1 migration
@@ -48,38 +49,39 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 		migrate[subsys] = p
 	}
 	if len(migrate) == 0 {
-		return moved, nil
+		tm.Create = time.Since(began)
+		return moved, tm, nil
 	}
 	for subsys, p := range migrate {
 		np := strings.TrimSuffix(p, oldPath) + newPath
 		if subsys == "" && unified() {
-			// NewManager also enables the controllers on the way down, which a bare
-			// mkdir would not.
-			if _, err := cgroupsv2.NewManager("/sys/fs/cgroup", newPath, &cgroupsv2.Resources{}); err != nil {
-				return moved, fmt.Errorf("create cgroup %s: %w", np, err)
+			if err := createCgroupV2(cgroupV2Root, newPath); err != nil {
+				return moved, tm, err
 			}
 		} else if err := os.MkdirAll(np, 0o755); err != nil {
-			return moved, fmt.Errorf("create cgroup %s: %w", np, err)
+			return moved, tm, fmt.Errorf("create cgroup %s: %w", np, err)
 		}
 		if subsys == "cpuset" {
 			if err := initCpuset(np); err != nil {
-				return moved, err
+				return moved, tm, err
 			}
 		}
 		moved[subsys] = np
 	}
+	tm.Create = time.Since(began)
 	// Freeze the destination first (when the freezer itself migrates), so processes
 	// stay frozen as they move.
 	if _, ok := migrate["freezer"]; ok || unified() {
 		if err := freezeDir(moved, true); err != nil {
-			return moved, err
+			return moved, tm, err
 		}
 	}
+	tm.Freeze = time.Since(began) - tm.Create
 	// One migrating hierarchy's old cgroup lists the processes; every migrating
 	// hierarchy gets each of them.
 	pids, err := readPids(filepath.Join(pickProcsDir(migrate), "cgroup.procs"))
 	if err != nil {
-		return moved, err
+		return moved, tm, err
 	}
 	for _, pid := range pids {
 		for subsys := range migrate {
@@ -87,11 +89,12 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			if err := os.WriteFile(filepath.Join(np, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 				// ESRCH: the process exited meanwhile; anything else is fatal.
 				if !strings.Contains(err.Error(), "no such process") {
-					return moved, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
+					return moved, tm, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
 				}
 			}
 		}
 	}
+	tm.Migrate = time.Since(began) - tm.Create - tm.Freeze
 	// The emptied cgroups go in the background: removing them is not on the hit's path,
 	// and an exiting task can keep one busy for a moment.
 	go func() {
@@ -99,7 +102,77 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			removeCgroup(p)
 		}
 	}()
-	return moved, nil
+	return moved, tm, nil
+}
+
+// moveTimes are the phases of a cgroup move, for the debug log: on cgroup v2 every write
+// that takes the kernel's cgroup_threadgroup_rwsem (a migration, a subtree_control
+// change) waits for an RCU grace period unless cgroup2 is mounted with favordynmods.
+type moveTimes struct {
+	Create, Freeze, Migrate time.Duration
+}
+
+// cgroupV2Root is where the unified hierarchy is mounted.
+const cgroupV2Root = "/sys/fs/cgroup"
+
+// createCgroupV2 makes the cgroup path (absolute within the hierarchy mounted at root)
+// the way runc does: every ancestor delegates all the controllers it has to its
+// children, so the leaf can take the container's resource limits. A subtree_control file
+// is written only where a controller is missing: each write costs a grace period, and
+// on a pool hit the ancestors (the namespace's or the pod's cgroup) are usually set up
+// already.
+func createCgroupV2(root, path string) error {
+	dir := root
+	elems := strings.Split(strings.Trim(path, "/"), "/")
+	for _, e := range elems {
+		if e == "" || e == "." || e == ".." {
+			return fmt.Errorf("create cgroup %s: bad path element %q", path, e)
+		}
+		if err := enableControllers(dir); err != nil {
+			return fmt.Errorf("create cgroup %s: %w", path, err)
+		}
+		dir = filepath.Join(dir, e)
+		if err := os.Mkdir(dir, 0o755); err != nil && !errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("create cgroup %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// enableControllers makes dir delegate every controller it has to its children, where it
+// can.
+func enableControllers(dir string) error {
+	have, err := os.ReadFile(filepath.Join(dir, "cgroup.controllers"))
+	if err != nil {
+		return err
+	}
+	on, err := os.ReadFile(filepath.Join(dir, "cgroup.subtree_control"))
+	if err != nil {
+		return err
+	}
+	enabled := map[string]bool{}
+	for _, c := range strings.Fields(string(on)) {
+		enabled[c] = true
+	}
+	var add []string
+	for _, c := range strings.Fields(string(have)) {
+		if !enabled[c] {
+			add = append(add, "+"+c)
+		}
+	}
+	if len(add) == 0 {
+		return nil
+	}
+	// As runc: all at once, else one by one; one that cannot be enabled (a cgroup with
+	// processes of its own, a threaded subtree) is left off, and a limit that needs it
+	// fails when the resources are applied, naming the file.
+	f := filepath.Join(dir, "cgroup.subtree_control")
+	if os.WriteFile(f, []byte(strings.Join(add, " ")), 0) != nil {
+		for _, c := range add {
+			_ = os.WriteFile(f, []byte(c), 0)
+		}
+	}
+	return nil
 }
 
 // pickProcsDir chooses the hierarchy whose cgroup.procs lists the container's processes.

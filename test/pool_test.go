@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -453,7 +454,11 @@ func TestPoolBootStart(t *testing.T) {
 		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim, "--wait", "1m")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		t.Fatalf("warmctl start: %v\n%s", err, out)
+		// What the started shim said: its start action's log (the boot bundle's) and the
+		// pool shim's own.
+		boot, _ := os.ReadFile(filepath.Join(cd.WarmRun, cd.Namespace, "boot", "log"))
+		shimLog, _ := os.ReadFile(filepath.Join(cd.WarmRun, cd.Namespace, "pool-shim.log"))
+		t.Fatalf("warmctl start: %v\n%s\n--- boot/log:\n%s\n--- pool-shim.log (end):\n%s", err, out, boot, tail(string(shimLog), 4000))
 	}
 	st, ok, err := ctl.Pool(name)
 	if err != nil || !ok || st.Frozen < 2 || st.Hits != 0 {
@@ -617,4 +622,72 @@ func TestGroupShimTemplateReachesPool(t *testing.T) {
 		st, _, err := ctl.Pool(name)
 		return err == nil && st.Generation > before.Generation
 	})
+}
+
+// TestPoolHitResources: a hit that asks for resource limits runs in the cgroup it asked
+// for, with those limits (on cgroup v2 the namespace's cgroup must delegate the
+// controllers, which the move sets up as runc does).
+func TestPoolHitResources(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "res-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	c := e.container(echoApp, templateAnn(name, false), oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	if got := askSeed(t, w, &out, "limited"); got != seed {
+		t.Fatalf("served seed %s, template's %s: not a hit", got, seed)
+	}
+	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 {
+		t.Fatalf("not a hit: %+v", st)
+	}
+	dir, mem, pids := cgroupLimits(t, int(task.Pid()))
+	if want := "/" + cd.Namespace + "/" + c.ID(); !strings.HasSuffix(dir, want) {
+		t.Errorf("served process in cgroup %s, want %s", dir, want)
+	}
+	if mem != strconv.Itoa(96<<20) || pids != "50" {
+		t.Errorf("limits memory %s pids %s, want %d and 50", mem, pids, 96<<20)
+	}
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
+}
+
+// cgroupLimits reads a process's cgroup (the v2 path, or the memory hierarchy's on v1)
+// and its memory and pids limits.
+func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2 := false
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		v2 = true
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		switch {
+		case v2 && f[1] == "":
+			d := filepath.Join("/sys/fs/cgroup", f[2])
+			return f[2], read(filepath.Join(d, "memory.max")), read(filepath.Join(d, "pids.max"))
+		case !v2 && f[1] == "memory":
+			dir = f[2]
+			mem = read(filepath.Join("/sys/fs/cgroup/memory", f[2], "memory.limit_in_bytes"))
+		case !v2 && f[1] == "pids":
+			pids = read(filepath.Join("/sys/fs/cgroup/pids", f[2], "pids.max"))
+		}
+	}
+	return dir, mem, pids
 }

@@ -29,5 +29,5 @@ install -m 0755 scripts/devcheck/iptables-restore .devcheck/b/fallback/iptables-
 install -m 0755 scripts/devcheck/iptables-restore .devcheck/b/fallback/ip6tables-restore
 tar -C .devcheck -cf - b | xz -6 -T0 >.devcheck/bundle.tar.xz
 rm -rf .devcheck/b
-install -m 0755 scripts/devcheck/run.sh scripts/devcheck/clean.sh .devcheck/
+install -m 0755 scripts/devcheck/run.sh scripts/devcheck/clean.sh scripts/devcheck/cgmove.sh .devcheck/
 du -sh .devcheck

@@ -29,15 +29,32 @@ stage() { # name limit args...
 	grep -E '^(--- |ok|FAIL|PASS|Benchmark)|^    --- FAIL' "$OUT/$name.txt" | tail -80
 	[ $r = 0 ] || rc=1
 }
-stage oci 90 ./b/oci.test -test.v -test.count=1 -test.timeout 80s
-bash ./clean.sh
-stage integration ${WARM_DEVCHECK_IT_LIMIT:-260} ./b/test.test -test.v -test.count=1 -test.timeout 250s \
-	-test.skip 'Nerdctl' ${WARM_DEVCHECK_RUN:+-test.run "$WARM_DEVCHECK_RUN"}
-cp /tmp/warm-it-containerd.log "$OUT/it-containerd.log" 2>/dev/null
-stage bench-hit 60 ./b/test.test -test.run '^$' -test.bench 'PoolHit$' -test.benchtime 50x \
-	-test.count=1 -test.timeout 55s
-stage bench-conc ${WARM_DEVCHECK_BENCH_LIMIT:-150} ./b/test.test -test.run '^$' -test.bench 'PoolHitConcurrent' \
-	-test.benchtime 5x -test.count=1 -test.timeout 140s
+# Stages (WARM_DEVCHECK_STAGES, in order): oci, integration, bench-hit, bench-conc, cgmove
+# (times of a migration and of a subtree_control write), fdm (remounts cgroup2 with
+# favordynmods; the later stages run with it).
+STAGES=${WARM_DEVCHECK_STAGES:-oci integration bench-hit bench-conc}
+# Pool hits' adoption phases, from the pool shim's log (debug level only).
+phases() { grep -h 'sandbox adopted' /tmp/warm-it-pool-shim.log 2>/dev/null | sed 's/.*msg="sandbox adopted" //' | tail -${1:-20} >>"$OUT/$2.txt"; }
+n=0
+for s in $STAGES; do
+	n=$((n + 1))
+	case $s in
+	oci) stage oci 90 ./b/oci.test -test.v -test.count=1 -test.timeout 80s; bash ./clean.sh ;;
+	integration)
+		stage integration ${WARM_DEVCHECK_IT_LIMIT:-260} ./b/test.test -test.v -test.count=1 -test.timeout 250s \
+			-test.skip 'Nerdctl' ${WARM_DEVCHECK_RUN:+-test.run "$WARM_DEVCHECK_RUN"}
+		phases 40 integration ;;
+	bench-hit)
+		stage bench-hit-$n 60 ./b/test.test -test.run '^$' -test.bench 'PoolHit$' -test.benchtime 50x \
+			-test.count=1 -test.timeout 55s
+		phases 30 bench-hit-$n ;;
+	bench-conc)
+		stage bench-conc-$n ${WARM_DEVCHECK_BENCH_LIMIT:-150} env -u WARM_TEST_LOG_LEVEL ./b/test.test -test.run '^$' -test.bench 'PoolHitConcurrent' \
+			-test.benchtime 5x -test.count=1 -test.timeout 140s ;;
+	cgmove) stage cgmove-$n 30 bash ./cgmove.sh ;;
+	fdm) echo "== fdm"; mount -o remount,favordynmods /sys/fs/cgroup && grep -w cgroup2 /proc/mounts | tee -a "$OUT/host.txt" ;;
+	esac
+done
 echo "== leftovers"
 pgrep -fa 'criu|containerd|runc' | grep -v pgrep || echo "no processes left"
 ls -d /sys/fs/cgroup/warm*/ /tmp/warm-it-*/ 2>/dev/null && echo "LEFTOVERS" || echo "no cgroups or suite dirs left"
