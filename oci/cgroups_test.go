@@ -3,7 +3,10 @@ package oci
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestCreateCgroupV2(t *testing.T) {
@@ -57,5 +60,37 @@ func TestCreateCgroupV2(t *testing.T) {
 		if err := createCgroupV2(root, bad); err == nil {
 			t.Errorf("%s: no error", bad)
 		}
+	}
+}
+
+func TestParseCgroupMount(t *testing.T) {
+	const info = `25 1 0:23 / /sys rw,nosuid,nodev,noexec,relatime shared:7 - sysfs sysfs rw
+35 25 0:30 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:9 - cgroup2 cgroup2 rw,nsdelegate,memory_recursiveprot
+36 25 0:31 / /sys/fs/cgroup/unified rw,nosuid,nodev,noexec,relatime shared:10 - cgroup2 cgroup2 rw,favordynmods
+`
+	m, ok, err := parseCgroupMount(strings.NewReader(info), "/sys/fs/cgroup")
+	if err != nil || !ok {
+		t.Fatalf("not found: %v", err)
+	}
+	if m.FavorDynmods() {
+		t.Error("favordynmods reported for a mount without it")
+	}
+	flags, data := remountArgs(m)
+	want := uintptr(unix.MS_REMOUNT | unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC | unix.MS_RELATIME)
+	if flags != want {
+		t.Errorf("flags %#x, want %#x (the mount's own flags kept)", flags, want)
+	}
+	if data != "nsdelegate,memory_recursiveprot,favordynmods" {
+		t.Errorf("data %q: cgroup2's options must be kept", data)
+	}
+	m, ok, _ = parseCgroupMount(strings.NewReader(info), "/sys/fs/cgroup/unified")
+	if !ok || !m.FavorDynmods() {
+		t.Errorf("favordynmods not seen: %+v %v", m, ok)
+	}
+	if _, data := remountArgs(m); data != "favordynmods" {
+		t.Errorf("favordynmods doubled: %q", data)
+	}
+	if _, ok, _ := parseCgroupMount(strings.NewReader(info), "/nowhere"); ok {
+		t.Error("found a mount that is not there")
 	}
 }

@@ -156,6 +156,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		logrus.AddHook(h)
 		log.G(ctx).WithField("pid", os.Getpid()).Info("pool shim logging to " + h.Path)
 	}
+	checkDynmods(ctx, cfg)
 	w.sandboxes = &oci.Sandboxes{
 		Runc: realRunc, Root: runcRoot(cfg, ns),
 		Dir:          filepath.Join(run, "sandboxes"),

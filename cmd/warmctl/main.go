@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/store"
 )
@@ -145,7 +146,13 @@ func run(c *ctl, args []string, asJSON bool) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t%v\t%s\n", p.Template, mode, p.Generation, p.Frozen, p.Restoring, p.InUse, p.Desired,
 				p.Hits, misses(p.Misses), p.P50, p.P99, mib(p.Memory))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if m, ok, _ := oci.UnifiedCgroupMount(); ok && !m.FavorDynmods() {
+			fmt.Fprintln(os.Stderr, "note: cgroup2 is mounted without favordynmods: each hit waits 5-35 ms for an RCU grace period (cgroup_favordynmods in warm.toml; docs/pool.md)")
+		}
+		return nil
 	case len(args) == 4 && args[0] == "pool" && args[1] == "prewarm":
 		return c.do("POST", "/pools/"+args[2]+"/prewarm?n="+args[3], nil)
 	case len(args) == 3 && args[0] == "pool" && args[1] == "drain":

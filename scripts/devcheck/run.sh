@@ -31,7 +31,8 @@ stage() { # name limit args...
 }
 # Stages (WARM_DEVCHECK_STAGES, in order): oci, integration, bench-hit, bench-conc, cgmove
 # (times of a migration and of a subtree_control write), fdm (remounts cgroup2 with
-# favordynmods; the later stages run with it).
+# favordynmods; the later stages run with it), shimfdm (the later stages' pool shims run
+# with cgroup_favordynmods = true and remount it themselves).
 STAGES=${WARM_DEVCHECK_STAGES:-oci integration bench-hit bench-conc}
 # Pool hits' adoption phases, from the pool shim's log (debug level only).
 phases() { grep -h 'sandbox adopted' /tmp/warm-it-pool-shim.log 2>/dev/null | sed 's/.*msg="sandbox adopted" //' | tail -${1:-20} >>"$OUT/$2.txt"; }
@@ -43,15 +44,18 @@ for s in $STAGES; do
 	integration)
 		stage integration ${WARM_DEVCHECK_IT_LIMIT:-260} ./b/test.test -test.v -test.count=1 -test.timeout 250s \
 			-test.skip 'Nerdctl' ${WARM_DEVCHECK_RUN:+-test.run "$WARM_DEVCHECK_RUN"}
-		phases 40 integration ;;
+		phases 40 integration
+		grep -h favordynmods /tmp/warm-it-pool-shim.log | tail -3 >>"$OUT/integration.txt" ;;
 	bench-hit)
 		stage bench-hit-$n 60 ./b/test.test -test.run '^$' -test.bench 'PoolHit$' -test.benchtime 50x \
 			-test.count=1 -test.timeout 55s
-		phases 30 bench-hit-$n ;;
+		phases 30 bench-hit-$n
+		grep -w cgroup2 /proc/mounts >>"$OUT/bench-hit-$n.txt" ;;
 	bench-conc)
 		stage bench-conc-$n ${WARM_DEVCHECK_BENCH_LIMIT:-150} env -u WARM_TEST_LOG_LEVEL ./b/test.test -test.run '^$' -test.bench 'PoolHitConcurrent' \
 			-test.benchtime 5x -test.count=1 -test.timeout 140s ;;
 	cgmove) stage cgmove-$n 30 bash ./cgmove.sh ;;
+	shimfdm) export WARM_TEST_CGROUP_FAVORDYNMODS=1 ;; # the pool shim remounts (cgroup_favordynmods)
 	fdm) echo "== fdm"; mount -o remount,favordynmods /sys/fs/cgroup && grep -w cgroup2 /proc/mounts | tee -a "$OUT/host.txt" ;;
 	esac
 done

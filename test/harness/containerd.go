@@ -114,8 +114,11 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 		config:    filepath.Join(dir, "config.toml"),
 	}
 	c.WarmState, c.WarmRun = filepath.Join(dir, "warm-state"), filepath.Join(dir, "warm-run")
-	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\n%s",
-		env.Runc, c.RuncRoot, env.Criu, WarmLogLevel, c.WarmState, c.WarmRun, pools)
+	// WARM_TEST_CGROUP_FAVORDYNMODS=1 lets the pool shim remount a cgroup v2 host's
+	// hierarchy with favordynmods (the device check; never on a shared host).
+	dyn := os.Getenv("WARM_TEST_CGROUP_FAVORDYNMODS") == "1"
+	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\ncgroup_favordynmods = %v\n%s",
+		env.Runc, c.RuncRoot, env.Criu, WarmLogLevel, c.WarmState, c.WarmRun, dyn, pools)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
 		return nil, err
 	}
