@@ -128,6 +128,12 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 		sockets = append(sockets, ds)
 		cmd.ExtraFiles = append(cmd.ExtraFiles, ds.f)
 	}
+	// A start action whose stderr is a file (warmctl start gives it one) passes it on, so
+	// a panic or a SIGQUIT dump of the shim lands there. containerd reads a start
+	// action's output through pipes until they close: those are never inherited.
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode().IsRegular() {
+		cmd.Stderr = os.Stderr
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -456,9 +457,24 @@ func TestPoolBootStart(t *testing.T) {
 	if err != nil {
 		// What the started shim said: its start action's log (the boot bundle's) and the
 		// pool shim's own.
+		// The shim processes, where they are stuck, and a goroutine dump of the pool
+		// shim's (SIGQUIT; it lands in boot/stderr).
+		var procs strings.Builder
+		for _, sp := range harness.ShimProcesses(suiteDir) {
+			st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sp.Pid))
+			wchan, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", sp.Pid))
+			kstack, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stack", sp.Pid))
+			fmt.Fprintf(&procs, "%d %v\n  stat %s\n  wchan %s\n  %s\n", sp.Pid, sp.Args, strings.TrimSpace(string(st)), wchan, strings.ReplaceAll(string(kstack), "\n", "\n  "))
+			if strings.Contains(strings.Join(sp.Args, " "), "-id warm-pool") {
+				_ = syscall.Kill(sp.Pid, syscall.SIGQUIT)
+			}
+		}
+		time.Sleep(time.Second)
 		boot, _ := os.ReadFile(filepath.Join(cd.WarmRun, cd.Namespace, "boot", "log"))
+		stderr, _ := os.ReadFile(filepath.Join(cd.WarmRun, cd.Namespace, "boot", "stderr"))
 		shimLog, _ := os.ReadFile(filepath.Join(cd.WarmRun, cd.Namespace, "pool-shim.log"))
-		t.Fatalf("warmctl start: %v\n%s\n--- boot/log:\n%s\n--- pool-shim.log (end):\n%s", err, out, boot, tail(string(shimLog), 4000))
+		t.Fatalf("warmctl start: %v\n%s\n--- shim processes:\n%s\n--- boot/log:\n%s\n--- boot/stderr:\n%s\n--- pool-shim.log (end):\n%s",
+			err, out, procs.String(), boot, tail(string(stderr), 12000), tail(string(shimLog), 3000))
 	}
 	st, ok, err := ctl.Pool(name)
 	if err != nil || !ok || st.Frozen < 2 || st.Hits != 0 {

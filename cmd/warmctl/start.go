@@ -117,11 +117,19 @@ func spawn(bin, ns, address, socketDir, cfgPath, dir string) error {
 		}
 		cmd.Env = append(cmd.Env, config.EnvPath+"="+abs)
 	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	// A file, not a pipe: the shim the start action launches keeps it as its stderr (a
+	// panic or a SIGQUIT goroutine dump of the pool shim lands in <run_dir>/<ns>/boot/stderr).
+	errPath := filepath.Join(dir, "stderr")
+	errFile, err := os.OpenFile(errPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer errFile.Close()
+	cmd.Stderr = errFile
 	out, err := cmd.Output()
 	if err != nil {
-		return fmt.Errorf("start the pool shim: %w: %s", err, strings.TrimSpace(stderr.String()))
+		msg, _ := os.ReadFile(errPath)
+		return fmt.Errorf("start the pool shim: %w: %s", err, strings.TrimSpace(string(msg)))
 	}
 	var res bootapi.BootstrapResult
 	if err := proto.Unmarshal(out, &res); err != nil || res.Address == "" {

@@ -50,11 +50,13 @@ for s in $STAGES; do
 		stage bench-hit-$n 60 ./b/test.test -test.run '^$' -test.bench 'PoolHit$' -test.benchtime 50x \
 			-test.count=1 -test.timeout 55s
 		phases 30 bench-hit-$n
-		grep -w cgroup2 /proc/mounts >>"$OUT/bench-hit-$n.txt" ;;
+		grep -w cgroup2 /proc/mounts >>"$OUT/bench-hit-$n.txt"
+		grep -h favordynmods /tmp/warm-it-pool-shim.log | tail -3 >>"$OUT/bench-hit-$n.txt" ;;
 	bench-conc)
 		stage bench-conc-$n ${WARM_DEVCHECK_BENCH_LIMIT:-150} env -u WARM_TEST_LOG_LEVEL ./b/test.test -test.run '^$' -test.bench 'PoolHitConcurrent' \
 			-test.benchtime 5x -test.count=1 -test.timeout 140s ;;
 	cgmove) stage cgmove-$n 30 bash ./cgmove.sh ;;
+	mounts) echo "mounts at stage $n: $(grep -w cgroup2 /proc/mounts)" | tee -a "$OUT/host.txt" ;;
 	shimfdm) export WARM_TEST_CGROUP_FAVORDYNMODS=1 ;; # the pool shim remounts (cgroup_favordynmods)
 	fdm) echo "== fdm"; mount -o remount,favordynmods /sys/fs/cgroup && grep -w cgroup2 /proc/mounts | tee -a "$OUT/host.txt" ;;
 	esac
