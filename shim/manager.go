@@ -343,3 +343,14 @@ func runcFeatures(ctx context.Context, bin string) (*features.Features, error) {
 	}
 	return &f, nil
 }
+
+// CloseInheritedListeners marks the listener fds a start action passes (3, and 4 for
+// the debug socket) close-on-exec, so that no process the shim runs holds them.
+func CloseInheritedListeners() {
+	for _, fd := range []int{3, 4} {
+		var st unix.Stat_t
+		if unix.Fstat(fd, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFSOCK {
+			unix.CloseOnExec(fd)
+		}
+	}
+}

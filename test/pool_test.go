@@ -239,6 +239,25 @@ func TestPoolConcurrentCtrRun(t *testing.T) {
 	exitOf(t, mexit)
 	seed := strings.TrimPrefix(strings.TrimSpace(mout.String()), "done seed=")
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	// Throughout, refills' runc and CRIU run beside the hits: they must not hold the
+	// shims' listening sockets (one they keep connectable outlives its shim, and the next
+	// start action joins the dead shim).
+	stopWatch, heldBy := make(chan struct{}), make(chan []string, 1)
+	go func() {
+		defer func() { heldBy <- nil }()
+		for {
+			select {
+			case <-stopWatch:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			if held := harness.ShimSocketHolders(suiteDir); len(held) > 0 {
+				heldBy <- held
+				<-stopWatch
+				return
+			}
+		}
+	}()
 	for _, n := range []int{10, 50} {
 		if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=5", nil); err != nil {
 			t.Fatal(err)
@@ -272,6 +291,10 @@ func TestPoolConcurrentCtrRun(t *testing.T) {
 		if hits < 5 {
 			t.Errorf("%d concurrent runs against 5 frozen sandboxes: only %d hits", n, hits)
 		}
+	}
+	close(stopWatch)
+	if held := <-heldBy; len(held) > 0 {
+		t.Fatalf("processes other than shims held shim sockets during the runs: %v", held)
 	}
 }
 

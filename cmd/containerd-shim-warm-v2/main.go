@@ -16,5 +16,12 @@ func main() {
 	if wrap.IsInvocation(os.Args) {
 		os.Exit(wrap.Main(os.Args))
 	}
+	// The start action passes the shim its ttrpc listener as fd 3 (and the debug one as
+	// fd 4). containerd's shim library serves a dup of each and leaves the originals open
+	// without close-on-exec, so every runc and CRIU the shim runs inherited them: a
+	// refill's restore still running when the pool shim exited kept its socket
+	// connectable, and the next start action joined a shim that was gone (warmctl start
+	// then waited for it in vain, and containerd would too).
+	shim.CloseInheritedListeners()
 	containerdshim.RunShim(context.Background(), shim.NewManager())
 }

@@ -179,3 +179,39 @@ func ShimProcesses(dir string) []ShimProcess {
 	}
 	return out
 }
+
+// ShimSocketHolders lists the processes, other than shims, that hold a listening shim
+// socket of dir's containerd (those under dir/s): "PID (COMM)" each.
+func ShimSocketHolders(dir string) []string {
+	data, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return nil
+	}
+	prefix := filepath.Join(dir, "s") + "/"
+	inodes := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		// Num RefCount Protocol Flags Type St Inode Path
+		f := strings.Fields(line)
+		if len(f) >= 8 && strings.HasPrefix(f[7], prefix) {
+			inodes["socket:["+f[6]+"]"] = true
+		}
+	}
+	var out []string
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	seen := map[string]bool{}
+	for _, fd := range fds {
+		l, err := os.Readlink(fd)
+		if err != nil || !inodes[l] {
+			continue
+		}
+		pid := strings.Split(fd, "/")[2]
+		comm, _ := os.ReadFile("/proc/" + pid + "/comm")
+		c := strings.TrimSpace(string(comm))
+		if strings.HasPrefix(c, "containerd-shim") || seen[pid] {
+			continue
+		}
+		seen[pid] = true
+		out = append(out, pid+" ("+c+")")
+	}
+	return out
+}
