@@ -40,21 +40,22 @@ type warm struct {
 	// templates and restores them on create, from the store they share.
 	poolShim bool
 
-	mu        sync.Mutex
-	ready     bool                  // guarded by mu
-	ns        string                // guarded by mu
-	cfg       config.Config         // guarded by mu
-	self      string                // this binary, the runc of adopted containers; guarded by mu
-	runc      string                // the real runc; guarded by mu
-	store     *store.Store          // guarded by mu
-	sandboxes *oci.Sandboxes        // guarded by mu
-	rootfs    *snapshotRootfs       // guarded by mu
-	pools     map[string]*pool.Pool // template name -> pool; guarded by mu
-	frozen    map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
-	served    map[string]*served    // container id -> how it was served; guarded by mu
-	listener  *net.UnixListener     // adoption socket; guarded by mu
-	ctl       *ctlServer            // guarded by mu
-	importing map[string]bool       // templates being imported from images; guarded by mu
+	mu          sync.Mutex
+	ready       bool                  // guarded by mu
+	ns          string                // guarded by mu
+	cfg         config.Config         // guarded by mu
+	self        string                // this binary, the runc of adopted containers; guarded by mu
+	runc        string                // the real runc; guarded by mu
+	stopDynmods func()                // ends the favordynmods keeper (cgroup_favordynmods); guarded by mu
+	store       *store.Store          // guarded by mu
+	sandboxes   *oci.Sandboxes        // guarded by mu
+	rootfs      *snapshotRootfs       // guarded by mu
+	pools       map[string]*pool.Pool // template name -> pool; guarded by mu
+	frozen      map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
+	served      map[string]*served    // container id -> how it was served; guarded by mu
+	listener    *net.UnixListener     // adoption socket; guarded by mu
+	ctl         *ctlServer            // guarded by mu
+	importing   map[string]bool       // templates being imported from images; guarded by mu
 	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
 	syncedImages string
 	// onIdle is called after an operator drained every pool: the service exits if no
@@ -156,7 +157,11 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		logrus.AddHook(h)
 		log.G(ctx).WithField("pid", os.Getpid()).Info("pool shim logging to " + h.Path)
 	}
-	checkDynmods(ctx, cfg)
+	if checkDynmods(ctx, cfg) && cfg.CgroupFavorDynmods {
+		stop := make(chan struct{})
+		w.stopDynmods = sync.OnceFunc(func() { close(stop) })
+		go keepDynmods(context.WithoutCancel(ctx), stop)
+	}
 	w.sandboxes = &oci.Sandboxes{
 		Runc: realRunc, Root: runcRoot(cfg, ns),
 		Dir:          filepath.Join(run, "sandboxes"),
@@ -460,8 +465,11 @@ func (w *warm) close(ctx context.Context) error {
 	w.mu.Lock()
 	pools := w.pools
 	w.pools = map[string]*pool.Pool{}
-	l, ctl := w.listener, w.ctl
+	l, ctl, stopDynmods := w.listener, w.ctl, w.stopDynmods
 	w.mu.Unlock()
+	if stopDynmods != nil {
+		stopDynmods()
+	}
 	var errs []error
 	for _, p := range pools {
 		errs = append(errs, p.Close(ctx))
