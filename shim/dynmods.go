@@ -10,13 +10,32 @@ import (
 	"github.com/warmshim/warm/oci"
 )
 
-// checkDynmods runs when the pool shim starts: on a pure cgroup v2 host whose hierarchy
-// lacks favordynmods, every pool hit waits for an RCU grace period to migrate the
-// sandbox into its cgroup. With cgroup_favordynmods the shim remounts it (and the
-// caller keeps it so with keepDynmods); otherwise it says so once, with the fix. It
-// reports whether the host is a pure cgroup v2 one.
-func checkDynmods(ctx context.Context, cfg config.Config) (unified bool) {
-	m, ok, err := oci.UnifiedCgroupMount()
+// On a pure cgroup v2 host a pool hit migrates the sandbox's processes into the cgroup
+// the container asked for, and the kernel makes every migration wait for an RCU grace
+// period (6 to 33 ms measured on a 16-core VM) unless the hierarchy is mounted with
+// favordynmods (then about 0.1 ms). A new cgroup2 mount made from the host's cgroup
+// namespace applies its own options, without it, to the whole hierarchy: CRIU restoring
+// a container's /sys/fs/cgroup does that (every refill), and so does runc mounting it for
+// a container without a cgroup namespace of its own (that also drops systemd's nsdelegate
+// and memory_recursiveprot).
+
+// cgroupMounts reads and remounts the cgroup2 hierarchy (oci's functions; a fake in
+// tests).
+type cgroupMounts interface {
+	Mount() (m oci.CgroupMount, unified bool, err error)
+	Enable(oci.CgroupMount) error
+}
+
+type hostCgroupMounts struct{}
+
+func (hostCgroupMounts) Mount() (oci.CgroupMount, bool, error) { return oci.UnifiedCgroupMount() }
+func (hostCgroupMounts) Enable(m oci.CgroupMount) error        { return oci.EnableFavorDynmods(m) }
+
+// checkDynmods runs when the pool shim starts. With cgroup_favordynmods it remounts the
+// hierarchy with favordynmods (and the caller keeps it so with a dynmodsKeeper);
+// otherwise it warns once, with the fix. It reports whether the host is pure cgroup v2.
+func checkDynmods(ctx context.Context, cfg config.Config, fs cgroupMounts) (unified bool) {
+	m, ok, err := fs.Mount()
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("cgroup2 mount options")
 		return false
@@ -25,7 +44,7 @@ func checkDynmods(ctx context.Context, cfg config.Config) (unified bool) {
 		return ok
 	}
 	if cfg.CgroupFavorDynmods {
-		if err := oci.EnableFavorDynmods(m); err != nil {
+		if err := fs.Enable(m); err != nil {
 			log.G(ctx).WithError(err).Warn("cgroup_favordynmods: remount failed; pool hits wait for RCU grace periods")
 			return true
 		}
@@ -33,38 +52,67 @@ func checkDynmods(ctx context.Context, cfg config.Config) (unified bool) {
 		return true
 	}
 	log.G(ctx).Warn("cgroup2 is mounted without favordynmods: each pool hit waits for an RCU grace period " +
-		"(about 5-35 ms) to move the sandbox into its cgroup; set cgroup_favordynmods = true in warm.toml, " +
-		"or remount it yourself (docs/pool.md, \"cgroup v2\")")
+		"(about 5-35 ms) to move the sandbox into its cgroup; set cgroup_favordynmods = true in warm.toml " +
+		"(docs/pool.md, \"cgroup v2\")")
 	return true
 }
 
-// dynmodsInterval is how often the pool shim checks that favordynmods is still on.
+// dynmodsInterval is how often the keeper checks favordynmods without being kicked.
 const dynmodsInterval = 2 * time.Second
 
-// keepDynmods re-enables favordynmods whenever it finds it gone, until stop is closed: a
-// new cgroup2 mount made from the host's cgroup namespace applies its own options, which
-// lack it, to the whole hierarchy (runc mounting /sys/fs/cgroup for a container that has
-// no cgroup namespace of its own is one; that also drops systemd's nsdelegate and
-// memory_recursiveprot). A check reads /proc/self/mountinfo.
-func keepDynmods(ctx context.Context, stop <-chan struct{}) {
-	t := time.NewTicker(dynmodsInterval)
+// dynmodsKeeper re-enables favordynmods whenever it finds it gone: after each refill's
+// restore (kick) and every dynmodsInterval. A check reads /proc/self/mountinfo.
+type dynmodsKeeper struct {
+	fs    cgroupMounts
+	kicks chan struct{}
+	stop  chan struct{}
+	done  chan struct{}
+	times int // re-enables so far; owned by run
+}
+
+func newDynmodsKeeper(fs cgroupMounts) *dynmodsKeeper {
+	return &dynmodsKeeper{fs: fs, kicks: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// kick asks for a check now (a restore just mounted cgroup2); it never blocks.
+func (k *dynmodsKeeper) kick() {
+	select {
+	case k.kicks <- struct{}{}:
+	default:
+	}
+}
+
+// close stops the keeper and waits for it.
+func (k *dynmodsKeeper) close() {
+	close(k.stop)
+	<-k.done
+}
+
+func (k *dynmodsKeeper) run(ctx context.Context, interval time.Duration) {
+	defer close(k.done)
+	t := time.NewTicker(interval)
 	defer t.Stop()
-	times := 0
 	for {
 		select {
-		case <-stop:
+		case <-k.stop:
 			return
 		case <-t.C:
+		case <-k.kicks:
 		}
-		m, ok, err := oci.UnifiedCgroupMount()
+		m, ok, err := k.fs.Mount()
 		if err != nil || !ok || m.FavorDynmods() {
 			continue
 		}
-		if err := oci.EnableFavorDynmods(m); err != nil {
+		if err := k.fs.Enable(m); err != nil {
 			log.G(ctx).WithError(err).Warn("cgroup_favordynmods: remount failed")
 			continue
 		}
-		times++
-		log.G(ctx).WithField("times", times).Info("favordynmods had been cleared from cgroup2 (by a cgroup2 mount from the host's cgroup namespace); re-enabled")
+		k.times++
+		l := log.G(ctx).WithField("times", k.times)
+		if k.times == 1 {
+			l.Info("favordynmods had been cleared from cgroup2 (by a cgroup2 mount from the host's cgroup namespace); re-enabled (later times are logged at debug)")
+			continue
+		}
+		l.Debug("favordynmods had been cleared from cgroup2 (by a cgroup2 mount from the host's cgroup namespace); re-enabled")
 	}
 }

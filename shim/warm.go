@@ -40,22 +40,22 @@ type warm struct {
 	// templates and restores them on create, from the store they share.
 	poolShim bool
 
-	mu          sync.Mutex
-	ready       bool                  // guarded by mu
-	ns          string                // guarded by mu
-	cfg         config.Config         // guarded by mu
-	self        string                // this binary, the runc of adopted containers; guarded by mu
-	runc        string                // the real runc; guarded by mu
-	stopDynmods func()                // ends the favordynmods keeper (cgroup_favordynmods); guarded by mu
-	store       *store.Store          // guarded by mu
-	sandboxes   *oci.Sandboxes        // guarded by mu
-	rootfs      *snapshotRootfs       // guarded by mu
-	pools       map[string]*pool.Pool // template name -> pool; guarded by mu
-	frozen      map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
-	served      map[string]*served    // container id -> how it was served; guarded by mu
-	listener    *net.UnixListener     // adoption socket; guarded by mu
-	ctl         *ctlServer            // guarded by mu
-	importing   map[string]bool       // templates being imported from images; guarded by mu
+	mu        sync.Mutex
+	ready     bool                  // guarded by mu
+	ns        string                // guarded by mu
+	cfg       config.Config         // guarded by mu
+	self      string                // this binary, the runc of adopted containers; guarded by mu
+	runc      string                // the real runc; guarded by mu
+	dynmods   *dynmodsKeeper        // keeps favordynmods on (cgroup_favordynmods); guarded by mu
+	store     *store.Store          // guarded by mu
+	sandboxes *oci.Sandboxes        // guarded by mu
+	rootfs    *snapshotRootfs       // guarded by mu
+	pools     map[string]*pool.Pool // template name -> pool; guarded by mu
+	frozen    map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
+	served    map[string]*served    // container id -> how it was served; guarded by mu
+	listener  *net.UnixListener     // adoption socket; guarded by mu
+	ctl       *ctlServer            // guarded by mu
+	importing map[string]bool       // templates being imported from images; guarded by mu
 	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
 	syncedImages string
 	// onIdle is called after an operator drained every pool: the service exits if no
@@ -157,10 +157,9 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		logrus.AddHook(h)
 		log.G(ctx).WithField("pid", os.Getpid()).Info("pool shim logging to " + h.Path)
 	}
-	if checkDynmods(ctx, cfg) && cfg.CgroupFavorDynmods {
-		stop := make(chan struct{})
-		w.stopDynmods = sync.OnceFunc(func() { close(stop) })
-		go keepDynmods(context.WithoutCancel(ctx), stop)
+	if checkDynmods(ctx, cfg, hostCgroupMounts{}) && cfg.CgroupFavorDynmods {
+		w.dynmods = newDynmodsKeeper(hostCgroupMounts{})
+		go w.dynmods.run(context.WithoutCancel(ctx), dynmodsInterval)
 	}
 	w.sandboxes = &oci.Sandboxes{
 		Runc: realRunc, Root: runcRoot(cfg, ns),
@@ -233,7 +232,11 @@ func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id stri
 		sb := h.(*oci.Sandbox)
 		r.w.mu.Lock()
 		r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id}
+		dynmods := r.w.dynmods
 		r.w.mu.Unlock()
+		if dynmods != nil {
+			dynmods.kick() // CRIU mounted the sandbox's cgroup2: favordynmods is gone
+		}
 	}
 	return h, mem, err
 }
@@ -465,10 +468,11 @@ func (w *warm) close(ctx context.Context) error {
 	w.mu.Lock()
 	pools := w.pools
 	w.pools = map[string]*pool.Pool{}
-	l, ctl, stopDynmods := w.listener, w.ctl, w.stopDynmods
+	l, ctl, dynmods := w.listener, w.ctl, w.dynmods
+	w.dynmods = nil
 	w.mu.Unlock()
-	if stopDynmods != nil {
-		stopDynmods()
+	if dynmods != nil {
+		dynmods.close()
 	}
 	var errs []error
 	for _, p := range pools {
