@@ -87,6 +87,9 @@ func TestParseCgroupMount(t *testing.T) {
 	if !ok || !m.FavorDynmods() {
 		t.Errorf("favordynmods not seen: %+v %v", m, ok)
 	}
+	if m.Target != "/sys/fs/cgroup/unified" {
+		t.Errorf("target %q", m.Target)
+	}
 	if _, data := remountArgs(m); data != "favordynmods" {
 		t.Errorf("favordynmods doubled: %q", data)
 	}

@@ -15,10 +15,14 @@ import (
 // migration, and that waits for an RCU grace period (6 to 33 ms measured on a 16-core
 // VM) unless the cgroup2 hierarchy is mounted with favordynmods (then about 0.1 ms). The
 // option makes forks and exits host-wide a little more expensive, so warm only remounts
-// with it when its configuration says so (cgroup_favordynmods).
+// with it when its configuration says so (cgroup_favordynmods). The rwsem is global (a
+// hybrid host's cgroup2 mount carries the option too), but a hybrid host's hits rename
+// cgroups and did not get faster with it; warm leaves hybrid hosts alone.
 
-// CgroupMount is the cgroup2 mount at /sys/fs/cgroup, as /proc/self/mountinfo shows it.
+// CgroupMount is the host's cgroup2 mount, as /proc/self/mountinfo shows it.
 type CgroupMount struct {
+	Target    string   // /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host
+	Pure      bool     // a pure cgroup v2 host: hits migrate processes
 	MountOpts []string // per-mount options (rw, nosuid, nodev, noexec, relatime, ...)
 	SuperOpts []string // cgroup2's own (rw, nsdelegate, memory_recursiveprot, ...)
 }
@@ -35,18 +39,24 @@ func hasOpt(opts []string, o string) bool {
 	return false
 }
 
-// UnifiedCgroupMount returns the cgroup2 mount at /sys/fs/cgroup; ok is false on a
-// cgroup v1 or hybrid host, where a hit renames cgroups instead of migrating processes.
-func UnifiedCgroupMount() (m CgroupMount, ok bool, err error) {
-	if !unified() {
-		return m, false, nil
+// hybridV2Root is where a hybrid host (cgroup v1 controllers) mounts cgroup2.
+const hybridV2Root = "/sys/fs/cgroup/unified"
+
+// HostCgroupMount returns the host's cgroup2 mount: /sys/fs/cgroup on a pure cgroup v2
+// host, /sys/fs/cgroup/unified on a hybrid one; ok is false where there is none.
+func HostCgroupMount() (m CgroupMount, ok bool, err error) {
+	target := hybridV2Root
+	if unified() {
+		target = cgroupV2Root
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return m, false, err
 	}
 	defer f.Close()
-	return parseCgroupMount(f, cgroupV2Root)
+	m, ok, err = parseCgroupMount(f, target)
+	m.Pure = ok && unified()
+	return m, ok, err
 }
 
 // parseCgroupMount finds the cgroup2 mount at target in a mountinfo file (the last one:
@@ -64,7 +74,7 @@ func parseCgroupMount(r io.Reader, target string) (m CgroupMount, ok bool, err e
 		if len(f) < 6 || len(g) < 3 || f[4] != target || g[0] != "cgroup2" {
 			continue
 		}
-		m, ok = CgroupMount{MountOpts: strings.Split(f[5], ","), SuperOpts: strings.Split(g[2], ",")}, true
+		m, ok = CgroupMount{Target: target, MountOpts: strings.Split(f[5], ","), SuperOpts: strings.Split(g[2], ",")}, true
 	}
 	return m, ok, sc.Err()
 }
@@ -105,16 +115,16 @@ func remountArgs(m CgroupMount) (uintptr, string) {
 	return flags, strings.Join(data, ",")
 }
 
-// EnableFavorDynmods remounts the cgroup2 hierarchy at /sys/fs/cgroup with favordynmods,
-// keeping its other options, and checks that the kernel took it.
+// EnableFavorDynmods remounts the cgroup2 hierarchy m with favordynmods, keeping its
+// other options, and checks that the kernel took it.
 func EnableFavorDynmods(m CgroupMount) error {
 	flags, data := remountArgs(m)
-	if err := unix.Mount("none", cgroupV2Root, "", flags, data); err != nil {
-		return fmt.Errorf("remount %s with %q: %w", cgroupV2Root, data, err)
+	if err := unix.Mount("none", m.Target, "", flags, data); err != nil {
+		return fmt.Errorf("remount %s with %q: %w", m.Target, data, err)
 	}
-	now, ok, err := UnifiedCgroupMount()
+	now, ok, err := HostCgroupMount()
 	if err != nil || !ok || !now.FavorDynmods() {
-		return fmt.Errorf("remount %s with %q: favordynmods not in the mount's options afterwards (%v)", cgroupV2Root, data, err)
+		return fmt.Errorf("remount %s with %q: favordynmods not in the mount's options afterwards (%v)", m.Target, data, err)
 	}
 	return nil
 }

@@ -14,7 +14,8 @@ import (
 // fakeMounts is a cgroup2 mount whose favordynmods a test clears and Enable sets.
 type fakeMounts struct {
 	mu      sync.Mutex
-	unified bool
+	unified bool // a pure cgroup v2 host (else hybrid)
+	found   bool // a cgroup2 mount exists
 	on      bool
 	enables int
 	enabled chan struct{}
@@ -23,11 +24,11 @@ type fakeMounts struct {
 func (f *fakeMounts) Mount() (oci.CgroupMount, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m := oci.CgroupMount{SuperOpts: []string{"rw", "nsdelegate"}}
+	m := oci.CgroupMount{Pure: f.unified, SuperOpts: []string{"rw", "nsdelegate"}}
 	if f.on {
 		m.SuperOpts = append(m.SuperOpts, "favordynmods")
 	}
-	return m, f.unified, nil
+	return m, f.found, nil
 }
 
 func (f *fakeMounts) Enable(m oci.CgroupMount) error {
@@ -62,10 +63,12 @@ func TestCheckDynmods(t *testing.T) {
 		enables       int
 		favorDynmodOn bool
 	}{
-		{"cgroup v1 or hybrid", &fakeMounts{}, on, false, 0, false},
-		{"v2, already on", &fakeMounts{unified: true, on: true}, on, true, 0, true},
-		{"v2, off, not configured: warn only", &fakeMounts{unified: true}, off, true, 0, false},
-		{"v2, off, configured: remount", &fakeMounts{unified: true}, on, true, 1, true},
+		{"no cgroup2 mount", &fakeMounts{}, on, false, 0, false},
+		{"hybrid, off, not configured", &fakeMounts{found: true}, off, false, 0, false},
+		{"hybrid, off, configured: left alone", &fakeMounts{found: true}, on, false, 0, false},
+		{"v2, already on", &fakeMounts{found: true, unified: true, on: true}, on, true, 0, true},
+		{"v2, off, not configured: warn only", &fakeMounts{found: true, unified: true}, off, true, 0, false},
+		{"v2, off, configured: remount", &fakeMounts{found: true, unified: true}, on, true, 1, true},
 	} {
 		if got := checkDynmods(ctx, tc.cfg, tc.fs); got != tc.unified {
 			t.Errorf("%s: unified %v, want %v", tc.name, got, tc.unified)
@@ -77,7 +80,7 @@ func TestCheckDynmods(t *testing.T) {
 }
 
 func TestDynmodsKeeper(t *testing.T) {
-	fs := &fakeMounts{unified: true, on: true, enabled: make(chan struct{}, 4)}
+	fs := &fakeMounts{found: true, unified: true, on: true, enabled: make(chan struct{}, 4)}
 	k := newDynmodsKeeper(fs)
 	go k.run(context.Background(), time.Hour) // only kicks wake it here
 	// A kick with the option on remounts nothing.
@@ -107,7 +110,7 @@ func TestDynmodsKeeper(t *testing.T) {
 }
 
 func TestDynmodsKeeperTicks(t *testing.T) {
-	fs := &fakeMounts{unified: true, enabled: make(chan struct{}, 1)}
+	fs := &fakeMounts{found: true, unified: true, enabled: make(chan struct{}, 1)}
 	k := newDynmodsKeeper(fs)
 	go k.run(context.Background(), 5*time.Millisecond)
 	defer k.close()

@@ -44,9 +44,6 @@ func run(m *testing.M) int {
 		// Benchmarks run the shim at info, the level runc's shim logs at.
 		harness.WarmLogLevel = "info"
 	}
-	if l := os.Getenv("WARM_TEST_LOG_LEVEL"); l != "" { // e.g. debug: the hit's phases in the log
-		harness.WarmLogLevel = l
-	}
 	required := os.Getenv("WARM_INTEGRATION") == "1"
 	env, err := harness.FindEnv()
 	switch {

@@ -117,8 +117,12 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	// WARM_TEST_CGROUP_FAVORDYNMODS=1 lets the pool shim remount a cgroup v2 host's
 	// hierarchy with favordynmods (the device check; never on a shared host).
 	dyn := os.Getenv("WARM_TEST_CGROUP_FAVORDYNMODS") == "1"
+	level := WarmLogLevel
+	if l := os.Getenv("WARM_TEST_LOG_LEVEL"); l != "" { // e.g. debug: a hit's phases in the log
+		level = l
+	}
 	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\ncgroup_favordynmods = %v\n%s",
-		env.Runc, c.RuncRoot, env.Criu, WarmLogLevel, c.WarmState, c.WarmRun, dyn, pools)
+		env.Runc, c.RuncRoot, env.Criu, level, c.WarmState, c.WarmRun, dyn, pools)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
 		return nil, err
 	}
