@@ -262,7 +262,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.lifecycleMu.Unlock()
 	defer cleanup()
 
+	tNew := time.Now()
 	container, err := runc.NewContainer(ctx, s.platform, r)
+	dNew := time.Since(tNew)
 	if err != nil && s.warm.isHit(r.ID) {
 		// Adoption failed: the sandbox is destroyed and the container starts cold.
 		log.G(ctx).WithError(err).WithField("container", r.ID).Warn("pooled sandbox could not be adopted; starting cold")
@@ -311,12 +313,15 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Checkpoint: cold.Checkpoint,
 		Pid:        uint32(container.Pid()),
 	})
+	tOOM := time.Now()
 	s.watchOOM(ctx, container)
+	dOOM := time.Since(tOOM)
 
 	proc, _ := container.Process("")
 	handleStarted(container, proc)
 	s.warm.createdIn(r.ID, time.Since(began))
-	log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).Debug("created")
+	log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).
+		WithField("runc_create", dNew).WithField("oom_watch", dOOM).Debug("created")
 	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
 }
 
