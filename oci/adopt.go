@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"time"
 
@@ -207,7 +208,10 @@ func (sb *Sandbox) Started() bool {
 }
 
 func applyResources(path string, res *specs.LinuxResources) error {
-	if res == nil {
+	// The sandbox was restored without limits (sandboxSpec) and its devices are the
+	// template's: a request with no limit has nothing to apply, and the hit spares the
+	// cgroupfs walks (which wait on the locks a refill's restore holds).
+	if !hasLimits(res) {
 		return nil
 	}
 	// As runc does, a zero real-time period or runtime means "not set".
@@ -262,4 +266,14 @@ func runHook(ctx context.Context, h specs.Hook, state specs.State) error {
 		return fmt.Errorf("%w: %s", err, strings.TrimSpace(out.String()))
 	}
 	return nil
+}
+
+// hasLimits reports whether res sets anything but device rules.
+func hasLimits(res *specs.LinuxResources) bool {
+	if res == nil {
+		return false
+	}
+	r := *res
+	r.Devices = nil
+	return !reflect.DeepEqual(r, specs.LinuxResources{})
 }

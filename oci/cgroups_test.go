@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 )
 
@@ -95,5 +96,26 @@ func TestParseCgroupMount(t *testing.T) {
 	}
 	if _, ok, _ := parseCgroupMount(strings.NewReader(info), "/nowhere"); ok {
 		t.Error("found a mount that is not there")
+	}
+}
+
+func TestHasLimits(t *testing.T) {
+	mem := int64(1 << 20)
+	for _, tc := range []struct {
+		name string
+		res  *specs.LinuxResources
+		want bool
+	}{
+		{"nil", nil, false},
+		{"empty", &specs.LinuxResources{}, false},
+		{"devices only", &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: false, Access: "rwm"}}}, false},
+		{"memory", &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &mem}}, true},
+		{"pids", &specs.LinuxResources{Pids: &specs.LinuxPids{Limit: &mem}}, true},
+		{"unified", &specs.LinuxResources{Unified: map[string]string{"memory.high": "1G"}}, true},
+		{"empty cpu section", &specs.LinuxResources{CPU: &specs.LinuxCPU{}}, true},
+	} {
+		if got := hasLimits(tc.res); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
 	}
 }

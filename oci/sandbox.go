@@ -109,6 +109,13 @@ func sandboxSpec(t *store.Template, bundle, cgroupsPath string) (*specs.Spec, er
 	sp.Root.Path = filepath.Join(bundle, "rootfs")
 	sp.Linux.CgroupsPath = cgroupsPath
 	sp.Hooks = nil
+	// No resource limits: adoption applies the request's, and on cgroup v1 the sandbox's
+	// own cgroup (renamed) becomes the container's, so a limit of the template's would stay
+	// with a request that asks for none. The device rules stay (requests must have the
+	// template's).
+	if r := sp.Linux.Resources; r != nil {
+		sp.Linux.Resources = &specs.LinuxResources{Devices: r.Devices}
+	}
 	return &sp, nil
 }
 

@@ -56,9 +56,9 @@ func askSeed(t *testing.T, w io.Writer, out *syncBuffer, line string) string {
 }
 
 // makeTemplate runs a template maker and waits until its pool holds frozen sandboxes.
-func makeTemplate(t *testing.T, e *env, name string) (seed string) {
+func makeTemplate(t *testing.T, e *env, name string, opts ...oci.SpecOpts) (seed string) {
 	t.Helper()
-	c := e.container(echoApp, templateAnn(name, true))
+	c := e.container(echoApp, append([]oci.SpecOpts{templateAnn(name, true)}, opts...)...)
 	r, w := io.Pipe()
 	t.Cleanup(func() { w.Close() })
 	var out syncBuffer
@@ -663,34 +663,60 @@ func TestGroupShimTemplateReachesPool(t *testing.T) {
 	})
 }
 
-// TestPoolHitResources: a hit that asks for resource limits runs in the cgroup it asked
-// for, with those limits (on cgroup v2 the namespace's cgroup must delegate the
-// controllers, which the move sets up as runc does).
+// TestPoolHitResources: a hit runs in the cgroup it asked for, with the limits it asked
+// for and no others: a template made under limits does not pass them on (on cgroup v1 a
+// hit renames the sandbox's cgroup, so the sandbox must be restored without them), and
+// a hit that asks for limits gets them (on cgroup v2 the namespace's cgroup must delegate
+// the controllers, which the move sets up as runc does).
 func TestPoolHitResources(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
 	name := "res-" + shortName(t)
-	seed := makeTemplate(t, e, name)
-	c := e.container(echoApp, templateAnn(name, false), oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50))
-	r, w := io.Pipe()
-	defer w.Close()
-	var out syncBuffer
-	task, exit := e.start(c, streams(r, &out, io.Discard))
-	if got := askSeed(t, w, &out, "limited"); got != seed {
-		t.Fatalf("served seed %s, template's %s: not a hit", got, seed)
+	seed := makeTemplate(t, e, name, oci.WithMemoryLimit(200<<20), oci.WithPidsLimit(70))
+	serve := func(label string, opts ...oci.SpecOpts) (dir, mem, pids string) {
+		t.Helper()
+		c := e.container(echoApp, append([]oci.SpecOpts{templateAnn(name, false)}, opts...)...)
+		r, w := io.Pipe()
+		defer w.Close()
+		var out syncBuffer
+		task, exit := e.start(c, streams(r, &out, io.Discard))
+		if got := askSeed(t, w, &out, label); got != seed {
+			t.Fatalf("%s: served seed %s, template's %s: not a hit", label, got, seed)
+		}
+		dir, mem, pids = cgroupLimits(t, int(task.Pid()))
+		if want := "/" + cd.Namespace + "/" + c.ID(); !strings.HasSuffix(dir, want) {
+			t.Errorf("%s: served process in cgroup %s, want %s", label, dir, want)
+		}
+		_ = task.Kill(e.ctx, syscall.SIGKILL)
+		exitOf(t, exit)
+		if _, err := task.Delete(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Delete(e.ctx, containerd.WithSnapshotCleanup); err != nil {
+			t.Fatal(err)
+		}
+		return dir, mem, pids
 	}
-	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 {
-		t.Fatalf("not a hit: %+v", st)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	if _, mem, pids := serve("limited", oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50)); mem != strconv.Itoa(96<<20) || pids != "50" {
+		t.Errorf("asked for memory %d and pids 50, got %s and %s", 96<<20, mem, pids)
 	}
-	dir, mem, pids := cgroupLimits(t, int(task.Pid()))
-	if want := "/" + cd.Namespace + "/" + c.ID(); !strings.HasSuffix(dir, want) {
-		t.Errorf("served process in cgroup %s, want %s", dir, want)
+	if _, mem, pids := serve("unlimited"); !unlimited(mem) || pids != "max" {
+		t.Errorf("asked for no limits, got memory %s and pids %s (the template's are %d and 70)", mem, pids, 200<<20)
 	}
-	if mem != strconv.Itoa(96<<20) || pids != "50" {
-		t.Errorf("limits memory %s pids %s, want %d and 50", mem, pids, 96<<20)
+	if st, _, _ := ctl.Pool(name); st.Hits != 2 {
+		t.Fatalf("want 2 hits: %+v", st)
 	}
-	_ = task.Kill(e.ctx, syscall.SIGKILL)
-	exitOf(t, exit)
+}
+
+// unlimited reports whether a memory limit read from cgroupfs is "no limit" (v2 "max",
+// v1 the page-rounded maximum).
+func unlimited(mem string) bool {
+	if mem == "max" {
+		return true
+	}
+	n, err := strconv.ParseInt(mem, 10, 64)
+	return err == nil && n >= 1<<62
 }
 
 // cgroupLimits reads a process's cgroup (the v2 path, or the memory hierarchy's on v1)
