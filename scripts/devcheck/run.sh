@@ -17,6 +17,8 @@ export PATH=$B/bin:$PATH:$B/fallback WARM_BUSYBOX=$B/busybox WARM_INTEGRATION=1
 	echo "== host"; uname -r; nproc; stat -fc %T /sys/fs/cgroup; cat /proc/self/cgroup
 	cat /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null; mount | grep -E ' /(tmp|run) ' || true
 	echo "== criu check"; criu check 2>&1 | tail -2
+	# Incremental (pre-dump) checkpoints need soft-dirty tracking (issue 5).
+	echo "== criu mem_dirty_track"; criu check --feature mem_dirty_track 2>&1 | tail -1
 	echo "== runc"; runc --version | head -1
 } 2>&1 | tee "$OUT/host.txt"
 rc=0
