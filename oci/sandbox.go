@@ -12,12 +12,14 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/store"
@@ -56,6 +58,7 @@ type Sandbox struct {
 	stdout      *os.File // read end; guarded by mu
 	stderr      *os.File // read end; guarded by mu
 	drainDone   chan struct{}
+	drained     atomic.Int64 // bytes the drain read (output before adoption)
 	mounted     bool
 	cgroupPaths map[string]string
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
@@ -224,9 +227,8 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	// it writes before adoption is not the requester's and never reaches it.
 	sb.drainDone = make(chan struct{})
 	go sb.drain()
-	if err := s.runc(bundle).Pause(ctx, id); err != nil {
-		return sb, 0, fmt.Errorf("runc pause: %w", err)
-	}
+	// Freeze at once, through the cgroup (a runc pause is another process to start, and
+	// the restored application runs until the freeze: CRIU cannot restore it frozen).
 	st, err := readRuncState(filepath.Join(s.Root, id))
 	if err != nil {
 		return sb, 0, err
@@ -234,7 +236,46 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if sb.cgroupPaths, err = st.cgroupPaths(); err != nil {
 		return sb, 0, err
 	}
+	if err := freezeDir(sb.cgroupPaths, true); err != nil {
+		return sb, 0, fmt.Errorf("freeze: %w", err)
+	}
+	// An application that wrote before the freeze has run past its template's state
+	// (seen: one whose timer had run out printed its result and was about to exit, and
+	// the hit it served printed nothing): it is not served.
+	if n := sb.outputBeforeFreeze(); n > 0 {
+		return sb, 0, fmt.Errorf("%w: it wrote %d bytes between its restore and its freeze", ErrRanBeforeFreeze, n)
+	}
 	return sb, RSS(pid), nil
+}
+
+// ErrRanBeforeFreeze is a restored sandbox that ran past its template's state before the
+// shim froze it.
+var ErrRanBeforeFreeze = errors.New("sandbox ran before it was frozen")
+
+// outputBeforeFreeze is what a frozen sandbox wrote since its restore: what the drain
+// read and what waits in its pipes. The drain is stopped for the count (so no read is
+// in flight) and started again.
+func (sb *Sandbox) outputBeforeFreeze() int64 {
+	sb.stopDrain()
+	n := sb.drained.Load() + pending(sb.stdout) + pending(sb.stderr)
+	sb.drainDone = make(chan struct{})
+	go sb.drain()
+	return n
+}
+
+// pending is the number of unread bytes in a pipe (without making the file blocking,
+// as Fd would).
+func pending(f *os.File) int64 {
+	if f == nil {
+		return 0
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	var n int
+	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
+	return int64(n)
 }
 
 // drain discards the sandbox's output until stopDrain sets a read deadline.
@@ -247,7 +288,9 @@ func (sb *Sandbox) drain() {
 			defer wg.Done()
 			buf := make([]byte, 4096)
 			for {
-				if _, err := f.Read(buf); err != nil {
+				n, err := f.Read(buf)
+				sb.drained.Add(int64(n))
+				if err != nil {
 					return
 				}
 			}

@@ -4,11 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -291,5 +294,75 @@ func removeCgroupEverywhere(p string) {
 	entries, _ := os.ReadDir("/sys/fs/cgroup")
 	for _, e := range entries {
 		removeCgroup(filepath.Join("/sys/fs/cgroup", e.Name(), p))
+	}
+}
+
+// TestSandboxRanBeforeFreeze: a restored application that writes before the shim freezes
+// it has run past its template's state, and the restore fails with ErrRanBeforeFreeze
+// (the pool then destroys it and restores another). The template writes without pause,
+// so it always does.
+func TestSandboxRanBeforeFreeze(t *testing.T) {
+	runcPath := needStack(t)
+	ctx := context.Background()
+	dir, err := os.MkdirTemp("/tmp", "warm-oci-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	root := filepath.Join(dir, "runc")
+	tree := filepath.Join(dir, "tree")
+	busyboxTree(t, tree)
+	tag := fmt.Sprintf("warmocitest%d", os.Getpid())
+	defer func() {
+		for _, p := range []string{"/" + tag, "/" + tag + "-pool"} {
+			removeCgroupEverywhere(p)
+		}
+	}()
+	r := &runc.Runc{Command: runcPath, Root: root}
+	tb := filepath.Join(dir, "tmpl")
+	if err := os.MkdirAll(filepath.Join(tb, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := mount.All([]mount.Mount{{Type: "bind", Source: tree, Options: []string{"rbind", "rw"}}}, filepath.Join(tb, "rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	defer mount.UnmountAll(filepath.Join(tb, "rootfs"), 0)
+	sp := baseRuncSpec(t, runcPath, tb)
+	sp.Process.Args = []string{"sh", "-c", `while :; do echo tick; done`}
+	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
+	writeSpec(t, tb, sp)
+	outR, outW, _ := os.Pipe()
+	defer outR.Close()
+	if _, err := r.Run(ctx, "tmpl", tb, &runc.CreateOpts{IO: &pipeIO{out: outW, err: outW}, Detach: true}); err != nil {
+		t.Fatalf("runc run: %v", err)
+	}
+	outW.Close()
+	defer r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
+	go func() { _, _ = io.Copy(io.Discard, outR) }()
+	st, err := store.New(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := st.Commit(store.Meta{Name: "ticker", Namespace: "t", Spec: sp}, func(images string) error {
+		return r.Checkpoint(ctx, "tmpl", &runc.CheckpointOpts{ImagePath: images, WorkDir: filepath.Join(dir, "ckwork")}, runc.LeaveRunning)
+	})
+	if err != nil {
+		t.Fatalf("checkpoint: %v (%s)", err, LastLines(filepath.Join(dir, "ckwork", "dump.log"), 5))
+	}
+	_ = r.Kill(ctx, "tmpl", int(syscall.SIGKILL), &runc.KillOpts{All: true})
+
+	sbs := &Sandboxes{Runc: runcPath, Root: root, Dir: filepath.Join(dir, "sandboxes"), CgroupParent: "/" + tag + "-pool", Rootfs: bindRootfs{tree}}
+	defer sbs.RemoveCgroupParent()
+	h, _, err := sbs.Restore(ctx, tm, "sb1")
+	if h != nil {
+		if derr := sbs.Destroy(ctx, h); derr != nil {
+			t.Errorf("destroy: %v", derr)
+		}
+	}
+	if !errors.Is(err, ErrRanBeforeFreeze) {
+		t.Fatalf("restore of an application that writes at once: %v, want ErrRanBeforeFreeze", err)
+	}
+	if _, err := r.State(ctx, "sb1"); err == nil {
+		t.Fatal("the refused sandbox is still known to runc")
 	}
 }

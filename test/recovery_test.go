@@ -600,9 +600,14 @@ func TestRecoveryCheckpointTimeout(t *testing.T) {
 // original exit, and the checkpoints go with the container.
 func TestRecoveryDeleteWins(t *testing.T) {
 	e, c, task, _ := recoveringContainer(t)
-	st, err := task.Delete(e.ctx, containerd.WithProcessKill)
+	// A recovery takes a second or two here: a minute means the shim is stuck.
+	dctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	st, err := task.Delete(dctx, containerd.WithProcessKill)
 	if err != nil {
-		t.Fatalf("delete during a recovery: %v", err)
+		// Seen once, under CI load (the kill had landed during a dump): the shim said
+		// nothing more and the Delete waited 3 minutes. Its goroutines say where.
+		t.Fatalf("delete during a recovery: %v\n--- the shim's goroutines:\n%s", err, cd.ShimStacks(c.ID()))
 	}
 	if st.ExitCode() != 137 {
 		t.Fatalf("delete reported exit %d, want the original 137", st.ExitCode())

@@ -314,3 +314,24 @@ func ExitCode(err error) int {
 	}
 	return -1
 }
+
+// ShimStacks makes the shims serving container id dump their goroutines (SIGQUIT, which
+// also ends them) and returns what reached containerd's log after it: for a test that
+// found a shim stuck.
+func (c *Containerd) ShimStacks(id string) string {
+	before, _ := os.Stat(c.LogPath)
+	for _, sp := range ShimProcesses(c.Dir) {
+		if strings.Contains(strings.Join(sp.Args, " "), "-id "+id) {
+			_ = syscall.Kill(sp.Pid, syscall.SIGQUIT)
+		}
+	}
+	time.Sleep(2 * time.Second)
+	data, _ := os.ReadFile(c.LogPath)
+	if before != nil && int64(len(data)) > before.Size() {
+		data = data[before.Size():]
+	}
+	if len(data) > 60000 {
+		data = data[:60000]
+	}
+	return string(data)
+}
