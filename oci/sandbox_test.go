@@ -112,30 +112,45 @@ func writeSpec(t *testing.T, bundle string, sp *specs.Spec) {
 	}
 }
 
-func TestSandboxRestoreAdoptThaw(t *testing.T) {
-	runcPath := needStack(t)
-	ctx := context.Background()
+// templateBundle is what a sandbox test needs before its template runs: a directory
+// under /tmp (removed at the end), a runc root, a busybox tree, a cgroup tag, and the
+// template's bundle with that tree bind-mounted as its rootfs and runc's default spec.
+type templateBundle struct {
+	dir, root, tree, tag, bundle string
+	r                            *runc.Runc
+	spec                         *specs.Spec
+}
+
+func newTemplateBundle(t *testing.T, runcPath string) *templateBundle {
+	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "warm-oci-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer os.RemoveAll(dir)
-	root := filepath.Join(dir, "runc")
-	tree := filepath.Join(dir, "tree")
-	busyboxTree(t, tree)
-	tag := fmt.Sprintf("warmocitest%d", os.Getpid())
-	r := &runc.Runc{Command: runcPath, Root: root}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	b := &templateBundle{dir: dir, root: filepath.Join(dir, "runc"), tree: filepath.Join(dir, "tree"),
+		tag: fmt.Sprintf("warmocitest%d", os.Getpid()), bundle: filepath.Join(dir, "tmpl")}
+	busyboxTree(t, b.tree)
+	b.r = &runc.Runc{Command: runcPath, Root: b.root}
+	if err := os.MkdirAll(filepath.Join(b.bundle, "rootfs"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := mount.All([]mount.Mount{{Type: "bind", Source: b.tree, Options: []string{"rbind", "rw"}}}, filepath.Join(b.bundle, "rootfs")); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = mount.UnmountAll(filepath.Join(b.bundle, "rootfs"), 0) })
+	b.spec = baseRuncSpec(t, runcPath, b.bundle)
+	return b
+}
+
+func TestSandboxRestoreAdoptThaw(t *testing.T) {
+	runcPath := needStack(t)
+	ctx := context.Background()
+	b := newTemplateBundle(t, runcPath)
+	dir, root, tree, tag, r, tb := b.dir, b.root, b.tree, b.tag, b.r, b.bundle
 
 	// The template: a counter that answers lines on stdin with its state.
-	tb := filepath.Join(dir, "tmpl")
-	if err := os.MkdirAll(filepath.Join(tb, "rootfs"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := mount.All([]mount.Mount{{Type: "bind", Source: tree, Options: []string{"rbind", "rw"}}}, filepath.Join(tb, "rootfs")); err != nil {
-		t.Fatal(err)
-	}
-	defer mount.UnmountAll(filepath.Join(tb, "rootfs"), 0)
-	sp := baseRuncSpec(t, runcPath, tb)
+	sp := b.spec
 	sp.Process.Args = []string{"sh", "-c", `seed=$$$RANDOM; echo noise; while read l; do echo "$l seed=$seed host=$(hostname)"; done`}
 	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
 	writeSpec(t, tb, sp)
@@ -304,30 +319,13 @@ func removeCgroupEverywhere(p string) {
 func TestSandboxRanBeforeFreeze(t *testing.T) {
 	runcPath := needStack(t)
 	ctx := context.Background()
-	dir, err := os.MkdirTemp("/tmp", "warm-oci-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer os.RemoveAll(dir)
-	root := filepath.Join(dir, "runc")
-	tree := filepath.Join(dir, "tree")
-	busyboxTree(t, tree)
-	tag := fmt.Sprintf("warmocitest%d", os.Getpid())
+	b := newTemplateBundle(t, runcPath)
+	dir, root, tree, tag, r, tb, sp := b.dir, b.root, b.tree, b.tag, b.r, b.bundle, b.spec
 	defer func() {
 		for _, p := range []string{"/" + tag, "/" + tag + "-pool"} {
 			removeCgroupEverywhere(p)
 		}
 	}()
-	r := &runc.Runc{Command: runcPath, Root: root}
-	tb := filepath.Join(dir, "tmpl")
-	if err := os.MkdirAll(filepath.Join(tb, "rootfs"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := mount.All([]mount.Mount{{Type: "bind", Source: tree, Options: []string{"rbind", "rw"}}}, filepath.Join(tb, "rootfs")); err != nil {
-		t.Fatal(err)
-	}
-	defer mount.UnmountAll(filepath.Join(tb, "rootfs"), 0)
-	sp := baseRuncSpec(t, runcPath, tb)
 	sp.Process.Args = []string{"sh", "-c", `while :; do echo tick; done`}
 	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
 	writeSpec(t, tb, sp)
