@@ -148,14 +148,16 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	sb.stopDrain()
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
-	pump := func(dst io.WriteCloser, src *os.File) {
+	id := req.ContainerID
+	pump := func(name string, dst io.WriteCloser, src *os.File) {
 		defer sb.copies.Done()
-		_, _ = io.Copy(dst, src)
+		n, err := io.Copy(dst, src)
 		dst.Close()
+		log.L.WithField("container", id).WithField("bytes", n).WithError(err).Debug("sandbox " + name + " copied")
 	}
 	sb.copies.Add(2)
-	go pump(req.Stdout, sb.stdout)
-	go pump(req.Stderr, sb.stderr)
+	go pump("stdout", req.Stdout, sb.stdout)
+	go pump("stderr", req.Stderr, sb.stderr)
 	if req.Stdin != nil {
 		in := sb.stdin
 		go func() {

@@ -53,14 +53,17 @@ type Sandbox struct {
 	Pid        int
 	Template   *store.Template
 
-	mu          sync.Mutex
-	stdin       *os.File // write end; guarded by mu
-	stdout      *os.File // read end; guarded by mu
-	stderr      *os.File // read end; guarded by mu
-	drainDone   chan struct{}
-	drained     atomic.Int64 // bytes the drain read (output before adoption)
-	mounted     bool
-	cgroupPaths map[string]string
+	mu        sync.Mutex
+	stdin     *os.File // write end; guarded by mu
+	stdout    *os.File // read end; guarded by mu
+	stderr    *os.File // read end; guarded by mu
+	drainDone chan struct{}
+	drained   atomic.Int64 // bytes the drain read (output before adoption)
+	// wroteBeforeFreeze is what the sandbox wrote between its restore and its freeze;
+	// set by Restore.
+	wroteBeforeFreeze int64
+	mounted           bool
+	cgroupPaths       map[string]string
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
 	// container and is removed by its Delete.
 	ContainerID string // guarded by mu
@@ -239,18 +242,27 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if err := freezeDir(sb.cgroupPaths, true); err != nil {
 		return sb, 0, fmt.Errorf("freeze: %w", err)
 	}
-	// An application that wrote before the freeze has run past its template's state
-	// (seen: one whose timer had run out printed its result and was about to exit, and
-	// the hit it served printed nothing): it is not served.
-	if n := sb.outputBeforeFreeze(); n > 0 {
-		return sb, 0, fmt.Errorf("%w: it wrote %d bytes between its restore and its freeze", ErrRanBeforeFreeze, n)
-	}
+	sb.wroteBeforeFreeze = sb.outputBeforeFreeze()
 	return sb, RSS(pid), nil
 }
 
 // ErrRanBeforeFreeze is a restored sandbox that ran past its template's state before the
 // shim froze it.
 var ErrRanBeforeFreeze = errors.New("sandbox ran before it was frozen")
+
+// CheckFresh fails with ErrRanBeforeFreeze if the sandbox wrote output between its
+// restore and its freeze: its application has run past the template's state (seen: one
+// whose timer had run out printed its result and was about to exit, and the hit it
+// served printed nothing). A pool must not serve it; what a new container is given
+// before adoption never reaches it, so that output would be lost. (A recovery standby
+// may keep it: its output is its own container's, already printed by the task it
+// replaces, and it is as if restored from a checkpoint taken a moment later.)
+func (sb *Sandbox) CheckFresh() error {
+	if n := sb.wroteBeforeFreeze; n > 0 {
+		return fmt.Errorf("%w: it wrote %d bytes between its restore and its freeze", ErrRanBeforeFreeze, n)
+	}
+	return nil
+}
 
 // outputBeforeFreeze is what a frozen sandbox wrote since its restore: what the drain
 // read and what waits in its pipes. The drain is stopped for the count (so no read is

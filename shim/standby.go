@@ -67,9 +67,15 @@ func (s *service) refreshStandby(rec *recoverable, cp *recovery.Checkpoint) {
 	rec.standbyN++
 	id := fmt.Sprintf("%s-standby-%d", rec.id, rec.standbyN)
 	t := &store.Template{Meta: store.Meta{Name: rec.id, Namespace: rec.ns, Spec: rec.spec}, Generation: rec.standbyN, Images: cp.Images}
+	// A standby that ran a moment before its freeze is kept (oci.Sandbox.CheckFresh).
 	h, _, err := sbx.Restore(ctx, t, id)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("recovery standby could not be restored; a crash is recovered by a restore")
+		if h != nil {
+			if derr := sbx.Destroy(ctx, h); derr != nil {
+				log.G(ctx).WithError(derr).Warn("destroy the failed standby")
+			}
+		}
 		return
 	}
 	rec.standby = &standby{sandboxes: sbx, sb: h.(*oci.Sandbox), cp: cp.Dir}

@@ -229,6 +229,9 @@ type trackedRuntime struct{ w *warm }
 func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
 	h, mem, err := r.w.sandboxes.Restore(ctx, t, id)
 	if err == nil {
+		err = h.(*oci.Sandbox).CheckFresh() // the pool destroys it
+	}
+	if err == nil {
 		sb := h.(*oci.Sandbox)
 		r.w.mu.Lock()
 		r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id}
