@@ -149,11 +149,15 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	id := req.ContainerID
-	pump := func(name string, dst io.WriteCloser, src *os.File) {
+	pump := func(name string, dst *os.File, src *os.File) {
 		defer sb.copies.Done()
 		n, err := io.Copy(dst, src)
+		// unread: what the shim's own copy (the runc package's, pipe to FIFO) has not
+		// read yet (diagnosis of a rare lost output, see TestPoolConcurrentCtrRun).
+		left := pending(dst)
 		dst.Close()
-		log.L.WithField("container", id).WithField("bytes", n).WithError(err).Debug("sandbox " + name + " copied")
+		log.L.WithField("container", id).WithField("bytes", n).WithError(err).WithField("unread", left).
+			Debug("sandbox " + name + " copied")
 	}
 	sb.copies.Add(2)
 	go pump("stdout", req.Stdout, sb.stdout)
