@@ -26,7 +26,7 @@ type monitor struct {
 	w     *warm
 
 	mu          sync.Mutex
-	checkpoints map[string]*exec.Cmd // runc checkpoint commands running, by container id; guarded by mu
+	running map[string]*exec.Cmd // runc checkpoint and restore commands running, by "SUB ID"; guarded by mu
 }
 
 func (m *monitor) Start(cmd *exec.Cmd) (chan runcC.Exit, error) {
@@ -56,26 +56,29 @@ func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
 	return m.inner.Wait(cmd, ec)
 }
 
-// track remembers a started runc checkpoint, which abortCheckpoint can kill.
+// tracked are the runc subcommands that can be aborted (CRIU under them can hang).
+var tracked = map[string]bool{"checkpoint": true, "restore": true}
+
+// track remembers a started runc checkpoint or restore, which abort can kill.
 func (m *monitor) track(cmd *exec.Cmd, err error) {
 	if err != nil || cmd.Process == nil {
 		return
 	}
-	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "checkpoint" && id != "" {
+	if sub, id, _ := wrap.ParseArgs(cmd.Args); tracked[sub] && id != "" {
 		m.mu.Lock()
-		if m.checkpoints == nil {
-			m.checkpoints = map[string]*exec.Cmd{}
+		if m.running == nil {
+			m.running = map[string]*exec.Cmd{}
 		}
-		m.checkpoints[id] = cmd
+		m.running[sub+" "+id] = cmd
 		m.mu.Unlock()
 	}
 }
 
 func (m *monitor) untrack(cmd *exec.Cmd) {
-	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "checkpoint" {
+	if sub, id, _ := wrap.ParseArgs(cmd.Args); tracked[sub] {
 		m.mu.Lock()
-		if m.checkpoints[id] == cmd {
-			delete(m.checkpoints, id)
+		if m.running[sub+" "+id] == cmd {
+			delete(m.running, sub+" "+id)
 		}
 		m.mu.Unlock()
 	}
@@ -84,9 +87,16 @@ func (m *monitor) untrack(cmd *exec.Cmd) {
 // abortCheckpoint kills the runc checkpoint of container id that is running, and every
 // process under it (CRIU) first: CRIU has been seen to wait forever on a task that died
 // during a dump, holding runc's lock on the container. It reports whether there was one.
-func (m *monitor) abortCheckpoint(id string) bool {
+func (m *monitor) abortCheckpoint(id string) bool { return m.abort("checkpoint", id) }
+
+// abortRestore kills the runc restore of container id that is running, with CRIU and
+// the tasks CRIU was restoring (its children): a CRIU restore was seen to wait forever
+// on a restored task that containerd had killed mid-restore.
+func (m *monitor) abortRestore(id string) bool { return m.abort("restore", id) }
+
+func (m *monitor) abort(sub, id string) bool {
 	m.mu.Lock()
-	cmd := m.checkpoints[id]
+	cmd := m.running[sub+" "+id]
 	m.mu.Unlock()
 	if cmd == nil || cmd.Process == nil {
 		return false

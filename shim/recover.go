@@ -258,6 +258,9 @@ func (s *service) killedByContainerd(id string) {
 		rec.mu.Lock()
 		rec.killed = true
 		rec.mu.Unlock()
+		if s.monitor != nil && s.monitor.abortRestore(id) {
+			log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
+		}
 	}
 }
 
@@ -448,7 +451,22 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 		return nil, err
 	}
 	created := time.Since(began)
+	// CRIU can hang on a restore too (seen: one waited an hour on a restored task that
+	// containerd's Delete had killed mid-restore, and the Delete waited with it): past
+	// checkpoint_timeout runc and CRIU are killed and this attempt fails; a Kill or
+	// Delete from containerd kills them at once (killedByContainerd).
+	timeout := rec.policy.CheckpointTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	watchdog := time.AfterFunc(timeout, func() {
+		if s.monitor != nil && s.monitor.abortRestore(rec.id) {
+			log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", timeout).
+				Warn("restore ran past checkpoint_timeout: runc and CRIU killed")
+		}
+	})
 	p, err := newC.Start(ctx, &taskAPI.StartRequest{ID: rec.id})
+	watchdog.Stop()
 	if err != nil {
 		handleStarted(newC, p)
 		return nil, fmt.Errorf("restore: %w", err)

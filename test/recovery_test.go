@@ -737,3 +737,96 @@ func TestRecoveryDeleteDuringCheckpoint(t *testing.T) {
 		}
 	}
 }
+
+// TestRecoveryRestoreHangs: a recovery whose CRIU restore never ends (a stand-in that
+// sleeps from the moment the test says so; CRIU was seen to wait forever on a task
+// killed mid-restore) does not hold the container: containerd's Delete stops it at once,
+// and without a Delete the restore is killed after checkpoint_timeout, the recovery
+// gives up and the original exit is reported.
+func TestRecoveryRestoreHangs(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		delete bool
+	}{{"delete stops it", true}, {"checkpoint_timeout stops it", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			need(t)
+			e := newEnv(t, harness.Warm)
+			dir := tempDir(t)
+			hangFile := filepath.Join(dir, "hang")
+			wrapper := filepath.Join(dir, "criu")
+			script := fmt.Sprintf("#!/bin/sh\n[ -e %q ] && exec sleep 3602\nexec %q \"$@\"\n", hangFile, cd.Env.Criu)
+			if err := os.WriteFile(wrapper, []byte(script), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			timeout := "1m"
+			if !tc.delete {
+				timeout = "2s"
+			}
+			base := recoveryConfig(t, "checkpoint_timeout = \""+timeout+"\"\n")
+			cfg, _ := os.ReadFile(base)
+			var lines []string
+			for _, l := range strings.Split(string(cfg), "\n") {
+				if strings.HasPrefix(l, "criu = ") {
+					l = fmt.Sprintf("criu = %q", wrapper)
+				}
+				lines = append(lines, l)
+			}
+			if err := os.WriteFile(base, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			e.warmCfg = base
+			// No periodic checkpoints (their CRIU would hang too): one taken through
+			// containerd is the recovery's.
+			c := e.container(counterApp, oci.WithAnnotations(map[string]string{"io.containerd.warm.recovery": "on"}))
+			task, exit := e.start(c, nullIO())
+			ck, err := task.Checkpoint(e.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
+			if n := len(checkpointsOf(c.ID())); n != 1 {
+				t.Fatalf("%d checkpoints kept for recovery, want the Checkpoint RPC's", n)
+			}
+			if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if err := syscall.Kill(int(task.Pid()), syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			hanging := func() bool {
+				procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+				for _, p := range procs {
+					if data, _ := os.ReadFile(p); strings.Contains(string(data), "sleep\x003602") {
+						pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+						if !procfs.Dead(pid) {
+							return true
+						}
+					}
+				}
+				return false
+			}
+			if tc.delete {
+				waitFor(t, "a restore that hangs", hanging)
+				dctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+				defer cancel()
+				st, err := task.Delete(dctx, containerd.WithProcessKill)
+				if err != nil {
+					t.Fatalf("delete during a hung restore: %v\n--- the shim's goroutines:\n%s", err, cd.ShimStacks(c.ID()))
+				}
+				if st.ExitCode() != 137 {
+					t.Fatalf("delete reported exit %d, want the original 137", st.ExitCode())
+				}
+				waitForLog(t, c.ID(), "a restore in progress was stopped")
+			} else {
+				waitForLog(t, c.ID(), "restore ran past checkpoint_timeout")
+				if code := exitOf(t, exit); code != 137 {
+					t.Fatalf("exit %d after the recovery gave up, want the original 137", code)
+				}
+				if _, err := task.Delete(e.ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "no hanging CRIU left", func() bool { return !hanging() })
+		})
+	}
+}

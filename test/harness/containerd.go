@@ -121,8 +121,12 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	if l := os.Getenv("WARM_TEST_LOG_LEVEL"); l != "" { // e.g. debug: a hit's phases in the log
 		level = l
 	}
-	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\ncgroup_favordynmods = %v\n%s",
-		env.Runc, c.RuncRoot, env.Criu, level, c.WarmState, c.WarmRun, dyn, pools)
+	extra := ""
+	if dyn {
+		extra = "cgroup_favordynmods = true\n"
+	}
+	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\n%s%s",
+		env.Runc, c.RuncRoot, env.Criu, level, c.WarmState, c.WarmRun, extra, pools)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {
 		return nil, err
 	}
