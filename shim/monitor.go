@@ -25,7 +25,7 @@ type monitor struct {
 	inner runcC.ProcessMonitor
 	w     *warm
 
-	mu          sync.Mutex
+	mu      sync.Mutex
 	running map[string]*exec.Cmd // runc checkpoint and restore commands running, by "SUB ID"; guarded by mu
 }
 
