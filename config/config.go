@@ -84,7 +84,8 @@ type Recovery struct {
 	Standby bool `toml:"standby"`
 	// CheckpointTimeout bounds one periodic checkpoint: past it, CRIU and runc are
 	// killed (CRIU has been seen to hang on a dying task), the checkpoint fails and the
-	// previous one stays the latest.
+	// previous one stays the latest. It bounds a recovery's restore too (the attempt
+	// then fails).
 	CheckpointTimeout Duration `toml:"checkpoint_timeout"`
 }
 
