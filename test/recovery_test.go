@@ -553,17 +553,11 @@ func TestRecoveryCheckpointTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lines []string
-	for _, l := range strings.Split(string(base), "\n") {
-		if strings.HasPrefix(l, "criu = ") {
-			l = fmt.Sprintf("criu = %q", hang)
-		}
-		lines = append(lines, l)
-	}
 	cfg := filepath.Join(dir, "warm.toml")
-	if err := os.WriteFile(cfg, []byte(strings.Join(lines, "\n")+"\n[recovery]\ncheckpoint_timeout = \"1s\"\n"), 0o600); err != nil {
+	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	withCriu(t, cfg, hang)
 	e.warmCfg = cfg
 	c := e.container(counterApp, recoveryAnn(nil))
 	task, exit := e.start(c, nullIO())
@@ -581,18 +575,40 @@ func TestRecoveryCheckpointTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// No stand-in CRIU is left running.
-	waitFor(t, "no hanging CRIU left", func() bool {
-		procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-		for _, p := range procs {
-			if data, _ := os.ReadFile(p); strings.Contains(string(data), "sleep\x003601") {
-				pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-				if !procfs.Dead(pid) {
-					return false
-				}
+	waitFor(t, "no hanging CRIU left", func() bool { return !sleeping("3601") })
+}
+
+// sleeping reports whether a live process runs `sleep ARG` (the CRIU stand-ins' marker).
+func sleeping(arg string) bool {
+	procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
+	for _, p := range procs {
+		if data, _ := os.ReadFile(p); strings.Contains(string(data), "sleep\x00"+arg) {
+			pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
+			if !procfs.Dead(pid) {
+				return true
 			}
 		}
-		return true
-	})
+	}
+	return false
+}
+
+// withCriu rewrites the warm config at path to run criu as the given program.
+func withCriu(t *testing.T, path, criu string) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "criu = ") {
+			l = fmt.Sprintf("criu = %q", criu)
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestRecoveryDeleteWins: containerd's Delete (with the kill ctr and CRI send first)
@@ -763,17 +779,7 @@ func TestRecoveryRestoreHangs(t *testing.T) {
 				timeout = "2s"
 			}
 			base := recoveryConfig(t, "checkpoint_timeout = \""+timeout+"\"\n")
-			cfg, _ := os.ReadFile(base)
-			var lines []string
-			for _, l := range strings.Split(string(cfg), "\n") {
-				if strings.HasPrefix(l, "criu = ") {
-					l = fmt.Sprintf("criu = %q", wrapper)
-				}
-				lines = append(lines, l)
-			}
-			if err := os.WriteFile(base, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			withCriu(t, base, wrapper)
 			e.warmCfg = base
 			// No periodic checkpoints (their CRIU would hang too): one taken through
 			// containerd is the recovery's.
@@ -793,18 +799,7 @@ func TestRecoveryRestoreHangs(t *testing.T) {
 			if err := syscall.Kill(int(task.Pid()), syscall.SIGKILL); err != nil {
 				t.Fatal(err)
 			}
-			hanging := func() bool {
-				procs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-				for _, p := range procs {
-					if data, _ := os.ReadFile(p); strings.Contains(string(data), "sleep\x003602") {
-						pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(p)))
-						if !procfs.Dead(pid) {
-							return true
-						}
-					}
-				}
-				return false
-			}
+			hanging := func() bool { return sleeping("3602") }
 			if tc.delete {
 				waitFor(t, "a restore that hangs", hanging)
 				dctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
