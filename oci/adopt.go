@@ -66,7 +66,8 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	var tMove, tRes, tRename, tHooks time.Duration
 	var mt moveTimes
 	defer func() {
-		if retErr == nil {
+		// A hit's path: the fields are built only when they are logged.
+		if retErr == nil && log.GetLevel() >= log.DebugLevel {
 			log.G(ctx).WithField("container", req.ContainerID).WithField("move", tMove).
 				WithField("move_create", mt.Create).WithField("move_freeze", mt.Freeze).WithField("move_migrate", mt.Migrate).
 				WithField("resources", tRes).
@@ -152,6 +153,10 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	pump := func(name string, dst *os.File, src *os.File) {
 		defer sb.copies.Done()
 		n, err := io.Copy(dst, src)
+		if log.GetLevel() < log.DebugLevel {
+			dst.Close()
+			return
+		}
 		// unread: what the shim's own copy (the runc package's, pipe to FIFO) has not
 		// read yet (diagnosis of a rare lost output, see TestPoolConcurrentCtrRun).
 		left := pending(dst)

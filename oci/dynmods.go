@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -16,47 +17,32 @@ import (
 // VM) unless the cgroup2 hierarchy is mounted with favordynmods (then about 0.1 ms). The
 // option makes forks and exits host-wide a little more expensive, so warm only remounts
 // with it when its configuration says so (cgroup_favordynmods). The rwsem is global (a
-// hybrid host's cgroup2 mount carries the option too), but a hybrid host's hits rename
+// hybrid host's cgroup2 mount can carry the option too), but a hybrid host's hits rename
 // cgroups and did not get faster with it; warm leaves hybrid hosts alone.
 
 // CgroupMount is the host's cgroup2 mount, as /proc/self/mountinfo shows it.
 type CgroupMount struct {
-	Target    string   // /sys/fs/cgroup, or /sys/fs/cgroup/unified on a hybrid host
-	Pure      bool     // a pure cgroup v2 host: hits migrate processes
+	Target    string   // where it is mounted
 	MountOpts []string // per-mount options (rw, nosuid, nodev, noexec, relatime, ...)
 	SuperOpts []string // cgroup2's own (rw, nsdelegate, memory_recursiveprot, ...)
 }
 
 // FavorDynmods reports whether the hierarchy is mounted with favordynmods.
-func (m CgroupMount) FavorDynmods() bool { return hasOpt(m.SuperOpts, "favordynmods") }
+func (m CgroupMount) FavorDynmods() bool { return slices.Contains(m.SuperOpts, "favordynmods") }
 
-func hasOpt(opts []string, o string) bool {
-	for _, x := range opts {
-		if x == o {
-			return true
-		}
-	}
-	return false
-}
-
-// hybridV2Root is where a hybrid host (cgroup v1 controllers) mounts cgroup2.
-const hybridV2Root = "/sys/fs/cgroup/unified"
-
-// HostCgroupMount returns the host's cgroup2 mount: /sys/fs/cgroup on a pure cgroup v2
-// host, /sys/fs/cgroup/unified on a hybrid one; ok is false where there is none.
+// HostCgroupMount returns the cgroup2 mount at /sys/fs/cgroup of a pure cgroup v2 host;
+// ok is false on a cgroup v1 or hybrid host (its hits rename cgroups; warm leaves its
+// cgroup2 mount alone).
 func HostCgroupMount() (m CgroupMount, ok bool, err error) {
-	target := hybridV2Root
-	if unified() {
-		target = cgroupV2Root
+	if !unified() {
+		return m, false, nil
 	}
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return m, false, err
 	}
 	defer f.Close()
-	m, ok, err = parseCgroupMount(f, target)
-	m.Pure = ok && unified()
-	return m, ok, err
+	return parseCgroupMount(f, cgroupV2Root)
 }
 
 // parseCgroupMount finds the cgroup2 mount at target in a mountinfo file (the last one:
@@ -79,29 +65,19 @@ func parseCgroupMount(r io.Reader, target string) (m CgroupMount, ok bool, err e
 	return m, ok, sc.Err()
 }
 
+// mountFlags are the per-mount options a remount must pass again as flags.
+var mountFlags = map[string]uintptr{
+	"ro": unix.MS_RDONLY, "nosuid": unix.MS_NOSUID, "nodev": unix.MS_NODEV, "noexec": unix.MS_NOEXEC,
+	"noatime": unix.MS_NOATIME, "nodiratime": unix.MS_NODIRATIME, "relatime": unix.MS_RELATIME,
+	"strictatime": unix.MS_STRICTATIME,
+}
+
 // remountArgs are the flags and data that remount m with favordynmods added and every
 // other option kept (a remount replaces both the per-mount flags and cgroup2's options).
 func remountArgs(m CgroupMount) (uintptr, string) {
 	flags := uintptr(unix.MS_REMOUNT)
 	for _, o := range m.MountOpts {
-		switch o {
-		case "ro":
-			flags |= unix.MS_RDONLY
-		case "nosuid":
-			flags |= unix.MS_NOSUID
-		case "nodev":
-			flags |= unix.MS_NODEV
-		case "noexec":
-			flags |= unix.MS_NOEXEC
-		case "noatime":
-			flags |= unix.MS_NOATIME
-		case "nodiratime":
-			flags |= unix.MS_NODIRATIME
-		case "relatime":
-			flags |= unix.MS_RELATIME
-		case "strictatime":
-			flags |= unix.MS_STRICTATIME
-		}
+		flags |= mountFlags[o]
 	}
 	var data []string
 	for _, o := range m.SuperOpts {
@@ -109,7 +85,7 @@ func remountArgs(m CgroupMount) (uintptr, string) {
 			data = append(data, o)
 		}
 	}
-	if !hasOpt(data, "favordynmods") {
+	if !slices.Contains(data, "favordynmods") {
 		data = append(data, "favordynmods")
 	}
 	return flags, strings.Join(data, ",")

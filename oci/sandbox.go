@@ -53,17 +53,14 @@ type Sandbox struct {
 	Pid        int
 	Template   *store.Template
 
-	mu        sync.Mutex
-	stdin     *os.File // write end; guarded by mu
-	stdout    *os.File // read end; guarded by mu
-	stderr    *os.File // read end; guarded by mu
-	drainDone chan struct{}
-	drained   atomic.Int64 // bytes the drain read (output before adoption)
-	// wroteBeforeFreeze is what the sandbox wrote between its restore and its freeze;
-	// set by Restore.
-	wroteBeforeFreeze int64
-	mounted           bool
-	cgroupPaths       map[string]string
+	mu          sync.Mutex
+	stdin       *os.File // write end; guarded by mu
+	stdout      *os.File // read end; guarded by mu
+	stderr      *os.File // read end; guarded by mu
+	drainDone   chan struct{}
+	drained     atomic.Int64 // bytes the drain read (output before adoption)
+	mounted     bool
+	cgroupPaths map[string]string
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
 	// container and is removed by its Delete.
 	ContainerID string // guarded by mu
@@ -242,7 +239,6 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if err := freezeDir(sb.cgroupPaths, true); err != nil {
 		return sb, 0, fmt.Errorf("freeze: %w", err)
 	}
-	sb.wroteBeforeFreeze = sb.outputBeforeFreeze()
 	return sb, RSS(pid), nil
 }
 
@@ -256,23 +252,18 @@ var ErrRanBeforeFreeze = errors.New("sandbox ran before it was frozen")
 // served printed nothing). A pool must not serve it; what a new container is given
 // before adoption never reaches it, so that output would be lost. (A recovery standby
 // may keep it: its output is its own container's, already printed by the task it
-// replaces, and it is as if restored from a checkpoint taken a moment later.)
+// replaces, and it is as if restored from a checkpoint taken a moment later.) Call it on
+// a frozen sandbox that no container adopted yet: it counts what the drain read and
+// what waits in the pipes, with the drain stopped so that no read is in flight.
 func (sb *Sandbox) CheckFresh() error {
-	if n := sb.wroteBeforeFreeze; n > 0 {
-		return fmt.Errorf("%w: it wrote %d bytes between its restore and its freeze", ErrRanBeforeFreeze, n)
-	}
-	return nil
-}
-
-// outputBeforeFreeze is what a frozen sandbox wrote since its restore: what the drain
-// read and what waits in its pipes. The drain is stopped for the count (so no read is
-// in flight) and started again.
-func (sb *Sandbox) outputBeforeFreeze() int64 {
 	sb.stopDrain()
 	n := sb.drained.Load() + pending(sb.stdout) + pending(sb.stderr)
 	sb.drainDone = make(chan struct{})
 	go sb.drain()
-	return n
+	if n > 0 {
+		return fmt.Errorf("%w: it wrote %d bytes between its restore and its freeze", ErrRanBeforeFreeze, n)
+	}
+	return nil
 }
 
 // pending is the number of unread bytes in a pipe (without making the file blocking,

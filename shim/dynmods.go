@@ -22,7 +22,7 @@ import (
 // cgroupMounts reads and remounts the cgroup2 hierarchy (oci's functions; a fake in
 // tests).
 type cgroupMounts interface {
-	Mount() (m oci.CgroupMount, unified bool, err error)
+	Mount() (m oci.CgroupMount, pureV2 bool, err error)
 	Enable(oci.CgroupMount) error
 }
 
@@ -39,29 +39,42 @@ func (hostCgroupMounts) Enable(m oci.CgroupMount) error        { return oci.Enab
 // 19.9 without (the renames still wait for cgroup_mutex). It reports whether the host is
 // pure cgroup v2.
 func checkDynmods(ctx context.Context, cfg config.Config, fs cgroupMounts) (pure bool) {
-	m, ok, err := fs.Mount()
-	if err != nil {
-		log.G(ctx).WithError(err).Warn("cgroup2 mount options")
-		return false
-	}
-	if !ok || !m.Pure {
-		return false
-	}
-	if m.FavorDynmods() {
-		return true
-	}
-	if cfg.CgroupFavorDynmods {
-		if err := fs.Enable(m); err != nil {
-			log.G(ctx).WithError(err).Warn("cgroup_favordynmods: remount failed; pool hits wait for RCU grace periods")
-			return true
+	if !cfg.CgroupFavorDynmods {
+		m, ok, err := fs.Mount()
+		if err != nil {
+			log.G(ctx).WithError(err).Warn("cgroup2 mount options")
+			return false
 		}
-		log.G(ctx).WithField("mount", m.Target).Info("cgroup2 remounted with favordynmods (cgroup_favordynmods = true)")
-		return true
+		if ok && !m.FavorDynmods() {
+			log.G(ctx).Warn("cgroup2 is mounted without favordynmods: each pool hit waits for an RCU grace period " +
+				"(about 5-35 ms) to move the sandbox into its cgroup; set cgroup_favordynmods = true in warm.toml " +
+				"(docs/pool.md, \"cgroup v2\")")
+		}
+		return ok
 	}
-	log.G(ctx).Warn("cgroup2 is mounted without favordynmods: each pool hit waits for an RCU grace period " +
-		"(about 5-35 ms) to move the sandbox into its cgroup; set cgroup_favordynmods = true in warm.toml " +
-		"(docs/pool.md, \"cgroup v2\")")
-	return true
+	pure, enabled, err := ensureDynmods(fs)
+	switch {
+	case err != nil && !pure:
+		log.G(ctx).WithError(err).Warn("cgroup2 mount options")
+	case err != nil:
+		log.G(ctx).WithError(err).Warn("cgroup_favordynmods: remount failed; pool hits wait for RCU grace periods")
+	case enabled:
+		log.G(ctx).Info("cgroup2 remounted with favordynmods (cgroup_favordynmods = true)")
+	}
+	return pure
+}
+
+// ensureDynmods remounts a pure cgroup v2 host's hierarchy with favordynmods where it is
+// missing: pure is whether the host is one, enabled whether it remounted.
+func ensureDynmods(fs cgroupMounts) (pure, enabled bool, err error) {
+	m, ok, err := fs.Mount()
+	if err != nil || !ok || m.FavorDynmods() {
+		return ok, false, err
+	}
+	if err := fs.Enable(m); err != nil {
+		return true, false, err
+	}
+	return true, true, nil
 }
 
 // dynmodsInterval is how often the keeper checks favordynmods without being kicked.
@@ -106,12 +119,11 @@ func (k *dynmodsKeeper) run(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		case <-k.kicks:
 		}
-		m, ok, err := k.fs.Mount()
-		if err != nil || !ok || !m.Pure || m.FavorDynmods() {
-			continue
-		}
-		if err := k.fs.Enable(m); err != nil {
+		pure, enabled, err := ensureDynmods(k.fs)
+		if err != nil && pure {
 			log.G(ctx).WithError(err).Warn("cgroup_favordynmods: remount failed")
+		}
+		if !enabled {
 			continue
 		}
 		k.times++

@@ -24,11 +24,11 @@ type fakeMounts struct {
 func (f *fakeMounts) Mount() (oci.CgroupMount, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	m := oci.CgroupMount{Pure: f.unified, SuperOpts: []string{"rw", "nsdelegate"}}
+	m := oci.CgroupMount{SuperOpts: []string{"rw", "nsdelegate"}}
 	if f.on {
 		m.SuperOpts = append(m.SuperOpts, "favordynmods")
 	}
-	return m, f.found, nil
+	return m, f.found && f.unified, nil // oci.HostCgroupMount: pure cgroup v2 hosts only
 }
 
 func (f *fakeMounts) Enable(m oci.CgroupMount) error {

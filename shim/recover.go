@@ -146,18 +146,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	// CRIU can hang (seen on a task that died during a dump): past checkpoint_timeout,
 	// the runc checkpoint and CRIU under it are killed and this checkpoint fails.
 	var timedOut atomic.Bool
-	timeout := rec.policy.CheckpointTimeout
-	if timeout <= 0 {
-		timeout = 2 * time.Minute
-	}
-	watchdog := time.AfterFunc(timeout, func() {
-		if s.monitor != nil && s.monitor.abortCheckpoint(rec.id) {
-			timedOut.Store(true)
-			log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", rec.policy.CheckpointTimeout).
-				Warn("checkpoint ran past checkpoint_timeout: runc and CRIU killed")
-		}
-	})
-	defer watchdog.Stop()
+	defer s.abortAfterTimeout(rec, "checkpoint", &timedOut).Stop()
 	// A task killed while CRIU holds it (ptrace) is a zombie that only CRIU is told
 	// about: its exit reaches the shim when CRIU gives up, after its own 10 s timeout.
 	// Watch the init while the dump runs, and stop CRIU as soon as the task is dead.
@@ -249,6 +238,25 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		go s.refreshStandby(rec, cp)
 	}
 	return nil
+}
+
+// abortAfterTimeout kills the container's runc SUB (checkpoint or restore) and the CRIU
+// under it if it still runs after checkpoint_timeout, and then sets timedOut (if given).
+// Stop the returned timer once the command returned.
+func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atomic.Bool) *time.Timer {
+	timeout := rec.policy.CheckpointTimeout
+	if timeout <= 0 {
+		timeout = 2 * time.Minute
+	}
+	return time.AfterFunc(timeout, func() {
+		if s.monitor != nil && s.monitor.abort(sub, rec.id) {
+			if timedOut != nil {
+				timedOut.Store(true)
+			}
+			log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", timeout).
+				Warn(sub + " ran past checkpoint_timeout: runc and CRIU killed")
+		}
+	})
 }
 
 // killedByContainerd marks that containerd's Kill or Delete reached a container's init:
@@ -455,16 +463,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	// containerd's Delete had killed mid-restore, and the Delete waited with it): past
 	// checkpoint_timeout runc and CRIU are killed and this attempt fails; a Kill or
 	// Delete from containerd kills them at once (killedByContainerd).
-	timeout := rec.policy.CheckpointTimeout
-	if timeout <= 0 {
-		timeout = 2 * time.Minute
-	}
-	watchdog := time.AfterFunc(timeout, func() {
-		if s.monitor != nil && s.monitor.abortRestore(rec.id) {
-			log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", timeout).
-				Warn("restore ran past checkpoint_timeout: runc and CRIU killed")
-		}
-	})
+	watchdog := s.abortAfterTimeout(rec, "restore", nil)
 	p, err := newC.Start(ctx, &taskAPI.StartRequest{ID: rec.id})
 	watchdog.Stop()
 	if err != nil {

@@ -320,8 +320,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	proc, _ := container.Process("")
 	handleStarted(container, proc)
 	s.warm.createdIn(r.ID, time.Since(began))
-	log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).
-		WithField("runc_create", dNew).WithField("oom_watch", dOOM).Debug("created")
+	if log.GetLevel() >= log.DebugLevel { // the fields cost a hit's Create otherwise
+		log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).
+			WithField("runc_create", dNew).WithField("oom_watch", dOOM).Debug("created")
+	}
 	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
 }
 

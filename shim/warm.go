@@ -228,20 +228,21 @@ type trackedRuntime struct{ w *warm }
 
 func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
 	h, mem, err := r.w.sandboxes.Restore(ctx, t, id)
-	if err == nil {
-		err = h.(*oci.Sandbox).CheckFresh() // the pool destroys it
+	if err != nil {
+		return h, mem, err
 	}
-	if err == nil {
-		sb := h.(*oci.Sandbox)
-		r.w.mu.Lock()
-		r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id}
-		dynmods := r.w.dynmods
-		r.w.mu.Unlock()
-		if dynmods != nil {
-			dynmods.kick() // CRIU mounted the sandbox's cgroup2: favordynmods is gone
-		}
+	sb := h.(*oci.Sandbox)
+	if err := sb.CheckFresh(); err != nil {
+		return h, mem, err // the pool destroys it
 	}
-	return h, mem, err
+	r.w.mu.Lock()
+	r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id}
+	dynmods := r.w.dynmods
+	r.w.mu.Unlock()
+	if dynmods != nil {
+		dynmods.kick() // CRIU mounted the sandbox's cgroup2: favordynmods is gone
+	}
+	return h, mem, nil
 }
 
 func (r *trackedRuntime) Poolable(t *store.Template) error { return r.w.sandboxes.Poolable(t) }

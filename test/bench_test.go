@@ -22,15 +22,7 @@ import (
 //
 //	sudo make build && PATH=$PWD/bin:/var/cache/warm-tools/bin:$PATH go test -run '^$' -bench PoolHit ./test/
 func BenchmarkPoolHit(b *testing.B) {
-	if skipWhy != "" {
-		b.Skip(skipWhy)
-	}
-	e := newEnvB(b)
-	name := "benchhit"
-	if _, ok, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); !ok {
-		makeTemplateB(b, e, name)
-	}
-	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	e, name, ctl := benchPool(b, "benchhit")
 	var client []time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -78,15 +70,7 @@ func BenchmarkPoolHit(b *testing.B) {
 //
 //	sudo make build && PATH=$PWD/bin:/var/cache/warm-tools/bin:$PATH go test -run '^$' -bench PoolHitConcurrent -benchtime 3x ./test/
 func BenchmarkPoolHitConcurrent(b *testing.B) {
-	if skipWhy != "" {
-		b.Skip(skipWhy)
-	}
-	e := newEnvB(b)
-	name := "benchconc"
-	if _, ok, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); !ok {
-		makeTemplateB(b, e, name)
-	}
-	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	e, name, ctl := benchPool(b, "benchconc")
 	img, err := e.client.GetImage(e.ctx, BusyboxRef)
 	if err != nil {
 		b.Fatal(err)
@@ -198,6 +182,21 @@ func BenchmarkPoolHitConcurrent(b *testing.B) {
 		b.ReportMetric(float64(cpuShim.Microseconds())/1000/n, "cpu-poolshim-ms/hit")
 		b.ReportMetric(float64(cpuSelf.Microseconds())/1000/n, "cpu-client-ms/hit")
 	}
+}
+
+// benchPool skips without the real stack, and otherwise returns the benchmark's env and
+// the pool shim's control client, with template name made (once per suite) and pooled.
+func benchPool(b *testing.B, name string) (*envB, string, *harness.Ctl) {
+	b.Helper()
+	if skipWhy != "" {
+		b.Skip(skipWhy)
+	}
+	e := newEnvB(b)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	if _, ok, _ := ctl.Pool(name); !ok {
+		makeTemplateB(b, e, name)
+	}
+	return e, name, ctl
 }
 
 // procCPU is a process's user+system CPU time and its reaped children's, from /proc (in

@@ -401,14 +401,7 @@ func TestRecoveryExecsReportedExited(t *testing.T) {
 	// restored tree does not hold the exec's process.
 	c := e.container(counterApp, oci.WithAnnotations(map[string]string{"io.containerd.warm.recovery": "on"}))
 	task, exit := e.start(c, nullIO())
-	ck, err := task.Checkpoint(e.ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
-	if len(checkpointsOf(c.ID())) != 1 {
-		t.Fatalf("the Checkpoint RPC's checkpoint was not kept for recovery: %v", checkpointsOf(c.ID()))
-	}
+	checkpointForRecovery(t, e, c, task)
 	spec, _ := c.Spec(e.ctx)
 	ps := *spec.Process
 	ps.Args = []string{"sleep", "1000"}
@@ -576,6 +569,20 @@ func TestRecoveryCheckpointTimeout(t *testing.T) {
 	}
 	// No stand-in CRIU is left running.
 	waitFor(t, "no hanging CRIU left", func() bool { return !sleeping("3601") })
+}
+
+// checkpointForRecovery checkpoints a task through containerd (the Checkpoint RPC) and
+// checks that the shim kept that checkpoint as the task's only one for recovery.
+func checkpointForRecovery(t *testing.T, e *env, c containerd.Container, task containerd.Task) {
+	t.Helper()
+	ck, err := task.Checkpoint(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
+	if cps := checkpointsOf(c.ID()); len(cps) != 1 {
+		t.Fatalf("the Checkpoint RPC's checkpoint was not kept for recovery: %v", cps)
+	}
 }
 
 // sleeping reports whether a live process runs `sleep ARG` (the CRIU stand-ins' marker).
@@ -785,14 +792,7 @@ func TestRecoveryRestoreHangs(t *testing.T) {
 			// containerd is the recovery's.
 			c := e.container(counterApp, oci.WithAnnotations(map[string]string{"io.containerd.warm.recovery": "on"}))
 			task, exit := e.start(c, nullIO())
-			ck, err := task.Checkpoint(e.ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
-			if n := len(checkpointsOf(c.ID())); n != 1 {
-				t.Fatalf("%d checkpoints kept for recovery, want the Checkpoint RPC's", n)
-			}
+			checkpointForRecovery(t, e, c, task)
 			if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
 				t.Fatal(err)
 			}

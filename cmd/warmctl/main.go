@@ -149,7 +149,7 @@ func run(c *ctl, args []string, asJSON bool) error {
 		if err := tw.Flush(); err != nil {
 			return err
 		}
-		if m, ok, _ := oci.HostCgroupMount(); ok && m.Pure && !m.FavorDynmods() {
+		if m, ok, _ := oci.HostCgroupMount(); ok && !m.FavorDynmods() {
 			fmt.Fprintln(os.Stderr, "note: cgroup2 is mounted without favordynmods: each hit waits 5-35 ms for an RCU grace period (cgroup_favordynmods in warm.toml; docs/pool.md)")
 		}
 		return nil
