@@ -18,6 +18,9 @@ import (
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/internal/pipewatch"
 )
 
 // AdoptRequest is a container that takes over a frozen sandbox.
@@ -153,20 +156,33 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	pump := func(name string, dst *os.File, src *os.File) {
 		defer sb.copies.Done()
 		n, err := io.Copy(dst, src)
-		if log.GetLevel() < log.DebugLevel {
-			dst.Close()
-			return
+		var left int64
+		if log.GetLevel() >= log.DebugLevel {
+			// unread: what the shim's own copy (the runc package's, pipe to FIFO) has
+			// not read yet.
+			left = pending(dst)
 		}
-		// unread: what the shim's own copy (the runc package's, pipe to FIFO) has not
-		// read yet (diagnosis of a rare lost output, see TestPoolConcurrentCtrRun).
-		left := pending(dst)
 		dst.Close()
-		log.L.WithField("container", id).WithField("bytes", n).WithError(err).WithField("unread", left).
-			Debug("sandbox " + name + " copied")
+		src.Close()
+		sb.pumping.Add(-1)
+		if log.GetLevel() >= log.DebugLevel {
+			log.L.WithField("container", id).WithField("bytes", n).WithError(err).WithField("unread", left).
+				Debug("sandbox " + name + " copied")
+		}
 	}
+	// The watches see the container's pipes after the pumps closed their ends: the
+	// container's exit waits until the shim's copy to containerd's FIFOs read them.
+	sb.outWatch = &pipewatch.Watch{}
+	sb.outWatch.AddFile(req.Stdout)
+	sb.outWatch.AddFile(req.Stderr)
+	// runc's stdio reaches the shim in blocking mode; a pump blocked on a full pipe
+	// (nobody reads the container's output) could then never be stopped.
+	stdout, stderr := pollable(req.Stdout), pollable(req.Stderr)
+	sb.pumpFiles = []*os.File{stdout, stderr, sb.stdout, sb.stderr}
 	sb.copies.Add(2)
-	go pump("stdout", req.Stdout, sb.stdout)
-	go pump("stderr", req.Stderr, sb.stderr)
+	sb.pumping.Add(2)
+	go pump("stdout", stdout, sb.stdout)
+	go pump("stderr", stderr, sb.stderr)
 	if req.Stdin != nil {
 		in := sb.stdin
 		go func() {
@@ -179,6 +195,60 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	}
 	// The pipes now belong to the copies.
 	sb.stdin, sb.stdout, sb.stderr = nil, nil, nil
+}
+
+// pollable returns f as a file the Go runtime polls (a duplicate in non-blocking mode,
+// so that closing it stops a copy blocked on it), closing f; f itself if that fails.
+func pollable(f *os.File) *os.File {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return f
+	}
+	nfd := -1
+	_ = rc.Control(func(fd uintptr) {
+		if d, err := unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); err == nil {
+			if unix.SetNonblock(d, true) == nil {
+				nfd = d
+			} else {
+				unix.Close(d)
+			}
+		}
+	})
+	if nfd < 0 {
+		return f
+	}
+	f.Close()
+	return os.NewFile(uintptr(nfd), f.Name())
+}
+
+// stopCopies waits for the output pumps to end, at most grace: then (nobody reads the
+// container's output and a pipe is full) it closes their files, which stops them.
+func (sb *Sandbox) stopCopies(grace time.Duration) {
+	done := make(chan struct{})
+	go func() { sb.copies.Wait(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-time.After(grace):
+	}
+	sb.mu.Lock()
+	files := sb.pumpFiles
+	sb.mu.Unlock()
+	closeAll(files...)
+	<-done
+}
+
+// OutputPending reports whether output of an adopted sandbox is still on its way to the
+// container's stdio: a pump has not reached the end of the sandbox's output (its
+// processes are not all gone), or the shim's copy of the container's pipes has not read
+// all the pumps wrote.
+func (sb *Sandbox) OutputPending() bool {
+	if sb.pumping.Load() > 0 {
+		return true
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	return sb.outWatch.Unread() > 0
 }
 
 // Thaw starts an adopted sandbox: it thaws its cgroup and runs the poststart hooks.

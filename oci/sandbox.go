@@ -21,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/internal/pipewatch"
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/store"
 )
@@ -66,6 +67,9 @@ type Sandbox struct {
 	ContainerID string // guarded by mu
 	started     bool   // guarded by mu
 	copies      sync.WaitGroup
+	pumping     atomic.Int32     // output copies (adoption's pumps) not finished yet
+	outWatch    *pipewatch.Watch // the container's output pipes, the pumps' destinations; guarded by mu
+	pumpFiles   []*os.File       // the pumps' files, closed to stop them; guarded by mu
 }
 
 func (s *Sandboxes) runc(bundle string) *runc.Runc {
@@ -333,6 +337,10 @@ func RSS(pid int) int64 {
 	return 0
 }
 
+// copiesGrace is how long Destroy lets an adopted sandbox's output pumps finish (the
+// container is gone; a pump still running is stuck on output nobody reads).
+const copiesGrace = 500 * time.Millisecond
+
 // Destroy implements pool.Runtime. A sandbox that was never adopted is removed from
 // runc (killing it); an adopted one belongs to its container, whose Delete removed it.
 func (s *Sandboxes) Destroy(ctx context.Context, h any) error {
@@ -354,10 +362,13 @@ func (s *Sandboxes) Destroy(ctx context.Context, h any) error {
 	if sb.drainDone != nil {
 		sb.stopDrain()
 	}
-	sb.copies.Wait()
+	sb.stopCopies(copiesGrace)
 	sb.mu.Lock()
+	sb.pumpFiles = nil
 	closeAll(sb.stdin, sb.stdout, sb.stderr)
 	sb.stdin, sb.stdout, sb.stderr = nil, nil, nil
+	sb.outWatch.Close()
+	sb.outWatch = nil
 	sb.mu.Unlock()
 	rootfs := filepath.Join(sb.Bundle, "rootfs")
 	if sb.mounted {

@@ -480,6 +480,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 		newC.CgroupSet(cg)
 		s.watchOOM(ctx, newC)
 	}
+	s.watchOutput(newC, p)
 	handleStarted(newC, p)
 	if rec.relay != nil {
 		rec.relay.setPid(p.Pid())

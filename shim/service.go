@@ -81,6 +81,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		makers:               make(map[string]*maker),
 		recover:              make(map[string]*recoverable),
 		healthReady:          make(map[string]chan struct{}),
+		outputs:              make(map[process.Process]*outputDrain),
 	}
 	sd.RegisterCallback(func(ctx context.Context) error { return s.warm.close(ctx) })
 	s.warm.onIdle = func() {
@@ -123,8 +124,10 @@ type service struct {
 	recover    map[string]*recoverable    // containers that opted in to crash recovery; guarded by mu
 	// healthReady is closed when a restored task's stdout health text appears; guarded by mu
 	healthReady map[string]chan struct{}
-	warm        *warm
-	monitor     *monitor // go-runc's process monitor (runc commands of this shim)
+	// outputs: processes whose exit waits for their output to drain; guarded by mu
+	outputs map[process.Process]*outputDrain
+	warm    *warm
+	monitor *monitor // go-runc's process monitor (runc commands of this shim)
 
 	lifecycleMu sync.Mutex
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
@@ -181,7 +184,7 @@ func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Containe
 		if pid == 0 || exited {
 			s.lifecycleMu.Unlock()
 			for _, ee := range ees {
-				s.handleProcessExit(ee, c, p)
+				s.afterOutput(c.ID, p, func() { s.handleProcessExit(ee, c, p) })
 			}
 		} else {
 			s.running[pid] = append(s.running[pid], containerProcess{Container: c, Process: p})
@@ -318,6 +321,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	dOOM := time.Since(tOOM)
 
 	proc, _ := container.Process("")
+	if proc != nil && container.Pid() > 0 {
+		s.watchOutput(container, proc)
+	}
 	handleStarted(container, proc)
 	s.warm.createdIn(r.ID, time.Since(began))
 	if log.GetLevel() >= log.DebugLevel { // the fields cost a hit's Create otherwise
@@ -406,6 +412,10 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		handleStarted(container, p)
 		return nil, errgrpc.ToGRPC(err)
 	}
+	if !s.watchingOutput(p) {
+		// An exec, or an init restored at Start.
+		s.watchOutput(container, p)
+	}
 	if r.ExecID == "" {
 		if !hadCgroup {
 			// A restored init has its cgroup only now.
@@ -475,6 +485,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
+	s.dropOutput(p)
 	if r.ExecID == "" {
 		s.mu.Lock()
 		delete(s.containers, r.ID)
@@ -804,7 +815,7 @@ func (s *service) processExits() {
 			if ip, ok := cp.Process.(*process.Init); ok {
 				s.handleInitExit(e, cp.Container, ip)
 			} else {
-				s.handleProcessExit(e, cp.Container, cp.Process)
+				s.afterOutput(cp.Container.ID, cp.Process, func() { s.handleProcessExit(e, cp.Container, cp.Process) })
 			}
 		}
 	}
@@ -817,8 +828,8 @@ func (s *service) send(evt any) {
 	}
 }
 
-// handleInitExit publishes the init's exit only after every exec of the container has
-// exited: containerd requires exec exits before the init's.
+// handleInitExit recovers the task if it may be, else publishes its exit once its output
+// drained (afterOutput).
 func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
 	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
@@ -828,8 +839,15 @@ func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Ini
 	if s.tryRecover(e, c, p) {
 		// No TaskExit: the task is being restored. If that fails, the original exit
 		// is published then.
+		s.dropOutput(p)
 		return
 	}
+	s.afterOutput(c.ID, p, func() { s.publishInitExit(e, c, p) })
+}
+
+// publishInitExit publishes the init's exit only after every exec of the container has
+// exited: containerd requires exec exits before the init's.
+func (s *service) publishInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
 	s.lifecycleMu.Lock()
 	numRunningExecs := s.runningExecs[c]
 	if numRunningExecs == 0 {

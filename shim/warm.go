@@ -433,6 +433,18 @@ func (w *warm) isHit(id string) bool {
 	return s != nil && s.sb != nil
 }
 
+// outputPending returns, for a container served from the pool, what tells whether its
+// sandbox's output is still on its way to the container's pipes (nil for others).
+func (w *warm) outputPending(id string) func() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.served[id]
+	if s == nil || s.sb == nil {
+		return nil
+	}
+	return s.sb.Handle.(*oci.Sandbox).OutputPending
+}
+
 // deleted releases what a served container held once containerd deleted it: a used
 // sandbox is destroyed, never returned to the pool.
 func (w *warm) deleted(ctx context.Context, id string) {

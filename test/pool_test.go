@@ -298,6 +298,187 @@ func TestPoolConcurrentCtrRun(t *testing.T) {
 	}
 }
 
+// bulkApp initialises, then (restored or not) writes 1 MiB and a last line, and exits
+// at once.
+var bulkApp = []string{"sh", "-c", `seed=$RANDOM$RANDOM; touch /tmp/ready; sleep 1; head -c 1048576 /dev/zero | tr '\0' x; echo; echo "end seed=$seed"`}
+
+// makeBulkTemplate runs bulkApp as the template name and returns its seed.
+func makeBulkTemplate(t *testing.T, e *env, name string) string {
+	t.Helper()
+	c := e.container(bulkApp, oci.WithAnnotations(map[string]string{
+		"io.containerd.warm.template": name, "io.containerd.warm.ready": "file:/tmp/ready"}))
+	var mout syncBuffer
+	_, mexit := e.start(c, streams(nil, &mout, io.Discard))
+	exitOf(t, mexit)
+	_, seed, _ := strings.Cut(strings.TrimSpace(mout.String()), "end seed=")
+	if seed == "" {
+		t.Fatalf("template's run printed no seed: %d bytes", len(mout.String()))
+	}
+	return seed
+}
+
+func bulkOutput(seed string) string { return strings.Repeat("x", 1<<20) + "\nend seed=" + seed + "\n" }
+
+// slowWriter takes a while over every write, as a client busy elsewhere would.
+type slowWriter struct {
+	syncBuffer
+	delay time.Duration
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	time.Sleep(w.delay)
+	return w.syncBuffer.Write(p)
+}
+
+// TestSlowReaderGetsAllOutput: a client that reads a task's output slowly and deletes
+// the task as soon as Wait reports its exit, as ctr does, still gets all of it, from a
+// cold container and from a pool hit. containerd's client closes its FIFO readers when
+// it deletes a task, so the shim reports an exit only once the output was read out of
+// its pipes and containerd's FIFOs (or nothing moved for a while: nobody reads).
+// containerd's own runc shim is run the same way for comparison (logged, not asserted).
+func TestSlowReaderGetsAllOutput(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "slow-" + shortName(t)
+	seed := makeBulkTemplate(t, e, name)
+	want := bulkOutput(seed)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	waitFor(t, "a frozen sandbox", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 })
+	// 20 ms per 32 KiB read: about 0.6 s for the whole output, so when the application
+	// exits, the pipes and FIFO still hold what the client takes tens of ms to read.
+	run := func(e *env, c containerd.Container) string {
+		out := &slowWriter{delay: 20 * time.Millisecond}
+		task, exit := e.start(c, streams(nil, out, io.Discard))
+		exitOf(t, exit)
+		if _, err := task.Delete(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		return out.String()
+	}
+	check := func(what, got string) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s: got %d of %d bytes, ending %q", what, len(got), len(want), got[max(0, len(got)-30):])
+		}
+	}
+	before, _, _ := ctl.Pool(name)
+	check("pool hit", run(e, e.container(bulkApp, templateAnn(name, false))))
+	if after, _, _ := ctl.Pool(name); after.Hits != before.Hits+1 {
+		t.Fatalf("not a pool hit: %+v", after)
+	}
+	// Cold: the same application without the template (its own seed).
+	cold := strings.Replace(bulkApp[2], "sleep 1; ", "", 1)
+	got := run(e, e.container([]string{"sh", "-c", cold}))
+	if !strings.HasPrefix(got, strings.Repeat("x", 1<<20)+"\nend seed=") || len(got) < len(want)-10 {
+		t.Errorf("cold: got %d bytes, ending %q", len(got), got[max(0, len(got)-30):])
+	}
+	re := newEnv(t, harness.Runc)
+	got = run(re, re.container([]string{"sh", "-c", cold}))
+	t.Logf("containerd's runc shim, same client: %d of about %d bytes", len(got), len(want))
+}
+
+// TestPoolHitOutputUnread: a pool hit whose output nobody reads (`ctr run -d`: ctr
+// leaves at once) fills its pipes and blocks, and is then killed and deleted like any
+// container: the exit is reported though the output stays unread, and the Delete does not
+// hang on the shim's copies stuck on full pipes.
+func TestPoolHitOutputUnread(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "unread-" + shortName(t)
+	makeBulkTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	waitFor(t, "a frozen sandbox", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 })
+	before, _, _ := ctl.Pool(name)
+	id := shortName(t)
+	args := append([]string{"run", "-d", "--annotation", "io.containerd.warm.template=" + name}, cd.RuntimeFlags(harness.Warm)...)
+	args = append(append(args, BusyboxRef, id), bulkApp...)
+	if out, err := cd.Ctr(e.ctx, nil, args...); err != nil {
+		t.Fatalf("ctr run -d: %v\n%s", err, out)
+	}
+	c, err := e.client.LoadContainer(e.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Delete(context.WithoutCancel(e.ctx), containerd.WithSnapshotCleanup) })
+	if after, _, _ := ctl.Pool(name); after.Hits != before.Hits+1 {
+		t.Fatalf("not a pool hit: %+v", after)
+	}
+	task, err := c.Task(e.ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The application (sh, head or tr) blocks writing into a full pipe.
+	waitFor(t, "the application blocked on its output", func() bool {
+		procs, err := task.Pids(e.ctx)
+		if err != nil {
+			return false
+		}
+		for _, p := range procs {
+			if b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/wchan", p.Pid)); strings.Contains(string(b), "pipe_write") {
+				return true
+			}
+		}
+		return false
+	})
+	exit, err := task.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, time.Minute)
+	defer cancel()
+	if _, err := task.Delete(ctx); err != nil {
+		t.Fatalf("delete of a hit whose output nobody read: %v", err)
+	}
+}
+
+// TestPoolHitOutputComplete: `ctr run` of pool hits whose application writes 1 MiB and
+// exits prints all of it. A hit's output makes one hop more than a cold container's (the
+// sandbox's pipe, then the container's), containerd's client drops what it has not read
+// when it deletes a task, and ctr deletes it as soon as Wait reports the exit: the shim
+// must report the exit only once the output has left its pipes.
+func TestPoolHitOutputComplete(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "bulk-" + shortName(t)
+	seed := makeBulkTemplate(t, e, name)
+	want := bulkOutput(seed)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	const runs = 5
+	for round := 0; round < 4; round++ {
+		if err := ctl.Do("POST", fmt.Sprintf("/pools/%s/prewarm?n=%d", name, runs), nil); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "a full pool", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= runs })
+		before, _, _ := ctl.Pool(name)
+		var wg sync.WaitGroup
+		for i := 0; i < runs; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				id := fmt.Sprintf("%s-%d-%d", shortName(t), round, i)
+				args := append([]string{"run", "--rm", "--annotation", "io.containerd.warm.template=" + name}, cd.RuntimeFlags(harness.Warm)...)
+				args = append(append(args, BusyboxRef, id), bulkApp...)
+				out, err := cd.Ctr(e.ctx, nil, args...)
+				if err != nil || out != want {
+					tail := out[max(0, len(out)-40):]
+					t.Errorf("%s: %v: got %d bytes ending %q, want %d ending with the seed %s", id, err, len(out), tail, len(want), seed)
+				}
+			}(i)
+		}
+		wg.Wait()
+		after, _, _ := ctl.Pool(name)
+		if hits := after.Hits - before.Hits; hits != runs {
+			t.Fatalf("round %d: %d of %d runs were pool hits (misses %v)", round, hits, runs, after.Misses)
+		}
+	}
+}
+
 // TestPoolFromCheckpointImage makes a template from a containerd checkpoint image (what
 // `ctr c checkpoint --task` makes, an OCI image that can be pushed and pulled), named in
 // the config as [pools.NAME] image, and serves a container from it.

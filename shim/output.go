@@ -1,0 +1,149 @@
+package shim
+
+import (
+	"time"
+
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
+	"github.com/containerd/log"
+
+	"github.com/warmshim/warm/internal/pipewatch"
+)
+
+// outputDrainTimeout bounds how long a process's exit waits for its output to be read;
+// outputStall is how long it waits when nothing moves (nobody reads: `ctr run -d`
+// left). Variables for tests.
+var (
+	outputDrainTimeout = 2 * time.Second
+	outputStall        = 250 * time.Millisecond
+)
+
+// outputDrain tells whether what a process wrote is still on its way to containerd's
+// client: in the pipes the shim's copies read, or in containerd's FIFOs.
+//
+// containerd's client drops what it has not read when it deletes a task (since
+// containerd 1.7 cio's Cancel closes its FIFO readers before Delete waits for them), and
+// `ctr run` deletes the task as soon as Wait reports the exit. An exit reported while the
+// last lines were still in the shim's pipes lost them: seen for pool hits (their output
+// makes one hop more, the sandbox's pipe) and for restores in a busy pool shim. So a
+// process's exit is reported once its output has been read out of the pipes and FIFOs,
+// or once nothing moved for outputStall, or after outputDrainTimeout.
+type outputDrain struct {
+	pipes *pipewatch.Watch
+	more  func() bool // output still on its way into those pipes (a pool hit's pumps); may be nil
+}
+
+// pending returns the bytes unread and whether more is on its way.
+func (d *outputDrain) pending() (int, bool) {
+	return d.pipes.Unread(), d.more != nil && d.more()
+}
+
+func (d *outputDrain) close() { d.pipes.Close() }
+
+// wait polls until nothing is pending, nothing moved for stall, or the timeout passed;
+// it reports whether the output drained.
+func (d *outputDrain) wait(timeout, stall time.Duration) bool {
+	began := time.Now()
+	last, _ := d.pending()
+	moved := began
+	step := 500 * time.Microsecond
+	for {
+		n, more := d.pending()
+		if n == 0 && !more {
+			return true
+		}
+		now := time.Now()
+		if n != last {
+			last, moved = n, now
+		}
+		if now.Sub(moved) > stall || now.Sub(began) > timeout {
+			return false
+		}
+		time.Sleep(step)
+		step = min(2*step, 10*time.Millisecond)
+	}
+}
+
+// watchOutput starts watching the output of p, whose process must exist. A process with
+// a terminal or without stdio has nothing to wait for.
+func (s *service) watchOutput(c *runc.Container, p process.Process) {
+	st := p.Stdio()
+	if st.Terminal || st.IsNull() || p.Pid() <= 0 {
+		return
+	}
+	d := &outputDrain{pipes: &pipewatch.Watch{}}
+	if _, init := p.(*process.Init); init {
+		// A pool hit's process writes into its sandbox's pipes; the sandbox follows
+		// those and the container's own.
+		d.more = s.warm.outputPending(c.ID)
+	}
+	if d.more == nil {
+		d.pipes.AddProcess(p.Pid(), 1, 2)
+	}
+	d.pipes.AddFIFO(st.Stdout)
+	if st.Stderr != st.Stdout {
+		d.pipes.AddFIFO(st.Stderr)
+	}
+	if d.pipes.Len() == 0 && d.more == nil {
+		return
+	}
+	s.mu.Lock()
+	if old := s.outputs[p]; old != nil {
+		old.close()
+	}
+	s.outputs[p] = d
+	s.mu.Unlock()
+}
+
+// watchingOutput reports whether p's output is watched.
+func (s *service) watchingOutput(p process.Process) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.outputs[p] != nil
+}
+
+// takeOutput removes p's watch and returns it (nil if none).
+func (s *service) takeOutput(p process.Process) *outputDrain {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.outputs[p]
+	delete(s.outputs, p)
+	return d
+}
+
+// dropOutput forgets p's watch: its exit is not reported after all (a recovery took
+// over) or it was deleted.
+func (s *service) dropOutput(p process.Process) {
+	if d := s.takeOutput(p); d != nil {
+		d.close()
+	}
+}
+
+// afterOutput runs report once p's output has drained: at once if nothing is pending,
+// else from a goroutine, so other processes' exits are not held up.
+func (s *service) afterOutput(id string, p process.Process, report func()) {
+	d := s.takeOutput(p)
+	if d == nil {
+		report()
+		return
+	}
+	if n, more := d.pending(); n == 0 && !more {
+		d.close()
+		report()
+		return
+	}
+	go func() {
+		began := time.Now()
+		drained := d.wait(outputDrainTimeout, outputStall)
+		n, more := d.pending()
+		d.close()
+		entry := log.G(s.context).WithField("container", id).WithField("process", p.ID()).WithField("waited", time.Since(began))
+		if drained {
+			entry.Debug("exit reported after the output drained")
+		} else {
+			// Nobody reads it (`ctr run -d` left), or too slowly.
+			entry.WithField("unread", n).WithField("copying", more).Info("exit reported with output still unread")
+		}
+		report()
+	}()
+}
