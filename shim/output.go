@@ -75,7 +75,7 @@ func (s *service) watchOutput(c *runc.Container, p process.Process) {
 	if _, init := p.(*process.Init); init {
 		// A pool hit's process writes into its sandbox's pipes; the sandbox follows
 		// those and the container's own.
-		d.more = s.warm.outputPending(c.ID)
+		d.more = s.warm.outputPending(c.ID, p.Pid())
 	}
 	if d.more == nil {
 		d.pipes.AddProcess(p.Pid(), 1, 2)

@@ -433,16 +433,21 @@ func (w *warm) isHit(id string) bool {
 	return s != nil && s.sb != nil
 }
 
-// outputPending returns, for a container served from the pool, what tells whether its
-// sandbox's output is still on its way to the container's pipes (nil for others).
-func (w *warm) outputPending(id string) func() bool {
+// outputPending returns, for the process pid of a container served from the pool (its
+// sandbox's), what tells whether its output is still on its way to the container's pipes
+// (nil for any other process, a restored one included).
+func (w *warm) outputPending(id string, pid int) func() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	s := w.served[id]
 	if s == nil || s.sb == nil {
 		return nil
 	}
-	return s.sb.Handle.(*oci.Sandbox).OutputPending
+	sb := s.sb.Handle.(*oci.Sandbox)
+	if sb.Pid != pid {
+		return nil
+	}
+	return sb.OutputPending
 }
 
 // deleted releases what a served container held once containerd deleted it: a used
