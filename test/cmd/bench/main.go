@@ -47,25 +47,37 @@ func main() {
 	out := flag.String("out", "out/bench.json", "JSON file to write")
 	apps := flag.String("apps", "go,python", "sample applications to measure")
 	withRecovery := flag.Bool("recovery", true, "measure crash recovery too")
+	debugLog := flag.String("debug-log", "", "run the shims at debug level and copy the pool shim's log (each hit's phases) to this file; debug logging costs time of its own")
 	flag.Parse()
 	if *runs < 20 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 20")
 		os.Exit(2)
 	}
-	if err := run(*runs, *out, strings.Split(*apps, ","), *withRecovery); err != nil {
+	if err := run(*runs, *out, strings.Split(*apps, ","), *withRecovery, *debugLog); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(runs int, outPath string, which []string, withRecovery bool) error {
+func run(runs int, outPath string, which []string, withRecovery bool, debugLog string) error {
 	const ns = "warmbench"
 	harness.WarmLogLevel = "info" // as runc's shim; the recovery rows read info lines
+	if debugLog != "" {
+		harness.WarmLogLevel = "debug"
+	}
 	e, stop, err := benchkit.Start("warm-bench", ns)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	if debugLog != "" {
+		defer func() {
+			// Before stop removes it.
+			if data, err := os.ReadFile(filepath.Join(e.CD.WarmRun, ns, "pool-shim.log")); err == nil {
+				_ = os.WriteFile(debugLog, data, 0o600)
+			}
+		}()
+	}
 	cd := e.CD
 	rep := Report{When: time.Now().UTC(), Command: "make bench", Runs: runs, Pools: map[string]pool.Stats{}}
 	rep.Host, _ = os.Hostname()
