@@ -3,14 +3,17 @@ package shim
 import (
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"sync"
 	"time"
 
 	runcC "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/internal/pipewatch"
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/oci/wrap"
 )
@@ -27,12 +30,50 @@ type monitor struct {
 
 	mu      sync.Mutex
 	running map[string]*exec.Cmd // runc checkpoint and restore commands running, by "SUB ID"; guarded by mu
+	// outputs watch the output pipes of execs (`runc exec --detach`) by pid file, until
+	// the service takes them (an exec can be gone from /proc before its Start returns);
+	// guarded by mu
+	outputs map[string]*pipewatch.Watch
+}
+
+// watchExecOutput keeps a watch on the output pipes runc exec is given.
+func (m *monitor) watchExecOutput(cmd *exec.Cmd) {
+	sub, _, pidFile := wrap.ParseArgs(cmd.Args)
+	if sub != "exec" || pidFile == "" || !slices.Contains(cmd.Args, "--detach") {
+		return
+	}
+	w := &pipewatch.Watch{}
+	for _, out := range []io.Writer{cmd.Stdout, cmd.Stderr} {
+		if f, ok := out.(*os.File); ok {
+			w.AddFile(f)
+		}
+	}
+	if w.Len() == 0 {
+		return
+	}
+	m.mu.Lock()
+	if m.outputs == nil {
+		m.outputs = map[string]*pipewatch.Watch{}
+	}
+	m.outputs[pidFile].Close()
+	m.outputs[pidFile] = w
+	m.mu.Unlock()
+}
+
+// takeExecOutput returns the watch of the exec whose pid file is pidFile (nil if none).
+func (m *monitor) takeExecOutput(pidFile string) *pipewatch.Watch {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	w := m.outputs[pidFile]
+	delete(m.outputs, pidFile)
+	return w
 }
 
 func (m *monitor) Start(cmd *exec.Cmd) (chan runcC.Exit, error) {
 	if ec, ok := m.intercept(cmd); ok {
 		return ec, nil
 	}
+	m.watchExecOutput(cmd)
 	ec, err := m.inner.Start(cmd)
 	m.track(cmd, err)
 	return ec, err
@@ -42,6 +83,7 @@ func (m *monitor) StartLocked(cmd *exec.Cmd) (chan runcC.Exit, error) {
 	if ec, ok := m.intercept(cmd); ok {
 		return ec, nil
 	}
+	m.watchExecOutput(cmd)
 	ec, err := m.inner.StartLocked(cmd)
 	m.track(cmd, err)
 	return ec, err

@@ -92,3 +92,56 @@ func TestAbortCheckpointKillsTheTree(t *testing.T) {
 		t.Fatal("a finished checkpoint is still tracked")
 	}
 }
+
+// The monitor keeps a watch on the output pipes a detached runc exec is given, by pid
+// file, for the service to take once Start returns: a short exec is gone from /proc by
+// then, and its output may still be in its pipe.
+func TestMonitorWatchesExecOutput(t *testing.T) {
+	dir := t.TempDir()
+	fake := filepath.Join(dir, "runc")
+	// The "runc exec" writes into its stdout and exits, as a short exec does.
+	if err := os.WriteFile(fake, []byte("#!/bin/sh\necho hello\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	m := &monitor{inner: execMonitor{}, w: newWarm("")}
+	run := func(detach bool) string {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		pidFile := filepath.Join(dir, "e"+strconv.FormatBool(detach)+".pid")
+		args := []string{"--root", "/r", "exec", "--pid-file", pidFile, "--process", "/p.json", "c1"}
+		if detach {
+			args = append(args[:3], append([]string{"--detach"}, args[3:]...)...)
+		}
+		cmd := exec.Command(fake, args...)
+		cmd.Stdout = w
+		ec, err := m.Start(cmd)
+		w.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := m.Wait(cmd, ec); err != nil {
+			t.Fatal(err)
+		}
+		return pidFile
+	}
+	pidFile := run(true)
+	watch := m.takeExecOutput(pidFile)
+	if watch == nil {
+		t.Fatal("no watch of the exec's output")
+	}
+	defer watch.Close()
+	if n := watch.Unread(); n != 6 {
+		t.Fatalf("unread %d, want 6 (\"hello\\n\")", n)
+	}
+	if m.takeExecOutput(pidFile) != nil {
+		t.Fatal("a watch is taken once")
+	}
+	// Other commands (here a runc exec that is not detached, as the health checks run)
+	// are not watched.
+	if m.takeExecOutput(run(false)) != nil {
+		t.Fatal("a watch of an exec that is not detached")
+	}
+}

@@ -1,6 +1,7 @@
 package shim
 
 import (
+	"path/filepath"
 	"time"
 
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
@@ -67,22 +68,36 @@ func (d *outputDrain) wait(timeout, stall time.Duration) bool {
 // watchOutput starts watching the output of p, whose process must exist. A process with
 // a terminal or without stdio has nothing to wait for.
 func (s *service) watchOutput(c *runc.Container, p process.Process) {
+	_, init := p.(*process.Init)
+	var pipes *pipewatch.Watch
+	if !init {
+		// Watched since runc exec was given them: a short exec is gone from /proc by now.
+		pipes = s.takeExecOutput(c, p.ID())
+	}
 	st := p.Stdio()
 	if st.Terminal || st.IsNull() || p.Pid() <= 0 {
+		pipes.Close()
 		return
 	}
-	d := &outputDrain{pipes: &pipewatch.Watch{}}
-	if _, init := p.(*process.Init); init {
+	d := &outputDrain{pipes: pipes}
+	if init {
 		// A pool hit's process writes into its sandbox's pipes; the sandbox follows
 		// those and the container's own.
 		d.more = s.warm.outputPending(c.ID, p.Pid())
 	}
-	if d.more == nil {
-		d.pipes.AddProcess(p.Pid(), 1, 2)
+	if d.pipes == nil {
+		d.pipes = &pipewatch.Watch{}
+		if d.more == nil {
+			d.pipes.AddProcess(p.Pid(), 1, 2)
+		}
 	}
 	d.pipes.AddFIFO(st.Stdout)
 	if st.Stderr != st.Stdout {
 		d.pipes.AddFIFO(st.Stderr)
+	}
+	if log.GetLevel() >= log.DebugLevel {
+		log.G(s.context).WithField("container", c.ID).WithField("process", p.ID()).WithField("handles", d.pipes.Len()).
+			WithField("exec_pipes", pipes != nil).WithField("pumps", d.more != nil).Debug("watching output")
 	}
 	if d.pipes.Len() == 0 && d.more == nil {
 		return
@@ -93,6 +108,15 @@ func (s *service) watchOutput(c *runc.Container, p process.Process) {
 	}
 	s.outputs[p] = d
 	s.mu.Unlock()
+}
+
+// takeExecOutput returns the monitor's watch of exec execID's pipes (nil if none); its
+// pid file is the process package's.
+func (s *service) takeExecOutput(c *runc.Container, execID string) *pipewatch.Watch {
+	if s.monitor == nil {
+		return nil
+	}
+	return s.monitor.takeExecOutput(filepath.Join(c.Bundle, execID+".pid"))
 }
 
 // watchingOutput reports whether p's output is watched.

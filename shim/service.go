@@ -409,6 +409,9 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 			}
 			s.lifecycleMu.Unlock()
 		}
+		if r.ExecID != "" {
+			s.takeExecOutput(container, r.ExecID).Close()
+		}
 		handleStarted(container, p)
 		return nil, errgrpc.ToGRPC(err)
 	}
