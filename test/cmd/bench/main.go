@@ -271,6 +271,7 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 	// one Go client (as containerd's CRI plugin drives containerd).
 	progress("%s: 10 concurrent hits, x2, ctr and Go client", app.Name)
 	var conc, concClient []float64
+	var full pool.Stats
 	for round := 0; round < 4; round++ {
 		viaClient := round >= 2
 		if err := e.Ctl.Do("POST", "/pools/"+tmpl+"/prewarm?n=10", nil); err != nil {
@@ -278,6 +279,12 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 		}
 		if err := e.WaitFrozen(tmpl, 10); err != nil {
 			return nil, pool.Stats{}, err
+		}
+		if round == 0 {
+			// The pool's memory, full (the hits empty it).
+			if full, _, err = e.Ctl.Pool(tmpl); err != nil {
+				return nil, pool.Stats{}, err
+			}
 		}
 		var mu sync.Mutex
 		var wg sync.WaitGroup
@@ -317,6 +324,7 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 		return nil, pool.Stats{}, err
 	}
 	st.ServeP50, st.ServeP99 = seq.ServeP50, seq.ServeP99
+	st.Frozen, st.Memory = full.Frozen, full.Memory
 	// With the pool drained and acquire_timeout 0, every Create restores on create.
 	if err := e.Ctl.Do("POST", "/pools/"+tmpl+"/drain", nil); err != nil {
 		return nil, pool.Stats{}, err
