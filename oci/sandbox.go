@@ -243,7 +243,7 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if err := freezeDir(sb.cgroupPaths, true); err != nil {
 		return sb, 0, fmt.Errorf("freeze: %w", err)
 	}
-	return sb, RSS(pid), nil
+	return sb, Memory(pid), nil
 }
 
 // ErrRanBeforeFreeze is a restored sandbox that ran past its template's state before the
@@ -319,8 +319,45 @@ func (sb *Sandbox) stopDrain() {
 	sb.drainDone = nil
 }
 
-// RSS is the resident memory of a process in bytes (0 if unknown).
-func RSS(pid int) int64 {
+// Memory is what a process tree costs in memory, in bytes: the pages private to pid and
+// its descendants (Private_Clean and Private_Dirty of /proc/PID/smaps_rollup), which is
+// what each sandbox restored from a template adds. Pages shared with others (the
+// template's libraries in the page cache, shared with its other sandboxes) are not
+// counted; RSS would count them once per sandbox. Where smaps_rollup cannot be read it
+// is pid's resident memory (0 if unknown).
+func Memory(pid int) int64 {
+	total, ok := privateMemory(pid)
+	if !ok {
+		return rss(pid)
+	}
+	for _, p := range procfs.Descendants(pid) {
+		n, _ := privateMemory(p)
+		total += n
+	}
+	return total
+}
+
+func privateMemory(pid int) (int64, bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/smaps_rollup")
+	if err != nil {
+		return 0, false
+	}
+	var total int64
+	found := false
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "Private_Clean:") || strings.HasPrefix(l, "Private_Dirty:") {
+			if f := strings.Fields(l); len(f) >= 2 {
+				n, _ := strconv.ParseInt(f[1], 10, 64)
+				total += n << 10
+				found = true
+			}
+		}
+	}
+	return total, found
+}
+
+// rss is the resident memory of a process in bytes (0 if unknown).
+func rss(pid int) int64 {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
 	if err != nil {
 		return 0

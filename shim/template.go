@@ -154,7 +154,7 @@ wait:
 		}
 	}
 	meta := store.Meta{Name: m.name, Namespace: m.ns, Created: time.Now().UTC(), Source: "annotation",
-		Spec: m.spec, Layers: m.layers, MemoryBytes: oci.RSS(pid)}
+		Spec: m.spec, Layers: m.layers, MemoryBytes: oci.Memory(pid)}
 	if sn, parent, err := w.rootfs.parentOf(ctx, c.ID); err != nil {
 		log.G(ctx).WithError(err).Warn("template: image snapshot unknown; pooled sandboxes cannot get a rootfs")
 	} else {
