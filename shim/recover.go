@@ -377,11 +377,20 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 		}
 		s.mu.Lock()
 		s.containers[rec.id] = newC
+		died, dead := s.candidateExits[newC]
+		delete(s.candidateExits, newC)
 		s.mu.Unlock()
 		s.lifecycleMu.Lock()
 		delete(s.containerInitExit, old)
 		delete(s.runningExecs, old)
 		s.lifecycleMu.Unlock()
+		if dead {
+			// It died between its health check and now: its exit is handled now that
+			// it is the container's task (recovered again, or published).
+			if ip, err := newC.Process(""); err == nil {
+				go s.handleInitExit(died, newC, ip.(*process.Init))
+			}
+		}
 		log.G(ctx).WithField("checkpoint", filepath.Base(cp.Dir)).WithField("detection", detected.Sub(e.Timestamp)).
 			WithField("serving_after", time.Since(e.Timestamp)).WithField("pid", newC.Pid()).WithField("standby", fromStandby).Info("task recovered")
 		return nil
@@ -468,6 +477,9 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	watchdog.Stop()
 	if err != nil {
 		handleStarted(newC, p)
+		s.mu.Lock()
+		delete(s.candidateExits, newC)
+		s.mu.Unlock()
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	by := "restore"
@@ -589,6 +601,9 @@ func (s *service) discard(ctx context.Context, c *runc.Container) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	_ = oci.DeleteContainer(ctx, p.(*process.Init).Runtime(), c.ID)
+	s.mu.Lock()
+	delete(s.candidateExits, c)
+	s.mu.Unlock()
 }
 
 // waitRecovered blocks while a recovery of the container runs and reports whether the

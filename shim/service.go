@@ -82,6 +82,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		recover:              make(map[string]*recoverable),
 		healthReady:          make(map[string]chan struct{}),
 		outputs:              make(map[process.Process]*outputDrain),
+		candidateExits:       make(map[*runc.Container]runcC.Exit),
 	}
 	sd.RegisterCallback(func(ctx context.Context) error { return s.warm.close(ctx) })
 	s.warm.onIdle = func() {
@@ -126,8 +127,11 @@ type service struct {
 	healthReady map[string]chan struct{}
 	// outputs: processes whose exit waits for their output to drain; guarded by mu
 	outputs map[process.Process]*outputDrain
-	warm    *warm
-	monitor *monitor // go-runc's process monitor (runc commands of this shim)
+	// candidateExits: exits of tasks a recovery restored and had not installed yet;
+	// guarded by mu
+	candidateExits map[*runc.Container]runcC.Exit
+	warm           *warm
+	monitor        *monitor // go-runc's process monitor (runc commands of this shim)
 
 	lifecycleMu sync.Mutex
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
@@ -184,6 +188,9 @@ func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Containe
 		if pid == 0 || exited {
 			s.lifecycleMu.Unlock()
 			for _, ee := range ees {
+				if ip, ok := p.(*process.Init); ok && s.candidateExited(ee, c, ip) {
+					continue
+				}
 				s.afterOutput(c.ID, p, func() { s.handleProcessExit(ee, c, p) })
 			}
 		} else {
@@ -834,6 +841,9 @@ func (s *service) send(evt any) {
 // handleInitExit recovers the task if it may be, else publishes its exit once its output
 // drained (afterOutput).
 func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
+	if s.candidateExited(e, c, p) {
+		return
+	}
 	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
 			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")
@@ -846,6 +856,32 @@ func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Ini
 		return
 	}
 	s.afterOutput(c.ID, p, func() { s.publishInitExit(e, c, p) })
+}
+
+// candidateExited handles the exit of an init whose container is not the service's
+// current one for its id: a task a recovery restored and is still checking (or
+// discarding). The recovery deals with its death; recovering it or publishing its exit
+// would run a second recovery beside the first (seen: a Delete then stopped that one's
+// restore and left CRIU's mount and the cgroups behind) and report the task's exit again.
+func (s *service) candidateExited(e runcC.Exit, c *runc.Container, p *process.Init) bool {
+	s.mu.Lock()
+	current := s.containers[c.ID] == c
+	if !current {
+		// Kept until the recovery installs the task (then its exit is handled as any)
+		// or discards it.
+		s.candidateExits[c] = e
+	}
+	s.mu.Unlock()
+	if current {
+		return false
+	}
+	p.SetExited(e.Status)
+	s.dropOutput(p)
+	s.lifecycleMu.Lock()
+	delete(s.containerInitExit, c)
+	s.lifecycleMu.Unlock()
+	log.G(s.context).WithField("container", c.ID).WithField("pid", e.Pid).Debug("a restored task under check exited")
+	return true
 }
 
 // publishInitExit publishes the init's exit only after every exec of the container has

@@ -200,7 +200,8 @@ func TestRecoveryHealthAndCrashLoop(t *testing.T) {
 	}
 	// Crash loop: the task crashes a moment after every restore.
 	c2 := e.container([]string{"sh", "-c", "sleep 0.6; exit 1"}, recoveryAnn(map[string]string{"io.containerd.warm.checkpoint-interval": "200ms"}))
-	_, exit2 := e.start(c2, nullIO())
+	ev := e.watch(c2.ID())
+	task2, exit2 := e.start(c2, nullIO())
 	start := time.Now()
 	code := exitOf(t, exit2)
 	if code != 1 {
@@ -208,6 +209,23 @@ func TestRecoveryHealthAndCrashLoop(t *testing.T) {
 	}
 	if time.Since(start) < time.Second {
 		t.Fatalf("exit after %v: recovery never ran", time.Since(start))
+	}
+	// Restored tasks that die while the recovery checks them are the recovery's
+	// business: their exits start no second recovery beside it and are not published
+	// (one ran concurrently, and a Delete that stopped its restore left CRIU's mount
+	// and the cgroups behind).
+	if _, err := task2.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the delete event", func() bool { return contains(ev.list(), "/tasks/delete") })
+	exits := 0
+	for _, topic := range ev.list() {
+		if topic == "/tasks/exit" {
+			exits++
+		}
+	}
+	if exits != 1 {
+		t.Fatalf("%d exit events for one task: %v", exits, ev.list())
 	}
 }
 
