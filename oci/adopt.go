@@ -153,21 +153,16 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	id := req.ContainerID
+	done := make(chan struct{})
 	pump := func(name string, dst *os.File, src *os.File) {
-		defer sb.copies.Done()
 		n, err := io.Copy(dst, src)
-		var left int64
-		if log.GetLevel() >= log.DebugLevel {
-			// unread: what the shim's own copy (the runc package's, pipe to FIFO) has
-			// not read yet.
-			left = pending(dst)
-		}
 		dst.Close()
 		src.Close()
-		sb.pumping.Add(-1)
+		if sb.pumping.Add(-1) == 0 {
+			close(done)
+		}
 		if log.GetLevel() >= log.DebugLevel {
-			log.L.WithField("container", id).WithField("bytes", n).WithError(err).WithField("unread", left).
-				Debug("sandbox " + name + " copied")
+			log.L.WithField("container", id).WithField("bytes", n).WithError(err).Debug("sandbox " + name + " copied")
 		}
 	}
 	// The watches see the container's pipes after the pumps closed their ends: the
@@ -179,8 +174,8 @@ func (sb *Sandbox) splice(req AdoptRequest) {
 	// (nobody reads the container's output) could then never be stopped.
 	stdout, stderr := pollable(req.Stdout), pollable(req.Stderr)
 	sb.pumpFiles = []*os.File{stdout, stderr, sb.stdout, sb.stderr}
-	sb.copies.Add(2)
-	sb.pumping.Add(2)
+	sb.pumpsDone = done
+	sb.pumping.Store(2)
 	go pump("stdout", stdout, sb.stdout)
 	go pump("stderr", stderr, sb.stderr)
 	if req.Stdin != nil {
@@ -221,19 +216,20 @@ func pollable(f *os.File) *os.File {
 	return os.NewFile(uintptr(nfd), f.Name())
 }
 
-// stopCopies waits for the output pumps to end, at most grace: then (nobody reads the
+// stopPumps waits for the output pumps to end, at most grace: then (nobody reads the
 // container's output and a pipe is full) it closes their files, which stops them.
-func (sb *Sandbox) stopCopies(grace time.Duration) {
-	done := make(chan struct{})
-	go func() { sb.copies.Wait(); close(done) }()
+func (sb *Sandbox) stopPumps(grace time.Duration) {
+	sb.mu.Lock()
+	done, files := sb.pumpsDone, sb.pumpFiles
+	sb.mu.Unlock()
+	if done == nil {
+		return // never adopted
+	}
 	select {
 	case <-done:
 		return
 	case <-time.After(grace):
 	}
-	sb.mu.Lock()
-	files := sb.pumpFiles
-	sb.mu.Unlock()
 	closeAll(files...)
 	<-done
 }
@@ -243,11 +239,13 @@ func (sb *Sandbox) stopCopies(grace time.Duration) {
 // processes are not all gone), or the shim's copy of the container's pipes has not read
 // all the pumps wrote.
 func (sb *Sandbox) OutputPending() bool {
-	if sb.pumping.Load() > 0 {
-		return true
-	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
+	select {
+	case <-sb.pumpsDone:
+	default:
+		return true
+	}
 	return sb.outWatch.Unread() > 0
 }
 

@@ -19,7 +19,6 @@ import (
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
-	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/pipewatch"
 	"github.com/warmshim/warm/internal/procfs"
@@ -64,10 +63,10 @@ type Sandbox struct {
 	cgroupPaths map[string]string
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
 	// container and is removed by its Delete.
-	ContainerID string // guarded by mu
-	started     bool   // guarded by mu
-	copies      sync.WaitGroup
-	pumping     atomic.Int32     // output copies (adoption's pumps) not finished yet
+	ContainerID string           // guarded by mu
+	started     bool             // guarded by mu
+	pumping     atomic.Int32     // adoption's output pumps still copying
+	pumpsDone   chan struct{}    // closed by the last pump to end; nil before adoption; guarded by mu
 	outWatch    *pipewatch.Watch // the container's output pipes, the pumps' destinations; guarded by mu
 	pumpFiles   []*os.File       // the pumps' files, closed to stop them; guarded by mu
 }
@@ -261,28 +260,13 @@ var ErrRanBeforeFreeze = errors.New("sandbox ran before it was frozen")
 // what waits in the pipes, with the drain stopped so that no read is in flight.
 func (sb *Sandbox) CheckFresh() error {
 	sb.stopDrain()
-	n := sb.drained.Load() + pending(sb.stdout) + pending(sb.stderr)
+	n := sb.drained.Load() + int64(pipewatch.UnreadIn(sb.stdout)+pipewatch.UnreadIn(sb.stderr))
 	sb.drainDone = make(chan struct{})
 	go sb.drain()
 	if n > 0 {
 		return fmt.Errorf("%w: it wrote %d bytes between its restore and its freeze", ErrRanBeforeFreeze, n)
 	}
 	return nil
-}
-
-// pending is the number of unread bytes in a pipe (without making the file blocking,
-// as Fd would).
-func pending(f *os.File) int64 {
-	if f == nil {
-		return 0
-	}
-	rc, err := f.SyscallConn()
-	if err != nil {
-		return 0
-	}
-	var n int
-	_ = rc.Control(func(fd uintptr) { n, _ = unix.IoctlGetInt(int(fd), unix.TIOCINQ) })
-	return int64(n)
 }
 
 // drain discards the sandbox's output until stopDrain sets a read deadline.
@@ -374,9 +358,9 @@ func rss(pid int) int64 {
 	return 0
 }
 
-// copiesGrace is how long Destroy lets an adopted sandbox's output pumps finish (the
+// pumpsGrace is how long Destroy lets an adopted sandbox's output pumps finish (the
 // container is gone; a pump still running is stuck on output nobody reads).
-const copiesGrace = 500 * time.Millisecond
+const pumpsGrace = 500 * time.Millisecond
 
 // Destroy implements pool.Runtime. A sandbox that was never adopted is removed from
 // runc (killing it); an adopted one belongs to its container, whose Delete removed it.
@@ -399,7 +383,7 @@ func (s *Sandboxes) Destroy(ctx context.Context, h any) error {
 	if sb.drainDone != nil {
 		sb.stopDrain()
 	}
-	sb.stopCopies(copiesGrace)
+	sb.stopPumps(pumpsGrace)
 	sb.mu.Lock()
 	sb.pumpFiles = nil
 	closeAll(sb.stdin, sb.stdout, sb.stderr)

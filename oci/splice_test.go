@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/internal/pipewatch"
 )
 
 func pipe(t *testing.T) (r, w *os.File) {
@@ -51,7 +53,7 @@ func TestOutputPending(t *testing.T) {
 	// The sandbox's processes are gone: the pumps reach the end of their output.
 	outW.Close()
 	errW.Close()
-	sb.copies.Wait()
+	<-sb.pumpsDone
 	if !sb.OutputPending() {
 		t.Fatal("nothing pending while the container's pipe holds unread output")
 	}
@@ -71,10 +73,10 @@ func TestOutputPending(t *testing.T) {
 	}
 }
 
-// TestStopCopies: a pump blocked on a full container pipe that nobody reads (the client
-// went away) is stopped by stopCopies, so Destroy, and with it the container's Delete,
+// TestStopPumps: a pump blocked on a full container pipe that nobody reads (the client
+// went away) is stopped by stopPumps, so Destroy, and with it the container's Delete,
 // does not hang.
-func TestStopCopies(t *testing.T) {
+func TestStopPumps(t *testing.T) {
 	inR, inW := pipe(t)
 	outR, outW := pipe(t)
 	errR, errW := pipe(t)
@@ -91,14 +93,14 @@ func TestStopCopies(t *testing.T) {
 		outW.Close()
 	}()
 	errW.Close()
-	for sb.OutputPending() && pending(outR) == 0 {
+	for sb.OutputPending() && pipewatch.UnreadIn(outR) == 0 {
 		time.Sleep(time.Millisecond) // until the writer filled the pipes
 	}
 	done := make(chan struct{})
-	go func() { sb.stopCopies(20 * time.Millisecond); close(done) }()
+	go func() { sb.stopPumps(20 * time.Millisecond); close(done) }()
 	select {
 	case <-done:
 	case <-time.After(time.Minute):
-		t.Fatal("stopCopies did not stop a pump blocked on a full pipe")
+		t.Fatal("stopPumps did not stop a pump blocked on a full pipe")
 	}
 }

@@ -65,8 +65,9 @@ func (d *outputDrain) wait(timeout, stall time.Duration) bool {
 	}
 }
 
-// watchOutput starts watching the output of p, whose process must exist. A process with
-// a terminal or without stdio has nothing to wait for.
+// watchOutput starts watching the pipes p writes its output into; p's process must exist
+// (its FIFOs are watched from its exit on, see afterOutput). A process with a terminal or
+// without stdio has nothing to wait for; one already watched keeps its watch.
 func (s *service) watchOutput(c *runc.Container, p process.Process) {
 	_, init := p.(*process.Init)
 	var pipes *pipewatch.Watch
@@ -74,8 +75,11 @@ func (s *service) watchOutput(c *runc.Container, p process.Process) {
 		// Watched since runc exec was given them: a short exec is gone from /proc by now.
 		pipes = s.takeExecOutput(c, p.ID())
 	}
+	s.mu.Lock()
+	watched := s.outputs[p] != nil
+	s.mu.Unlock()
 	st := p.Stdio()
-	if st.Terminal || st.IsNull() || p.Pid() <= 0 {
+	if watched || st.Terminal || st.IsNull() || p.Pid() <= 0 {
 		pipes.Close()
 		return
 	}
@@ -91,21 +95,14 @@ func (s *service) watchOutput(c *runc.Container, p process.Process) {
 			d.pipes.AddProcess(p.Pid(), 1, 2)
 		}
 	}
-	d.pipes.AddFIFO(st.Stdout)
-	if st.Stderr != st.Stdout {
-		d.pipes.AddFIFO(st.Stderr)
-	}
 	if log.GetLevel() >= log.DebugLevel {
-		log.G(s.context).WithField("container", c.ID).WithField("process", p.ID()).WithField("handles", d.pipes.Len()).
+		log.G(s.context).WithField("container", c.ID).WithField("process", p.ID()).WithField("pipes", d.pipes.Len()).
 			WithField("exec_pipes", pipes != nil).WithField("pumps", d.more != nil).Debug("watching output")
 	}
 	if d.pipes.Len() == 0 && d.more == nil {
 		return
 	}
 	s.mu.Lock()
-	if old := s.outputs[p]; old != nil {
-		old.close()
-	}
 	s.outputs[p] = d
 	s.mu.Unlock()
 }
@@ -117,13 +114,6 @@ func (s *service) takeExecOutput(c *runc.Container, execID string) *pipewatch.Wa
 		return nil
 	}
 	return s.monitor.takeExecOutput(filepath.Join(c.Bundle, execID+".pid"))
-}
-
-// watchingOutput reports whether p's output is watched.
-func (s *service) watchingOutput(p process.Process) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.outputs[p] != nil
 }
 
 // takeOutput removes p's watch and returns it (nil if none).
@@ -144,9 +134,21 @@ func (s *service) dropOutput(p process.Process) {
 }
 
 // afterOutput runs report once p's output has drained: at once if nothing is pending,
-// else from a goroutine, so other processes' exits are not held up.
+// else from a goroutine, so other processes' exits are not held up. containerd's FIFOs
+// are watched from now on (not from Create: a pool hit's path).
 func (s *service) afterOutput(id string, p process.Process, report func()) {
 	d := s.takeOutput(p)
+	if p != nil {
+		if st := p.Stdio(); !st.Terminal && !st.IsNull() {
+			if d == nil {
+				d = &outputDrain{pipes: &pipewatch.Watch{}}
+			}
+			d.pipes.AddFIFO(st.Stdout)
+			if st.Stderr != st.Stdout {
+				d.pipes.AddFIFO(st.Stderr)
+			}
+		}
+	}
 	if d == nil {
 		report()
 		return

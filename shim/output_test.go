@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
+	"github.com/containerd/containerd/v2/pkg/stdio"
 
 	"github.com/warmshim/warm/internal/pipewatch"
 )
@@ -15,6 +16,9 @@ import (
 type fakeProcess struct{ process.Process }
 
 func (fakeProcess) ID() string { return "p" }
+
+// Stdio: no FIFOs (the tests watch pipes of their own).
+func (fakeProcess) Stdio() stdio.Stdio { return stdio.Stdio{} }
 
 func drainService() *service {
 	return &service{context: context.Background(), outputs: map[process.Process]*outputDrain{}}
@@ -49,7 +53,10 @@ func TestAfterOutputWaits(t *testing.T) {
 	}
 	reported := make(chan struct{})
 	s.afterOutput("c", p, func() { close(reported) })
-	if s.watchingOutput(p) {
+	s.mu.Lock()
+	watched := s.outputs[p] != nil
+	s.mu.Unlock()
+	if watched {
 		t.Fatal("the watch stays registered once the exit is being reported")
 	}
 	// Nothing reads the pipe yet: the exit must not be reported. (outputDrainTimeout is

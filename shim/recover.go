@@ -377,9 +377,8 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 		}
 		s.mu.Lock()
 		s.containers[rec.id] = newC
-		died, dead := s.candidateExits[newC]
-		delete(s.candidateExits, newC)
 		s.mu.Unlock()
+		died, dead := s.forgetCandidate(newC)
 		s.lifecycleMu.Lock()
 		delete(s.containerInitExit, old)
 		delete(s.runningExecs, old)
@@ -477,9 +476,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	watchdog.Stop()
 	if err != nil {
 		handleStarted(newC, p)
-		s.mu.Lock()
-		delete(s.candidateExits, newC)
-		s.mu.Unlock()
+		s.forgetCandidate(newC)
 		return nil, fmt.Errorf("restore: %w", err)
 	}
 	by := "restore"
@@ -601,9 +598,7 @@ func (s *service) discard(ctx context.Context, c *runc.Container) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	_ = oci.DeleteContainer(ctx, p.(*process.Init).Runtime(), c.ID)
-	s.mu.Lock()
-	delete(s.candidateExits, c)
-	s.mu.Unlock()
+	s.forgetCandidate(c)
 }
 
 // waitRecovered blocks while a recovery of the container runs and reports whether the

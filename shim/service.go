@@ -328,7 +328,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	dOOM := time.Since(tOOM)
 
 	proc, _ := container.Process("")
-	if proc != nil && container.Pid() > 0 {
+	if proc != nil {
 		s.watchOutput(container, proc)
 	}
 	handleStarted(container, proc)
@@ -422,10 +422,8 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		handleStarted(container, p)
 		return nil, errgrpc.ToGRPC(err)
 	}
-	if !s.watchingOutput(p) {
-		// An exec, or an init restored at Start.
-		s.watchOutput(container, p)
-	}
+	// An exec, or an init restored at Start (a cold one's is watched since Create).
+	s.watchOutput(container, p)
 	if r.ExecID == "" {
 		if !hadCgroup {
 			// A restored init has its cgroup only now.
@@ -868,7 +866,7 @@ func (s *service) candidateExited(e runcC.Exit, c *runc.Container, p *process.In
 	current := s.containers[c.ID] == c
 	if !current {
 		// Kept until the recovery installs the task (then its exit is handled as any)
-		// or discards it.
+		// or drops it (forgetCandidate).
 		s.candidateExits[c] = e
 	}
 	s.mu.Unlock()
@@ -882,6 +880,15 @@ func (s *service) candidateExited(e runcC.Exit, c *runc.Container, p *process.In
 	s.lifecycleMu.Unlock()
 	log.G(s.context).WithField("container", c.ID).WithField("pid", e.Pid).Debug("a restored task under check exited")
 	return true
+}
+
+// forgetCandidate drops what candidateExited kept for c and returns it.
+func (s *service) forgetCandidate(c *runc.Container) (runcC.Exit, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	e, ok := s.candidateExits[c]
+	delete(s.candidateExits, c)
+	return e, ok
 }
 
 // publishInitExit publishes the init's exit only after every exec of the container has

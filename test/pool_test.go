@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -225,6 +226,38 @@ func TestPoolMissesAndFallbacks(t *testing.T) {
 // oneshotApp initialises, then (restored or not) sleeps a little and prints its seed.
 var oneshotApp = []string{"sh", "-c", `seed=$RANDOM$RANDOM; touch /tmp/ready; sleep 1; echo "done seed=$seed"`}
 
+// hitRun is the ctr command line that runs app as container id, naming template name.
+func hitRun(name, id string, app []string, flags ...string) []string {
+	args := append(append([]string{"run"}, flags...), "--annotation", "io.containerd.warm.template="+name)
+	args = append(args, cd.RuntimeFlags(harness.Warm)...)
+	return append(append(args, BusyboxRef, id), app...)
+}
+
+// ctrBurst fills the pool of name to frozen sandboxes, then runs n `ctr run --rm` of app
+// from it at once; check gets each run's id, output and error (from the run's
+// goroutine). It returns the pool's figures from before and after the burst.
+func ctrBurst(t *testing.T, e *env, ctl *harness.Ctl, name string, frozen, n int, tag string, app []string, check func(id, out string, err error)) (before, after pool.Stats) {
+	t.Helper()
+	if err := ctl.Do("POST", fmt.Sprintf("/pools/%s/prewarm?n=%d", name, frozen), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, fmt.Sprintf("pool of %d", frozen), func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= frozen })
+	before, _, _ = ctl.Pool(name)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			id := fmt.Sprintf("%s-%s-%d", shortName(t), tag, i)
+			out, err := cd.Ctr(e.ctx, nil, hitRun(name, id, app, "--rm")...)
+			check(id, out, err)
+		}(i)
+	}
+	wg.Wait()
+	after, _, _ = ctl.Pool(name)
+	return before, after
+}
+
 // TestPoolConcurrentCtrRun runs 10, then 50, `ctr run --rm` at once against a pool of
 // 5: every one succeeds and every one gets the template's state, from a frozen sandbox
 // or, once the pool is empty, by a restore on create. No sandbox is served twice.
@@ -259,33 +292,11 @@ func TestPoolConcurrentCtrRun(t *testing.T) {
 		}
 	}()
 	for _, n := range []int{10, 50} {
-		if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=5", nil); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "pool of 5", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 5 })
-		before, _, _ := ctl.Pool(name)
-		var wg sync.WaitGroup
-		errs := make(chan string, n)
-		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				id := fmt.Sprintf("%s-%d-%d", shortName(t), n, i)
-				args := append([]string{"run", "--rm", "--annotation", "io.containerd.warm.template=" + name}, cd.RuntimeFlags(harness.Warm)...)
-				args = append(args, BusyboxRef, id)
-				args = append(args, oneshotApp...)
-				out, err := cd.Ctr(e.ctx, nil, args...)
-				if err != nil || !strings.Contains(out, "done seed="+seed) {
-					errs <- fmt.Sprintf("%s: %v: %q", id, err, out)
-				}
-			}(i)
-		}
-		wg.Wait()
-		close(errs)
-		for msg := range errs {
-			t.Error(msg)
-		}
-		after, _, _ := ctl.Pool(name)
+		before, after := ctrBurst(t, e, ctl, name, 5, n, strconv.Itoa(n), oneshotApp, func(id, out string, err error) {
+			if err != nil || !strings.Contains(out, "done seed="+seed) {
+				t.Errorf("%s: %v: %q", id, err, out)
+			}
+		})
 		hits := after.Hits - before.Hits
 		t.Logf("%d concurrent: %d hits, misses %v", n, hits, after.Misses)
 		if hits < 5 {
@@ -390,9 +401,7 @@ func TestPoolHitOutputUnread(t *testing.T) {
 	waitFor(t, "a frozen sandbox", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 })
 	before, _, _ := ctl.Pool(name)
 	id := shortName(t)
-	args := append([]string{"run", "-d", "--annotation", "io.containerd.warm.template=" + name}, cd.RuntimeFlags(harness.Warm)...)
-	args = append(append(args, BusyboxRef, id), bulkApp...)
-	if out, err := cd.Ctr(e.ctx, nil, args...); err != nil {
+	if out, err := cd.Ctr(e.ctx, nil, hitRun(name, id, bulkApp, "-d")...); err != nil {
 		t.Fatalf("ctr run -d: %v\n%s", err, out)
 	}
 	c, err := e.client.LoadContainer(e.ctx, id)
@@ -451,28 +460,12 @@ func TestPoolHitOutputComplete(t *testing.T) {
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
 	const runs = 5
 	for round := 0; round < 4; round++ {
-		if err := ctl.Do("POST", fmt.Sprintf("/pools/%s/prewarm?n=%d", name, runs), nil); err != nil {
-			t.Fatal(err)
-		}
-		waitFor(t, "a full pool", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= runs })
-		before, _, _ := ctl.Pool(name)
-		var wg sync.WaitGroup
-		for i := 0; i < runs; i++ {
-			wg.Add(1)
-			go func(i int) {
-				defer wg.Done()
-				id := fmt.Sprintf("%s-%d-%d", shortName(t), round, i)
-				args := append([]string{"run", "--rm", "--annotation", "io.containerd.warm.template=" + name}, cd.RuntimeFlags(harness.Warm)...)
-				args = append(append(args, BusyboxRef, id), bulkApp...)
-				out, err := cd.Ctr(e.ctx, nil, args...)
-				if err != nil || out != want {
-					tail := out[max(0, len(out)-40):]
-					t.Errorf("%s: %v: got %d bytes ending %q, want %d ending with the seed %s", id, err, len(out), tail, len(want), seed)
-				}
-			}(i)
-		}
-		wg.Wait()
-		after, _, _ := ctl.Pool(name)
+		before, after := ctrBurst(t, e, ctl, name, runs, runs, strconv.Itoa(round), bulkApp, func(id, out string, err error) {
+			if err != nil || out != want {
+				tail := out[max(0, len(out)-40):]
+				t.Errorf("%s: %v: got %d bytes ending %q, want %d ending with the seed %s", id, err, len(out), tail, len(want), seed)
+			}
+		})
 		if hits := after.Hits - before.Hits; hits != runs {
 			t.Fatalf("round %d: %d of %d runs were pool hits (misses %v)", round, hits, runs, after.Misses)
 		}

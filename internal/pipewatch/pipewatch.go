@@ -91,11 +91,33 @@ func (w *Watch) Unread() int {
 	defer w.mu.Unlock()
 	total := 0
 	for _, fd := range w.fds {
-		if n, err := unix.IoctlGetInt(fd, unix.TIOCINQ); err == nil {
-			total += n
-		}
+		total += unread(fd)
 	}
 	return total
+}
+
+// UnreadIn is the number of bytes in the pipe f is an end of that no reader has taken
+// yet (0 if f is nil or not a pipe). It leaves f's mode alone (Fd would make it
+// blocking).
+func UnreadIn(f *os.File) int {
+	if f == nil {
+		return 0
+	}
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	_ = rc.Control(func(fd uintptr) { n = unread(int(fd)) })
+	return n
+}
+
+func unread(fd int) int {
+	n, err := unix.IoctlGetInt(fd, unix.TIOCINQ)
+	if err != nil {
+		return 0
+	}
+	return n
 }
 
 // Close releases the handles. It may be called more than once, and on nil.
