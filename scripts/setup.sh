@@ -85,12 +85,19 @@ if ! stamp runc "$RUNC_VERSION"; then
 	mark runc "$RUNC_VERSION"
 fi
 
-if ! stamp containerd "$CONTAINERD_VERSION" || ! stamp ctr "$CONTAINERD_VERSION" || ! stamp containerd-shim-runc-v2 "$CONTAINERD_VERSION"; then
+if ! stamp containerd "$CONTAINERD_VERSION" || ! stamp ctr "$CONTAINERD_VERSION"; then
 	log "containerd + ctr $CONTAINERD_VERSION"
-	(cd "$HERE/tools/containerd" && go build -o "$BIN/" github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >&2
+	(cd "$HERE/tools/containerd" && go build -o "$BIN/" github.com/containerd/containerd/v2/cmd/containerd github.com/containerd/containerd/v2/cmd/ctr) >&2
 	mark containerd "$CONTAINERD_VERSION"
 	mark ctr "$CONTAINERD_VERSION"
-	mark containerd-shim-runc-v2 "$CONTAINERD_VERSION"
+fi
+
+# The runc shim as containerd builds it for its releases (static, without cgo), like
+# warm's own: the benchmarks compare the two.
+if ! stamp containerd-shim-runc-v2 "$CONTAINERD_VERSION-static"; then
+	log "containerd-shim-runc-v2 $CONTAINERD_VERSION (static)"
+	(cd "$HERE/tools/containerd" && CGO_ENABLED=0 go build -o "$BIN/" github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2) >&2
+	mark containerd-shim-runc-v2 "$CONTAINERD_VERSION-static"
 fi
 
 if ! stamp nerdctl "$NERDCTL_VERSION"; then
