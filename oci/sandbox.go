@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -242,7 +243,7 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if err := freezeDir(sb.cgroupPaths, true); err != nil {
 		return sb, 0, fmt.Errorf("freeze: %w", err)
 	}
-	return sb, Memory(pid), nil
+	return sb, cgroupMemory(sb.cgroupPaths, pid), nil
 }
 
 // ErrRanBeforeFreeze is a restored sandbox that ran past its template's state before the
@@ -316,6 +317,48 @@ func Memory(pid int) int64 {
 	}
 	for _, p := range procfs.Descendants(pid) {
 		n, _ := privateMemory(p)
+		total += n
+	}
+	return total
+}
+
+// cgroupMemory is Memory of a container's processes as its cgroup lists them (the
+// freezer's cgroup.procs, and its sub-cgroups' if the container made any), without
+// walking /proc, whose cost grows with every process on the node; Memory(pid) where the
+// cgroup cannot be read.
+func cgroupMemory(paths map[string]string, pid int) int64 {
+	dir, err := freezerDir(paths)
+	if err != nil {
+		return Memory(pid)
+	}
+	var procs []string
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if !d.IsDir() {
+			return nil
+		}
+		data, err := os.ReadFile(filepath.Join(p, "cgroup.procs"))
+		if err != nil {
+			return err
+		}
+		procs = append(procs, strings.Fields(string(data))...)
+		return nil
+	})
+	if err != nil {
+		return Memory(pid)
+	}
+	var total int64
+	for _, f := range procs {
+		p, err := strconv.Atoi(f)
+		if err != nil {
+			continue
+		}
+		n, ok := privateMemory(p)
+		if !ok && p == pid {
+			n = rss(p)
+		}
 		total += n
 	}
 	return total
