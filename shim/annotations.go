@@ -4,13 +4,15 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/warmshim/warm/internal/group"
 )
 
 // Annotations that drive warm.
 const (
 	// AnnTemplate names a template: with AnnReady the container makes it; without, the
 	// container asks to be served from it.
-	AnnTemplate = "io.containerd.warm.template"
+	AnnTemplate = group.TemplateAnnotation
 	// AnnReady says when a template-making container is initialised:
 	// file:/path, stdout:TEXT or delay:DURATION.
 	AnnReady = "io.containerd.warm.ready"
@@ -46,41 +48,4 @@ func parseReady(s string) (readyRule, error) {
 		return readyRule{}, fmt.Errorf("%s: unknown kind %q", fix, kind)
 	}
 	return r, nil
-}
-
-// CRI's annotations on every container of a pod.
-const (
-	criContainerType = "io.kubernetes.cri.container-type" // "sandbox" or "container"
-	criContainerName = "io.kubernetes.cri.container-name"
-	warmPrefix       = "io.containerd.warm."
-)
-
-// scopeAnnotations gives a container of a Kubernetes pod the warm annotations meant for
-// it. A Pod's annotations reach every container of the pod (pod_annotations), the
-// sandbox (pause) container included: that one never makes, names or recovers a
-// template (only io.containerd.warm.group still applies to it), and KEY/NAME (e.g.
-// io.containerd.warm.template/app) is KEY for the container named NAME, over a plain
-// KEY. Other containers' annotations are returned as they are; the map is not modified.
-func scopeAnnotations(ann map[string]string) map[string]string {
-	kind, name := ann[criContainerType], ann[criContainerName]
-	if kind == "" {
-		return ann
-	}
-	out := make(map[string]string, len(ann))
-	for k, v := range ann {
-		if !strings.HasPrefix(k, warmPrefix) || k == GroupAnnotation {
-			out[k] = v
-		} else if base, _, scoped := strings.Cut(k, "/"); kind != "sandbox" && !scoped {
-			out[base] = v
-		}
-	}
-	if kind == "sandbox" || name == "" {
-		return out
-	}
-	for k, v := range ann {
-		if base, n, ok := strings.Cut(k, "/"); ok && n == name && strings.HasPrefix(base, warmPrefix) {
-			out[base] = v
-		}
-	}
-	return out
 }

@@ -36,6 +36,7 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/internal/group"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
 )
@@ -44,10 +45,7 @@ import (
 const RuntimeName = "io.containerd.warm.v2"
 
 // GroupAnnotation puts containers that carry the same value into one shim process.
-const GroupAnnotation = "io.containerd.warm.group"
-
-// groupAnnotations are read in order; the first present decides the shim a container joins.
-var groupAnnotations = []string{GroupAnnotation, "io.kubernetes.cri.sandbox-id"}
+const GroupAnnotation = group.Annotation
 
 // NewManager returns the shim manager containerd drives through the start, delete and
 // -info actions.
@@ -59,24 +57,7 @@ func (manager) Name() string { return RuntimeName }
 
 // PoolGroup is the group key of the namespace's pool shim: every container that makes
 // or names a template goes to it (the socket address also hashes the namespace).
-const PoolGroup = "warm-pool"
-
-// groupKey is the key of the shim process a container belongs to: a group annotation,
-// the pool shim for template containers, a CRI sandbox, or the container's own id.
-func groupKey(id string, annotations map[string]string) string {
-	if v := annotations[GroupAnnotation]; v != "" {
-		return v
-	}
-	if annotations[AnnTemplate] != "" {
-		return PoolGroup
-	}
-	for _, k := range groupAnnotations {
-		if v := annotations[k]; v != "" {
-			return v
-		}
-	}
-	return id
-}
+const PoolGroup = group.Pool
 
 func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
 	res := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
@@ -92,7 +73,7 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	if err != nil {
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
-	grouping := groupKey(id, scopeAnnotations(sf.Annotations))
+	grouping := group.Key(id, group.Scope(sf.Annotations))
 	if grouping == PoolGroup {
 		cmd.Env = append(cmd.Env, EnvPoolShim+"=1")
 	}

@@ -39,6 +39,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/warmshim/warm/internal/group"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
 )
@@ -224,7 +225,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	ann := scopeAnnotations(sf.Annotations) // a pod's: those meant for this container
+	ann := group.Scope(sf.Annotations) // a pod's: those meant for this container
 	// What a cold start gets, should a warm one fail.
 	cold := proto.Clone(r).(*taskAPI.CreateTaskRequest)
 	coldRunc := proto.Clone(topts.runc).(*options.Options)

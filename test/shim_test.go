@@ -1,7 +1,9 @@
 package test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -171,5 +174,74 @@ func TestInfo(t *testing.T) {
 	f, ok := v.(*features.Features)
 	if !ok || f.OCIVersionMax == "" || f.Linux == nil || f.Linux.Seccomp == nil || f.Linux.Seccomp.Enabled == nil || !*f.Linux.Seccomp.Enabled {
 		t.Fatalf("features %+v: want runc's, with seccomp enabled", v)
+	}
+}
+
+// TestStartFront: containerd's start action for a container that joins a running shim
+// is answered by the front (bin/containerd-shim-warm-v2) alone, with the answer the shim
+// itself gives; every other invocation goes to the shim, which gets the bootstrap
+// parameters the front read.
+func TestStartFront(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	g := "front-" + shortName(t)
+	c := e.container([]string{"sleep", "1000"}, oci.WithAnnotations(map[string]string{"io.containerd.warm.group": g}))
+	e.start(c, cio.NullIO)
+
+	shim := filepath.Join(filepath.Dir(cd.Env.Shim), "..", "libexec", "warm", "containerd-shim-warm-v2")
+	// The front alone, with no shim beside it: it cannot hand anything on.
+	alone := filepath.Join(t.TempDir(), "bin", "containerd-shim-warm-v2")
+	if err := os.MkdirAll(filepath.Dir(alone), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cd.Env.Shim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(alone, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	socketDir := filepath.Join(cd.Dir, "s")
+	startAction := func(bin, id string, paramsID string, ann map[string]string) ([]byte, string, error) {
+		t.Helper()
+		bundle := t.TempDir()
+		spec, _ := json.Marshal(map[string]any{"ociVersion": "1.2.0", "annotations": ann})
+		if err := os.WriteFile(filepath.Join(bundle, "config.json"), spec, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		in, err := proto.Marshal(&bootapi.BootstrapParams{InstanceID: paramsID, Namespace: cd.Namespace,
+			ContainerdGrpcAddress: cd.Address, ContainerdTtrpcAddress: cd.Address + ".ttrpc", SocketDir: &socketDir})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(bin, "-namespace", cd.Namespace, "-address", cd.Address, "-id", id, "start")
+		cmd.Dir = bundle
+		cmd.Stdin = bytes.NewReader(in)
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		return out, stderr.String(), err
+	}
+	join := map[string]string{"io.containerd.warm.group": g}
+	want, errOut, err := startAction(shim, "probe-1", "probe-1", join)
+	if err != nil {
+		t.Fatalf("the shim's start action: %v: %s", err, errOut)
+	}
+	got, errOut, err := startAction(alone, "probe-1", "probe-1", join)
+	if err != nil {
+		t.Fatalf("the front did not answer a join itself: %v: %s", err, errOut)
+	}
+	var a, b bootapi.BootstrapResult
+	if proto.Unmarshal(want, &a) != nil || proto.Unmarshal(got, &b) != nil || a.Address == "" || !proto.Equal(&a, &b) {
+		t.Fatalf("front answered %v, the shim %v", &b, &a)
+	}
+	// A container of its own is the shim's to start.
+	if _, errOut, err := startAction(alone, "probe-2", "probe-2", nil); err == nil || !strings.Contains(errOut, "run the shim") {
+		t.Fatalf("the front answered for a container of its own (%v, %q)", err, errOut)
+	}
+	// Through the real front, the shim gets the parameters the front read: here they
+	// disagree with the command line, which only the shim, having read them, can say.
+	if _, errOut, err := startAction(cd.Env.Shim, "probe-3", "someone-else", join); err == nil || !strings.Contains(errOut, "do not match command-line arguments") {
+		t.Fatalf("the shim did not get the bootstrap parameters (%v, %q)", err, errOut)
 	}
 }

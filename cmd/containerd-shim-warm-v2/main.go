@@ -1,27 +1,79 @@
-// Command containerd-shim-warm-v2 is the warm runtime's containerd shim (io.containerd.warm.v2).
+// Command containerd-shim-warm-v2 is what containerd runs for the warm runtime
+// (io.containerd.warm.v2): a small front that answers the start action of a container
+// joining a shim already running (a pool hit, a container of a pod: internal/fastjoin)
+// and hands every other invocation to the shim itself (cmd/warm-shim, installed as
+// ../libexec/warm/containerd-shim-warm-v2), with the same arguments, environment,
+// directory and standard streams. containerd runs the start action for every
+// container; the shim's own start-up costs about 3 ms more of CPU and latency each time.
 package main
 
 import (
-	"context"
+	"fmt"
+	"io"
 	"os"
+	"path/filepath"
+	"syscall"
 
-	containerdshim "github.com/containerd/containerd/v2/pkg/shim"
+	"golang.org/x/sys/unix"
 
-	"github.com/warmshim/warm/oci/wrap"
-	"github.com/warmshim/warm/shim"
+	"github.com/warmshim/warm/internal/fastjoin"
 )
 
+// shimRel is where the shim is, relative to this binary's directory.
+var shimRel = filepath.Join("..", "libexec", "warm", "containerd-shim-warm-v2")
+
 func main() {
-	// For a container served from the pool this binary is also its runc.
-	if wrap.IsInvocation(os.Args) {
-		os.Exit(wrap.Main(os.Args))
+	args := os.Args[1:]
+	start := fastjoin.IsStart(args)
+	var input []byte
+	if start {
+		// The bootstrap parameters, read as the shim library reads them.
+		var err error
+		if input, err = io.ReadAll(io.LimitReader(os.Stdin, 10<<20)); err != nil {
+			fail("read stdin: %v", err)
+		}
+		if dir, err := os.Getwd(); err == nil {
+			if out, ok := fastjoin.Answer(args, input, dir); ok {
+				if _, err := os.Stdout.Write(out); err != nil {
+					fail("write the answer: %v", err)
+				}
+				return
+			}
+		}
 	}
-	// The start action passes the shim its ttrpc listener as fd 3 (and the debug one as
-	// fd 4). containerd's shim library serves a dup of each and leaves the originals open
-	// without close-on-exec, so every runc and CRIU the shim runs inherited them: a
-	// refill's restore still running when the pool shim exited kept its socket
-	// connectable, and the next start action joined a shim that was gone (warmctl start
-	// then waited for it in vain, and containerd would too).
-	shim.CloseInheritedListeners()
-	containerdshim.RunShim(context.Background(), shim.NewManager())
+	self, err := os.Executable()
+	if err != nil {
+		fail("%v", err)
+	}
+	shim := filepath.Join(filepath.Dir(self), shimRel)
+	if start {
+		// The shim reads the parameters from stdin: give it what was read, from the start.
+		if err := replaceStdin(input); err != nil {
+			fail("pass the bootstrap parameters on: %v", err)
+		}
+	}
+	err = syscall.Exec(shim, os.Args, os.Environ())
+	fail("run the shim %s: %v (it is installed beside this binary's directory, in libexec/warm)", shim, err)
+}
+
+// replaceStdin makes fd 0 a file that holds data, at offset 0.
+func replaceStdin(data []byte) error {
+	fd, err := unix.MemfdCreate("bootstrap-params", unix.MFD_CLOEXEC)
+	if err != nil {
+		return err
+	}
+	f := os.NewFile(uintptr(fd), "bootstrap-params")
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return err
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	return unix.Dup3(fd, 0, 0) // the copy on fd 0 is not close-on-exec
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "containerd-shim-warm-v2: "+format+"\n", args...)
+	os.Exit(1)
 }

@@ -14,7 +14,9 @@ make build >/dev/null
 grep -qx '/.devcheck/' .git/info/exclude 2>/dev/null || echo '/.devcheck/' >>.git/info/exclude
 rm -rf .devcheck && mkdir -p .devcheck/b/bin .devcheck/b/fallback
 for t in containerd ctr containerd-shim-runc-v2 runc; do strip -o .devcheck/b/bin/$t "$TOOLS/$t"; done
-for t in containerd-shim-warm-v2 warmctl warm-runc; do strip -o .devcheck/b/bin/$t bin/$t; done
+for t in containerd-shim-warm-v2 warmctl; do strip -o .devcheck/b/bin/$t bin/$t; done
+mkdir -p .devcheck/b/libexec/warm
+for t in containerd-shim-warm-v2 warm-runc; do strip -o .devcheck/b/libexec/warm/$t libexec/warm/$t; done
 go test -c -ldflags='-s -w' -o .devcheck/b/oci.test ./oci/
 go test -c -ldflags='-s -w' -o .devcheck/b/test.test ./test/
 cp -a "$(dirname "$TOOLS")"/criu-* .devcheck/b/criu
