@@ -17,22 +17,7 @@ func TestMemory(t *testing.T) {
 	if m := Memory(self); m <= 0 || m > rss(self) {
 		t.Fatalf("memory of this process %d, resident %d", m, rss(self))
 	}
-	// A child holding 40 MB of its own.
-	child := exec.Command("sh", "-c", `a=$(head -c 40000000 /dev/zero | tr '\0' a); sleep 60`)
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if n, ok := privateMemory(child.Process.Pid); ok && n >= 30<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the child never held 30 MB")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	holdingChild(t) // a child holding 40 MB of its own
 	own, _ := privateMemory(self)
 	if tree := Memory(self); tree < own+30<<20 {
 		t.Fatalf("tree memory %d MB, this process alone %d MB: the child's 40 MB are missing", tree>>20, own>>20)
@@ -45,21 +30,7 @@ func TestMemory(t *testing.T) {
 // TestCgroupMemory: a container's memory is that of the processes its cgroup lists.
 func TestCgroupMemory(t *testing.T) {
 	self := os.Getpid()
-	child := exec.Command("sh", "-c", `a=$(head -c 40000000 /dev/zero | tr '\0' a); sleep 60`)
-	if err := child.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
-	deadline := time.Now().Add(time.Minute)
-	for {
-		if n, ok := privateMemory(child.Process.Pid); ok && n >= 30<<20 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the child never held 30 MB")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	child := holdingChild(t)
 	dir := t.TempDir()
 	paths := map[string]string{"freezer": dir, "": dir}
 	procs := func(pids ...int) {
@@ -93,5 +64,26 @@ func TestCgroupMemory(t *testing.T) {
 	// No cgroup to read: the process tree from pid.
 	if m := cgroupMemory(map[string]string{}, self); m < own+30<<20 {
 		t.Fatalf("without a cgroup: %d MB, want this process and its child", m>>20)
+	}
+}
+
+// holdingChild starts a child process that holds 40 MB of its own, and returns once it
+// holds 30; it is killed at the end of the test.
+func holdingChild(t *testing.T) *exec.Cmd {
+	t.Helper()
+	child := exec.Command("sh", "-c", `a=$(head -c 40000000 /dev/zero | tr '\0' a); sleep 60`)
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = child.Process.Kill(); _ = child.Wait() })
+	deadline := time.Now().Add(time.Minute)
+	for {
+		if n, ok := privateMemory(child.Process.Pid); ok && n >= 30<<20 {
+			return child
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the child never held 30 MB")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
