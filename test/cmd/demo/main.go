@@ -74,6 +74,7 @@ func run(runs int) error {
 	}
 	e.RemoveMaker(tmpl)
 	step("template made and pool filled in %v", time.Since(start).Round(time.Millisecond))
+	full, _, _ := e.Ctl.Pool(tmpl) // its memory, while the pool is full (the hits empty it)
 	warmFlags := append([]string{"--annotation", "io.containerd.warm.template=" + tmpl}, cd.RuntimeFlags(harness.Warm)...)
 	step("warm: ctr run --rm --runtime io.containerd.warm.v2 --annotation io.containerd.warm.template=%s %s (x%d)", tmpl, goApp.Image, runs)
 	hits, err := measure("warm hit", warmFlags, func() error { return e.WaitFrozen(tmpl, 1) })
@@ -87,8 +88,12 @@ func run(runs int) error {
 	for _, r := range []benchkit.Row{c, h} {
 		fmt.Printf("%-16s %5d %8.1fms %8.1fms %8.1fms\n", r.Mode, r.Runs, r.Median, r.P90, r.P99)
 	}
-	fmt.Printf("\nwarm pool hit is %.1fx faster than a cold start (median); pool: %d frozen, %.0f MiB, %d hits, shim-side Create+Start p50 %v\n",
-		c.Median/h.Median, st.Frozen, float64(st.Memory)/(1<<20), st.Hits, st.ServeP50.Round(time.Microsecond))
+	each := 0.0
+	if full.Frozen > 0 {
+		each = float64(full.Memory) / float64(full.Frozen) / (1 << 20)
+	}
+	fmt.Printf("\nwarm pool hit is %.1fx faster than a cold start (median); pool before the hits: %d frozen, %.0f MiB (%.0f MiB each); %d hits, shim-side Create+Start p50 %v\n",
+		c.Median/h.Median, full.Frozen, float64(full.Memory)/(1<<20), each, st.Hits, st.ServeP50.Round(time.Microsecond))
 	fmt.Println(strings.Repeat("-", 60))
 	return nil
 }
