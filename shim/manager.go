@@ -59,6 +59,10 @@ func (manager) Name() string { return RuntimeName }
 // or names a template goes to it (the socket address also hashes the namespace).
 const PoolGroup = group.Pool
 
+// Start is the start action. For a container that joins a running shim, containerd's
+// runtime front (cmd/containerd-shim-warm-v2, internal/fastjoin) answers before this
+// runs, with the same answer (TestStartFront keeps them equal): what decides the group or
+// the address here must be decided there too.
 func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *bootapi.BootstrapResult, retErr error) {
 	res := &bootapi.BootstrapResult{Version: 3, Protocol: "ttrpc"}
 	id := opts.GetInstanceID()
