@@ -308,18 +308,10 @@ func (sb *Sandbox) stopDrain() {
 // its descendants (Private_Clean and Private_Dirty of /proc/PID/smaps_rollup), which is
 // what each sandbox restored from a template adds. Pages shared with others (the
 // template's libraries in the page cache, shared with its other sandboxes) are not
-// counted; RSS would count them once per sandbox. Where smaps_rollup cannot be read it
-// is pid's resident memory (0 if unknown).
+// counted; RSS would count them once per sandbox. Where pid's smaps_rollup cannot be
+// read, its resident memory stands in for its own pages (0 if unknown).
 func Memory(pid int) int64 {
-	total, ok := privateMemory(pid)
-	if !ok {
-		return rss(pid)
-	}
-	for _, p := range procfs.Descendants(pid) {
-		n, _ := privateMemory(p)
-		total += n
-	}
-	return total
+	return privateOf(pid, procfs.Descendants(pid))
 }
 
 // cgroupMemory is Memory of a container's processes as its cgroup lists them (the
@@ -331,7 +323,7 @@ func cgroupMemory(paths map[string]string, pid int) int64 {
 	if err != nil {
 		return Memory(pid)
 	}
-	var procs []string
+	var others []int
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -343,22 +335,28 @@ func cgroupMemory(paths map[string]string, pid int) int64 {
 		if err != nil {
 			return err
 		}
-		procs = append(procs, strings.Fields(string(data))...)
+		for _, f := range strings.Fields(string(data)) {
+			if n, err := strconv.Atoi(f); err == nil && n != pid {
+				others = append(others, n)
+			}
+		}
 		return nil
 	})
 	if err != nil {
 		return Memory(pid)
 	}
-	var total int64
-	for _, f := range procs {
-		p, err := strconv.Atoi(f)
-		if err != nil {
-			continue
-		}
-		n, ok := privateMemory(p)
-		if !ok && p == pid {
-			n = rss(p)
-		}
+	return privateOf(pid, others)
+}
+
+// privateOf is the private memory of pid and others; pid's resident memory stands in
+// for its own where smaps_rollup cannot be read.
+func privateOf(pid int, others []int) int64 {
+	total, ok := privateMemory(pid)
+	if !ok {
+		total = rss(pid)
+	}
+	for _, p := range others {
+		n, _ := privateMemory(p)
 		total += n
 	}
 	return total
@@ -497,6 +495,13 @@ func (s *Sandboxes) RemoveCgroupParent() {
 // used only when a plain delete refuses (the container still runs, or is paused).
 // A container runc does not know (any more) is not an error.
 func DeleteContainer(ctx context.Context, r *runc.Runc, id string) error {
+	// runc does nothing for a container whose state directory is gone: spare starting it
+	// (the delete action containerd runs after every deleted container finds it so).
+	if r.Root != "" {
+		if _, err := os.Stat(filepath.Join(r.Root, id)); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+	}
 	err := r.Delete(ctx, id, nil)
 	if err == nil || strings.Contains(err.Error(), "does not exist") {
 		return nil

@@ -264,14 +264,9 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 		}
 		systemd = opts.SystemdCgroup
 	}
-	// containerd runs the delete action after every container whose task it deleted (it
-	// takes the closed connection for a dead shim), when runc's container is long gone:
-	// runc is only run when its state is there (a runc start spared, ~10 ms).
-	if _, err := os.Stat(filepath.Join(root, ns, id)); !errors.Is(err, os.ErrNotExist) {
-		r := process.NewRunc(root, path, ns, runtime, systemd)
-		if err := oci.DeleteContainer(ctx, r, id); err != nil {
-			log.G(ctx).WithError(err).Warn("failed to remove runc container")
-		}
+	r := process.NewRunc(root, path, ns, runtime, systemd)
+	if err := oci.DeleteContainer(ctx, r, id); err != nil {
+		log.G(ctx).WithError(err).Warn("failed to remove runc container")
 	}
 	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("failed to clean up rootfs mount")

@@ -24,7 +24,7 @@ var shimRel = filepath.Join("..", "libexec", "warm", "containerd-shim-warm-v2")
 
 func main() {
 	args := os.Args[1:]
-	start := fastjoin.IsStart(args)
+	action, start := fastjoin.ParseStart(args)
 	var input []byte
 	if start {
 		// The bootstrap parameters, read as the shim library reads them.
@@ -33,7 +33,7 @@ func main() {
 			fail("read stdin: %v", err)
 		}
 		if dir, err := os.Getwd(); err == nil {
-			if out, ok := fastjoin.Answer(args, input, dir); ok {
+			if out, ok := action.Answer(input, dir); ok {
 				if _, err := os.Stdout.Write(out); err != nil {
 					fail("write the answer: %v", err)
 				}

@@ -16,15 +16,12 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/internal/group"
 	"github.com/warmshim/warm/pool"
 )
 
-// What the shim groups by (shim.GroupAnnotation, shim.PoolGroup; a test keeps them equal).
-const (
-	groupAnnotation = "io.containerd.warm.group"
-	poolGroup       = "warm-pool"
-	envBoot         = "WARM_BOOT"
-)
+// envBoot is the shim's EnvBoot (a test keeps them equal).
+const envBoot = "WARM_BOOT"
 
 // start starts the namespace's pool shim the way containerd's start action would, so
 // that containerd's later template containers join it (same socket address: the
@@ -89,7 +86,7 @@ func spawn(bin, ns, address, socketDir, cfgPath, dir string) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return err
 	}
-	spec, _ := json.Marshal(map[string]any{"annotations": map[string]string{groupAnnotation: poolGroup}})
+	spec, _ := json.Marshal(map[string]any{"annotations": map[string]string{group.Annotation: group.Pool}})
 	if err := os.WriteFile(filepath.Join(dir, "config.json"), spec, 0o600); err != nil {
 		return err
 	}
@@ -99,14 +96,14 @@ func spawn(bin, ns, address, socketDir, cfgPath, dir string) error {
 		return err
 	}
 	params := &bootapi.BootstrapParams{
-		InstanceID: poolGroup, Namespace: ns, LogLevel: bootapi.LogLevel_LOG_LEVEL_INFO,
+		InstanceID: group.Pool, Namespace: ns, LogLevel: bootapi.LogLevel_LOG_LEVEL_INFO,
 		ContainerdGrpcAddress: address, ContainerdTtrpcAddress: address + ".ttrpc", SocketDir: &socketDir,
 	}
 	in, err := proto.Marshal(params)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "-namespace", ns, "-address", address, "-id", poolGroup, "-bundle", dir, "start")
+	cmd := exec.Command(bin, "-namespace", ns, "-address", address, "-id", group.Pool, "-bundle", dir, "start")
 	cmd.Dir = dir
 	cmd.Stdin = bytes.NewReader(in)
 	cmd.Env = append(os.Environ(), envBoot+"=1", "TTRPC_ADDRESS="+address+".ttrpc", "GRPC_ADDRESS="+address, "NAMESPACE="+ns)

@@ -28,21 +28,17 @@ import (
 // bootstrap parameters name another directory (containerd's defaults.DefaultStateDir).
 const defaultSocketDir = "/run/containerd/s"
 
-// IsStart reports whether args (without the program name) are a start action: the
-// only one this package answers, and the only one whose stdin it reads.
-func IsStart(args []string) bool {
-	_, ok := parseFlags(args)
-	return ok
-}
+// Start is a start action's command line: what its answer is checked against.
+type Start struct{ namespace, id string }
 
-type cliFlags struct{ namespace, id string }
-
-// parseFlags parses the shim's command line as containerd's shim library does (the
-// same flags) and reports whether it is a start action.
-func parseFlags(args []string) (cliFlags, bool) {
+// ParseStart parses the shim's command line (args, without the program name) as
+// containerd's shim library does (the same flags) and reports whether it is a start
+// action: the only one this package answers, and the only one whose stdin the front
+// reads.
+func ParseStart(args []string) (Start, bool) {
 	fs := flag.NewFlagSet("shim", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	var c cliFlags
+	var c Start
 	var debug, version, info bool
 	var socket, debugSocket, bundle, address, binary string
 	fs.BoolVar(&debug, "debug", false, "")
@@ -137,15 +133,11 @@ func result(address string) []byte {
 	return b
 }
 
-// Answer returns the start action's answer if args (without the program name), the
-// bootstrap parameters read from stdin (input) and the bundle directory dir (where
-// containerd runs the start action) make a start action for a container that joins a
-// running shim. ok is false, and nothing was changed, in every other case.
-func Answer(args []string, input []byte, dir string) (out []byte, ok bool) {
-	c, ok := parseFlags(args)
-	if !ok {
-		return nil, false
-	}
+// Answer returns the start action's answer if the bootstrap parameters read from stdin
+// (input) and the bundle directory dir (where containerd runs the start action) make c
+// the start action of a container that joins a running shim. ok is false, and nothing
+// was changed, in every other case.
+func (c Start) Answer(input []byte, dir string) (out []byte, ok bool) {
 	p, err := parseParams(input)
 	// The shim library refuses parameters that disagree with the command line.
 	if err != nil || p.instanceID != c.id || p.namespace != c.namespace {

@@ -111,7 +111,7 @@ func TestAnswer(t *testing.T) {
 
 	t.Run("join", func(t *testing.T) {
 		dir := bundle(t, hit)
-		out, ok := Answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), dir)
+		out, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), dir)
 		if !ok {
 			t.Fatal("no answer for a container of a running group")
 		}
@@ -123,13 +123,13 @@ func TestAnswer(t *testing.T) {
 			t.Fatalf("bundle's socket dir link %q %v", l, err)
 		}
 		// Again in the same bundle: the link is replaced.
-		if _, ok := Answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), dir); !ok {
+		if _, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), dir); !ok {
 			t.Fatal("second start in the same bundle")
 		}
 	})
 	t.Run("debug and flag forms", func(t *testing.T) {
 		a := []string{"-debug", "--namespace=" + ns, "-address", grpc, "-id=c1", "start"}
-		if _, ok := Answer(a, marshalParams(t, "c1", ns, grpc, &socketDir), bundle(t, hit)); !ok {
+		if _, ok := answer(a, marshalParams(t, "c1", ns, grpc, &socketDir), bundle(t, hit)); !ok {
 			t.Fatal("no answer")
 		}
 	})
@@ -156,7 +156,7 @@ func TestAnswer(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := bundle(t, c.ann)
-			if out, ok := Answer(c.args, c.input, dir); ok {
+			if out, ok := answer(c.args, c.input, dir); ok {
 				t.Fatalf("answered %x: the shim must", out)
 			}
 			if _, err := os.Lstat(filepath.Join(dir, "s")); err == nil {
@@ -165,7 +165,7 @@ func TestAnswer(t *testing.T) {
 		})
 	}
 	t.Run("no spec", func(t *testing.T) {
-		if _, ok := Answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), t.TempDir()); ok {
+		if _, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), t.TempDir()); ok {
 			t.Fatal("answered without a config.json")
 		}
 	})
@@ -178,11 +178,26 @@ func TestAnswer(t *testing.T) {
 		}
 		sl.(*net.UnixListener).SetUnlinkOnClose(false)
 		sl.Close() // the file stays, nothing listens
-		if _, ok := Answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), bundle(t, map[string]string{group.Annotation: key})); ok {
+		if _, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), bundle(t, map[string]string{group.Annotation: key})); ok {
 			t.Fatal("answered with a dead shim's socket")
 		}
 	})
-	if !IsStart(args) || IsStart([]string{"-namespace", ns, "delete"}) || IsStart(nil) {
-		t.Fatal("IsStart")
+	if _, ok := ParseStart(args); !ok {
+		t.Fatal("ParseStart: not a start action")
 	}
+	if _, ok := ParseStart([]string{"-namespace", ns, "delete"}); ok {
+		t.Fatal("ParseStart: delete is a start action")
+	}
+	if _, ok := ParseStart(nil); ok {
+		t.Fatal("ParseStart: no arguments make a start action")
+	}
+}
+
+// answer is the front's path: parse the command line, then answer.
+func answer(args []string, input []byte, dir string) ([]byte, bool) {
+	c, ok := ParseStart(args)
+	if !ok {
+		return nil, false
+	}
+	return c.Answer(input, dir)
 }
