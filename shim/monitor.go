@@ -6,7 +6,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -95,7 +97,49 @@ func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
 		return e.Status, nil
 	}
 	defer m.untrack(cmd)
-	return m.inner.Wait(cmd, ec)
+	status, err := m.inner.Wait(cmd, ec)
+	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "restore" && (err != nil || status != 0) {
+		releaseRestoreMounts(wrap.Root(cmd.Args), id, flagValue(cmd.Args, "--work-path"))
+	}
+	return status, err
+}
+
+// releaseRestoreMounts unmounts what a runc restore that was killed (recovery aborts
+// one that hangs, or that containerd's Kill or Delete overtook) leaves behind, which
+// runc and CRIU unmount on their way out unless they are killed: runc's bind mount of
+// the root filesystem for CRIU, "criu-root" in the container's state directory (left
+// there, every later runc delete of the container fails: "device or resource busy"),
+// and CRIU's cgroup yard (".criu.cgyard.*", a tmpfs with every cgroup hierarchy) in its
+// work directory. The restore has exited: nothing uses them any more.
+func releaseRestoreMounts(root, id, workPath string) {
+	var dirs []string
+	if root != "" && id != "" && !strings.ContainsRune(id, '/') {
+		dirs = append(dirs, filepath.Join(root, id, "criu-root"))
+	}
+	if workPath != "" {
+		yards, _ := filepath.Glob(filepath.Join(workPath, ".criu.cgyard.*"))
+		dirs = append(dirs, yards...)
+	}
+	for _, d := range dirs {
+		// A lazy unmount takes the mounts below it (the yard's hierarchies) too.
+		if err := unix.Unmount(d, unix.MNT_DETACH); err == nil {
+			_ = os.Remove(d)
+		}
+	}
+}
+
+// flagValue returns the value of flag name (given as "name value" or "name=value") in
+// a command line, or "".
+func flagValue(args []string, name string) string {
+	for i, a := range args {
+		if a == name && i+1 < len(args) {
+			return args[i+1]
+		}
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // tracked are the runc subcommands that can be aborted (CRIU under them can hang).

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
+	taskapi "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -177,6 +178,101 @@ func TestInfo(t *testing.T) {
 	}
 }
 
+// frontAlone returns the shim (libexec/warm) and a copy of the front
+// (bin/containerd-shim-warm-v2) with no shim beside it: it cannot hand anything on.
+func frontAlone(t *testing.T) (shim, alone string) {
+	t.Helper()
+	shim = filepath.Join(filepath.Dir(cd.Env.Shim), "..", "libexec", "warm", "containerd-shim-warm-v2")
+	alone = filepath.Join(t.TempDir(), "bin", "containerd-shim-warm-v2")
+	if err := os.MkdirAll(filepath.Dir(alone), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(cd.Env.Shim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(alone, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return shim, alone
+}
+
+// TestDeleteFront: the delete action containerd runs after it deleted a task is
+// answered by the front alone, with what the shim answers from the same bundle, while
+// one with work left for the shim (runc's state still there) goes to the shim; and
+// containerd's own clean-up after the deletion, through the real front, reports no
+// failure.
+func TestDeleteFront(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	c := e.container([]string{"sh", "-c", "exit 3"})
+	task, exitc := e.start(c, cio.NullIO)
+	if code := exitOf(t, exitc); code != 3 {
+		t.Fatalf("exit %d, want 3", code)
+	}
+	shim, alone := frontAlone(t)
+	// What the delete action reads of the bundle, copied before containerd removes it.
+	bundle := filepath.Join(suiteDir, "state", "io.containerd.runtime.v2.task", cd.Namespace, c.ID())
+	copied := filepath.Join(t.TempDir(), c.ID())
+	if err := os.MkdirAll(filepath.Join(copied, "rootfs"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"options.json", "exit.json", "init.pid", "runtime"} {
+		data, err := os.ReadFile(filepath.Join(bundle, name))
+		if err != nil {
+			t.Fatalf("the shim left no %s in the bundle: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(copied, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deleteAction := func(bin string) ([]byte, string, error) {
+		cmd := exec.Command(bin, "-namespace", cd.Namespace, "-address", cd.Address, "-publish-binary", "containerd",
+			"-id", c.ID(), "-bundle", copied, "delete")
+		cmd.Dir = copied
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		return out, stderr.String(), err
+	}
+	// runc's state is still there: the shim's to delete.
+	if _, errOut, err := deleteAction(alone); err == nil || !strings.Contains(errOut, "run the shim") {
+		t.Fatalf("the front answered while runc's state was there (%v, %q)", err, errOut)
+	}
+	pid := task.Pid()
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	want, errOut, err := deleteAction(shim)
+	if err != nil {
+		t.Fatalf("the shim's delete action: %v: %s", err, errOut)
+	}
+	got, errOut, err := deleteAction(alone)
+	if err != nil {
+		t.Fatalf("the front did not answer the delete action itself: %v: %s", err, errOut)
+	}
+	var resp taskapi.DeleteResponse
+	if err := proto.Unmarshal(got, &resp); err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("front answered %x (%v), the shim %x", got, err, want)
+	}
+	if resp.Pid != pid || resp.ExitStatus != 3 || resp.ExitedAt.AsTime().IsZero() {
+		t.Fatalf("answer %v: want pid %d, exit 3 and a time", &resp, pid)
+	}
+	// containerd's clean-up of the container, through the real front.
+	deadline := time.Now().Add(30 * time.Second)
+	for cd.LogLines("cleaning up dead shim", c.ID()) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("containerd ran no delete action after the task's deletion")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, bad := range []string{"failed to delete dead shim", "warnings while cleaning up dead shim", "failed to clean up after shim disconnected"} {
+		if n := cd.LogLines(bad, c.ID()); n > 0 {
+			t.Fatalf("containerd's log: %q for %s", bad, c.ID())
+		}
+	}
+}
+
 // TestStartFront: containerd's start action for a container that joins a running shim
 // is answered by the front (bin/containerd-shim-warm-v2) alone, with the answer the shim
 // itself gives; every other invocation goes to the shim, which gets the bootstrap
@@ -188,19 +284,7 @@ func TestStartFront(t *testing.T) {
 	c := e.container([]string{"sleep", "1000"}, oci.WithAnnotations(map[string]string{"io.containerd.warm.group": g}))
 	e.start(c, cio.NullIO)
 
-	shim := filepath.Join(filepath.Dir(cd.Env.Shim), "..", "libexec", "warm", "containerd-shim-warm-v2")
-	// The front alone, with no shim beside it: it cannot hand anything on.
-	alone := filepath.Join(t.TempDir(), "bin", "containerd-shim-warm-v2")
-	if err := os.MkdirAll(filepath.Dir(alone), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	data, err := os.ReadFile(cd.Env.Shim)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(alone, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	shim, alone := frontAlone(t)
 	socketDir := filepath.Join(cd.Dir, "s")
 	startAction := func(bin, id string, paramsID string, ann map[string]string) ([]byte, string, error) {
 		t.Helper()

@@ -11,9 +11,7 @@ package fastjoin
 import (
 	"crypto/sha256"
 	"encoding/json"
-	"flag"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -22,41 +20,16 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/warmshim/warm/internal/group"
+	"github.com/warmshim/warm/internal/shimargs"
 )
 
 // defaultSocketDir is containerd's <state dir>/s, where shim sockets live unless the
 // bootstrap parameters name another directory (containerd's defaults.DefaultStateDir).
 const defaultSocketDir = "/run/containerd/s"
 
-// Start is a start action's command line: what its answer is checked against.
-type Start struct{ namespace, id string }
-
-// ParseStart parses the shim's command line (args, without the program name) as
-// containerd's shim library does (the same flags) and reports whether it is a start
-// action: the only one this package answers, and the only one whose stdin the front
-// reads.
-func ParseStart(args []string) (Start, bool) {
-	fs := flag.NewFlagSet("shim", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	var c Start
-	var debug, version, info bool
-	var socket, debugSocket, bundle, address, binary string
-	fs.BoolVar(&debug, "debug", false, "")
-	fs.BoolVar(&version, "v", false, "")
-	fs.BoolVar(&version, "version", false, "")
-	fs.BoolVar(&info, "info", false, "")
-	fs.StringVar(&c.namespace, "namespace", "", "")
-	fs.StringVar(&c.id, "id", "", "")
-	fs.StringVar(&socket, "socket", "", "")
-	fs.StringVar(&debugSocket, "debug-socket", "", "")
-	fs.StringVar(&bundle, "bundle", "", "")
-	fs.StringVar(&address, "address", "", "")
-	fs.StringVar(&binary, "publish-binary", "", "")
-	if err := fs.Parse(args); err != nil {
-		return c, false
-	}
-	return c, !version && !info && fs.NArg() == 1 && fs.Arg(0) == "start" && c.namespace != ""
-}
+// IsStart reports whether a is a start action: the only one this package answers, and
+// the only one whose stdin the front reads.
+func IsStart(a shimargs.Args) bool { return a.Action == "start" && a.Namespace != "" }
 
 // params are the fields of containerd's BootstrapParams a join needs.
 type params struct {
@@ -133,14 +106,17 @@ func result(address string) []byte {
 	return b
 }
 
-// Answer returns the start action's answer if the bootstrap parameters read from stdin
-// (input) and the bundle directory dir (where containerd runs the start action) make c
-// the start action of a container that joins a running shim. ok is false, and nothing
-// was changed, in every other case.
-func (c Start) Answer(input []byte, dir string) (out []byte, ok bool) {
+// Answer returns the start action's answer if the command line a, the bootstrap
+// parameters read from stdin (input) and the bundle directory dir (where containerd
+// runs the start action) make it the start action of a container that joins a running
+// shim. ok is false, and nothing was changed, in every other case.
+func Answer(a shimargs.Args, input []byte, dir string) (out []byte, ok bool) {
+	if !IsStart(a) {
+		return nil, false
+	}
 	p, err := parseParams(input)
 	// The shim library refuses parameters that disagree with the command line.
-	if err != nil || p.instanceID != c.id || p.namespace != c.namespace {
+	if err != nil || p.instanceID != a.ID || p.namespace != a.Namespace {
 		return nil, false
 	}
 	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
@@ -153,15 +129,15 @@ func (c Start) Answer(input []byte, dir string) (out []byte, ok bool) {
 	if json.Unmarshal(data, &spec) != nil {
 		return nil, false
 	}
-	key := group.Key(c.id, group.Scope(spec.Annotations))
-	if key == c.id {
+	key := group.Key(a.ID, group.Scope(spec.Annotations))
+	if key == a.ID {
 		return nil, false // a shim of its own: the shim starts it
 	}
 	socketDir := p.socketDir
 	if socketDir == "" {
 		socketDir = defaultSocketDir
 	}
-	address := socketAddress(socketDir, p.grpcAddress, c.namespace, key)
+	address := socketAddress(socketDir, p.grpcAddress, a.Namespace, key)
 	conn, err := net.DialTimeout("unix", address[len("unix://"):], 100*time.Millisecond)
 	if err != nil {
 		return nil, false // none serves the group (or a dead one left its socket)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/warmshim/warm/internal/group"
+	"github.com/warmshim/warm/internal/shimargs"
 )
 
 // The bootstrap parameters as containerd marshals them, every field set.
@@ -182,22 +183,18 @@ func TestAnswer(t *testing.T) {
 			t.Fatal("answered with a dead shim's socket")
 		}
 	})
-	if _, ok := ParseStart(args); !ok {
-		t.Fatal("ParseStart: not a start action")
-	}
-	if _, ok := ParseStart([]string{"-namespace", ns, "delete"}); ok {
-		t.Fatal("ParseStart: delete is a start action")
-	}
-	if _, ok := ParseStart(nil); ok {
-		t.Fatal("ParseStart: no arguments make a start action")
+	for _, other := range [][]string{{"-namespace", ns, "delete"}, nil, {"start"}} {
+		if a, ok := shimargs.Parse(other); ok && IsStart(a) {
+			t.Fatalf("%q is a start action", other)
+		}
 	}
 }
 
 // answer is the front's path: parse the command line, then answer.
 func answer(args []string, input []byte, dir string) ([]byte, bool) {
-	c, ok := ParseStart(args)
+	a, ok := shimargs.Parse(args)
 	if !ok {
 		return nil, false
 	}
-	return c.Answer(input, dir)
+	return Answer(a, input, dir)
 }

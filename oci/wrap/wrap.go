@@ -52,10 +52,17 @@ func IsInvocation(args []string) bool {
 var valueFlags = map[string]bool{"--root": true, "--log": true, "--log-format": true, "--criu": true}
 
 // logPath returns runc's --log argument.
-func logPath(args []string) string {
+func logPath(args []string) string { return globalFlag(args, "--log") }
+
+// Root returns runc's --root argument (empty: runc's default).
+func Root(args []string) string { return globalFlag(args, "--root") }
+
+// globalFlag returns the value of runc's global flag name (one of valueFlags) in args,
+// the command line of a runc command.
+func globalFlag(args []string, name string) string {
 	for i := 1; i+1 < len(args); i++ {
 		switch {
-		case args[i] == "--log":
+		case args[i] == name:
 			return args[i+1]
 		case valueFlags[args[i]]:
 			i++

@@ -34,6 +34,15 @@ func TestLogPath(t *testing.T) {
 	}
 }
 
+func TestRoot(t *testing.T) {
+	if r := Root([]string{"runc", "--log", "/b/log.json", "--root", "/run/r", "restore", "--bundle", "/b", "c"}); r != "/run/r" {
+		t.Fatalf("root %q", r)
+	}
+	if r := Root([]string{"runc", "restore", "--root", "/not/global", "c"}); r != "" {
+		t.Fatalf("a subcommand's flag taken for the root: %q", r)
+	}
+}
+
 func TestIsInvocation(t *testing.T) {
 	t.Setenv(EnvRunc, "")
 	if IsInvocation([]string{"shim", "--root", "/r"}) {
