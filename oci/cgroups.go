@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -319,4 +320,66 @@ func killCgroup(paths map[string]string) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// RemoveKilledRestoreCgroups removes the cgroups a runc restore of container id (in runc
+// root runcRoot, from bundle) made before it was killed: runc creates them before CRIU
+// restores the tasks into them and records its state only after, so neither its own
+// clean-up (it was killed) nor runc delete (no state) removes them. Nothing is done
+// while runc's state exists (runc delete then removes them), or for a systemd cgroup
+// path. Any process still there (a task CRIU was restoring) is killed first.
+func RemoveKilledRestoreCgroups(runcRoot, id, bundle string) {
+	if runcRoot == "" || id == "" || strings.ContainsRune(id, '/') {
+		return
+	}
+	if _, err := os.Stat(filepath.Join(runcRoot, id, "state.json")); !errors.Is(err, os.ErrNotExist) {
+		return
+	}
+	data, err := os.ReadFile(filepath.Join(bundle, "config.json"))
+	if err != nil {
+		return
+	}
+	var sp struct {
+		Linux struct {
+			CgroupsPath string `json:"cgroupsPath"`
+		} `json:"linux"`
+	}
+	if json.Unmarshal(data, &sp) != nil || sp.Linux.CgroupsPath == "" || strings.Contains(sp.Linux.CgroupsPath, ":") {
+		return
+	}
+	paths := hostCgroupPaths(sp.Linux.CgroupsPath)
+	for k, p := range paths {
+		if _, err := os.Stat(p); err != nil {
+			delete(paths, k)
+		}
+	}
+	if len(paths) == 0 {
+		return
+	}
+	killCgroup(paths)
+	for _, p := range paths {
+		removeCgroup(p)
+	}
+}
+
+// hostCgroupPaths returns path in each of the host's cgroup hierarchies, by subsystem
+// ("" for cgroup2).
+func hostCgroupPaths(path string) map[string]string {
+	if unified() {
+		return map[string]string{"": filepath.Join(cgroupV2Root, path)}
+	}
+	paths := map[string]string{}
+	entries, _ := os.ReadDir(cgroupV2Root)
+	for _, e := range entries {
+		// Co-mounted controllers ("cpu,cpuacct") have links by each name: one is enough.
+		if !e.IsDir() || e.Type()&os.ModeSymlink != 0 {
+			continue
+		}
+		key := e.Name()
+		if key == "unified" {
+			key = ""
+		}
+		paths[key] = filepath.Join(cgroupV2Root, e.Name(), path)
+	}
+	return paths
 }

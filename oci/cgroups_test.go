@@ -1,8 +1,11 @@
 package oci
 
 import (
+	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -117,5 +120,85 @@ func TestHasLimits(t *testing.T) {
 		if got := hasLimits(tc.res); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// A killed restore's cgroups (runc made them, then died before recording its state) are
+// removed, with any task in them; while runc's state exists they are runc's to remove.
+func TestRemoveKilledRestoreCgroups(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("WARM_INTEGRATION") == "1" {
+			t.Fatal("needs root")
+		}
+		t.Skip("needs root (cgroups)")
+	}
+	cgPath := "/warm-oci-test-" + strings.ReplaceAll(t.Name(), "/", "-") + "/c1"
+	paths := hostCgroupPaths(cgPath)
+	t.Cleanup(func() {
+		killCgroup(paths)
+		for _, p := range paths {
+			os.Remove(p)
+			os.Remove(filepath.Dir(p))
+		}
+	})
+	makeAll := func() {
+		t.Helper()
+		for k, p := range paths {
+			if err := os.MkdirAll(p, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if k == "cpuset" {
+				if err := initCpuset(p); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	bundle, runcRoot := t.TempDir(), t.TempDir()
+	sp, _ := json.Marshal(specs.Spec{Linux: &specs.Linux{CgroupsPath: cgPath}})
+	if err := os.WriteFile(filepath.Join(bundle, "config.json"), sp, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	exists := func() int {
+		n := 0
+		for _, p := range paths {
+			if _, err := os.Stat(p); err == nil {
+				n++
+			}
+		}
+		return n
+	}
+
+	// runc's state recorded: left alone.
+	makeAll()
+	if err := os.MkdirAll(filepath.Join(runcRoot, "c1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(runcRoot, "c1", "state.json"), []byte("{}"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	RemoveKilledRestoreCgroups(runcRoot, "c1", bundle)
+	if n := exists(); n != len(paths) {
+		t.Fatalf("%d of %d cgroups left while runc's state exists", n, len(paths))
+	}
+
+	// No state: removed, and the task in them killed.
+	os.RemoveAll(filepath.Join(runcRoot, "c1"))
+	cmd := exec.Command("sleep", "1000")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	for _, p := range paths {
+		if err := os.WriteFile(filepath.Join(p, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+			t.Fatalf("move the task into %s: %v", p, err)
+		}
+	}
+	RemoveKilledRestoreCgroups(runcRoot, "c1", bundle)
+	if n := exists(); n != 0 {
+		t.Fatalf("%d of %d cgroups left", n, len(paths))
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("the task in the cgroups was not killed")
 	}
 }

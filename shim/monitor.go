@@ -17,6 +17,7 @@ import (
 
 	"github.com/warmshim/warm/internal/pipewatch"
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
 )
 
@@ -99,7 +100,9 @@ func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
 	defer m.untrack(cmd)
 	status, err := m.inner.Wait(cmd, ec)
 	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "restore" && (err != nil || status != 0) {
-		releaseRestoreMounts(wrap.Root(cmd.Args), id, flagValue(cmd.Args, "--work-path"))
+		root := wrap.Root(cmd.Args)
+		releaseRestoreMounts(root, id, flagValue(cmd.Args, "--work-path"))
+		oci.RemoveKilledRestoreCgroups(root, id, flagValue(cmd.Args, "--bundle"))
 	}
 	return status, err
 }
