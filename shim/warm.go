@@ -146,9 +146,13 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		return err
 	}
 	// containerd's shim library collects garbage at 40% growth to keep every shim small;
-	// the pool shim is one per namespace and serves hits, where a collection costs
-	// latency.
-	debug.SetGCPercent(100)
+	// the pool shim is one per namespace and serves hits while its refills allocate
+	// (about 3 collections a second under `go run ./test/cmd/bench -apps python`, one per
+	// 3 hits), and a collection running beside a hit costs it latency. At 400% growth:
+	// shim-side hit p99 25.5, 22.1, 24.9 ms against 38.9, 30.2, 27.6 at 100% (three
+	// alternating pairs of that bench on a 2-core machine; p50 unchanged), for a pool
+	// shim of 36 MB resident instead of 24.
+	debug.SetGCPercent(400)
 	// The pool shim outlives the container whose bundle FIFO carries its log: it keeps
 	// a log file of its own.
 	if h, err := logfile.Open(filepath.Join(run, "pool-shim.log"), 8<<20); err != nil {
