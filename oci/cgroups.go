@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/containerd/cgroups/v3"
+	"golang.org/x/sys/unix"
 )
 
 // unified reports whether the host runs a pure cgroup v2 hierarchy.
@@ -322,15 +323,34 @@ func killCgroup(paths map[string]string) {
 	}
 }
 
-// RemoveKilledRestoreCgroups removes the cgroups a runc restore of container id (in runc
-// root runcRoot, from bundle) made before it was killed: runc creates them before CRIU
-// restores the tasks into them and records its state only after, so neither its own
-// clean-up (it was killed) nor runc delete (no state) removes them. Nothing is done
-// while runc's state exists (runc delete then removes them), or for a systemd cgroup
-// path. Any process still there (a task CRIU was restoring) is killed first.
-func RemoveKilledRestoreCgroups(runcRoot, id, bundle string) {
+// ReleaseKilledRestore removes what a runc restore of container id (runc root runcRoot,
+// bundle, CRIU work directory workPath) leaves behind when it is killed, which runc and
+// CRIU remove on their way out otherwise. Called after any failed restore: it acts only
+// on what is there.
+//   - runc's bind mount of the root filesystem for CRIU, "criu-root" in the container's
+//     state directory (left there, every later runc delete of the container fails:
+//     "device or resource busy");
+//   - CRIU's cgroup yard (".criu.cgyard.*", a tmpfs with every cgroup hierarchy) in its
+//     work directory;
+//   - the container's cgroups, when runc recorded no state: runc creates them before
+//     CRIU restores the tasks into them and records its state only after, so runc
+//     delete finds nothing to remove. While the state exists they are runc delete's; a
+//     systemd cgroup path is left alone. Any process still there (a task CRIU was
+//     restoring) is killed first.
+func ReleaseKilledRestore(runcRoot, id, bundle, workPath string) {
 	if runcRoot == "" || id == "" || strings.ContainsRune(id, '/') {
 		return
+	}
+	mounts := []string{filepath.Join(runcRoot, id, "criu-root")}
+	if workPath != "" {
+		yards, _ := filepath.Glob(filepath.Join(workPath, ".criu.cgyard.*"))
+		mounts = append(mounts, yards...)
+	}
+	for _, d := range mounts {
+		// A lazy unmount takes the mounts below it (the yard's hierarchies) too.
+		if err := unix.Unmount(d, unix.MNT_DETACH); err == nil {
+			_ = os.Remove(d)
+		}
 	}
 	if _, err := os.Stat(filepath.Join(runcRoot, id, "state.json")); !errors.Is(err, os.ErrNotExist) {
 		return

@@ -125,12 +125,12 @@ func TestHasLimits(t *testing.T) {
 
 // A killed restore's cgroups (runc made them, then died before recording its state) are
 // removed, with any task in them; while runc's state exists they are runc's to remove.
-func TestRemoveKilledRestoreCgroups(t *testing.T) {
+func TestReleaseKilledRestoreCgroups(t *testing.T) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("WARM_INTEGRATION") == "1" {
 			t.Fatal("needs root")
 		}
-		t.Skip("needs root (cgroups)")
+		t.Skip("needs root (making cgroups; make test runs it as root)")
 	}
 	cgPath := "/warm-oci-test-" + strings.ReplaceAll(t.Name(), "/", "-") + "/c1"
 	paths := hostCgroupPaths(cgPath)
@@ -177,7 +177,7 @@ func TestRemoveKilledRestoreCgroups(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(runcRoot, "c1", "state.json"), []byte("{}"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	RemoveKilledRestoreCgroups(runcRoot, "c1", bundle)
+	ReleaseKilledRestore(runcRoot, "c1", bundle, "")
 	if n := exists(); n != len(paths) {
 		t.Fatalf("%d of %d cgroups left while runc's state exists", n, len(paths))
 	}
@@ -194,7 +194,7 @@ func TestRemoveKilledRestoreCgroups(t *testing.T) {
 			t.Fatalf("move the task into %s: %v", p, err)
 		}
 	}
-	RemoveKilledRestoreCgroups(runcRoot, "c1", bundle)
+	ReleaseKilledRestore(runcRoot, "c1", bundle, "")
 	if n := exists(); n != 0 {
 		t.Fatalf("%d of %d cgroups left", n, len(paths))
 	}

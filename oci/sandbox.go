@@ -474,16 +474,7 @@ func (s *Sandboxes) Cleanup(ctx context.Context) {
 // RemoveCgroupParent removes the (empty) cgroup under which sandboxes waited, in every
 // hierarchy; called when the shim's pools are closed.
 func (s *Sandboxes) RemoveCgroupParent() {
-	roots := []string{"/sys/fs/cgroup"}
-	if !unified() {
-		entries, _ := os.ReadDir("/sys/fs/cgroup")
-		roots = roots[:0]
-		for _, e := range entries {
-			roots = append(roots, filepath.Join("/sys/fs/cgroup", e.Name()))
-		}
-	}
-	for _, r := range roots {
-		p := filepath.Join(r, s.CgroupParent)
+	for _, p := range hostCgroupPaths(s.CgroupParent) {
 		removeCgroup(p)
 		// The shared /warm-pool parent goes when the last namespace's does.
 		_ = os.Remove(filepath.Dir(p))

@@ -6,9 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -97,52 +95,15 @@ func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
 		e := <-ec
 		return e.Status, nil
 	}
-	defer m.untrack(cmd)
+	sub, id, _ := wrap.ParseArgs(cmd.Args)
+	defer m.untrack(cmd, sub, id)
 	status, err := m.inner.Wait(cmd, ec)
-	if sub, id, _ := wrap.ParseArgs(cmd.Args); sub == "restore" && (err != nil || status != 0) {
-		root := wrap.Root(cmd.Args)
-		releaseRestoreMounts(root, id, flagValue(cmd.Args, "--work-path"))
-		oci.RemoveKilledRestoreCgroups(root, id, flagValue(cmd.Args, "--bundle"))
+	if sub == "restore" && (err != nil || status != 0) {
+		// Killed (recovery aborts a restore that hangs, or that containerd's Kill or
+		// Delete overtook), runc and CRIU leave mounts and cgroups behind.
+		oci.ReleaseKilledRestore(wrap.Root(cmd.Args), id, wrap.SubFlag(cmd.Args, "--bundle"), wrap.SubFlag(cmd.Args, "--work-path"))
 	}
 	return status, err
-}
-
-// releaseRestoreMounts unmounts what a runc restore that was killed (recovery aborts
-// one that hangs, or that containerd's Kill or Delete overtook) leaves behind, which
-// runc and CRIU unmount on their way out unless they are killed: runc's bind mount of
-// the root filesystem for CRIU, "criu-root" in the container's state directory (left
-// there, every later runc delete of the container fails: "device or resource busy"),
-// and CRIU's cgroup yard (".criu.cgyard.*", a tmpfs with every cgroup hierarchy) in its
-// work directory. The restore has exited: nothing uses them any more.
-func releaseRestoreMounts(root, id, workPath string) {
-	var dirs []string
-	if root != "" && id != "" && !strings.ContainsRune(id, '/') {
-		dirs = append(dirs, filepath.Join(root, id, "criu-root"))
-	}
-	if workPath != "" {
-		yards, _ := filepath.Glob(filepath.Join(workPath, ".criu.cgyard.*"))
-		dirs = append(dirs, yards...)
-	}
-	for _, d := range dirs {
-		// A lazy unmount takes the mounts below it (the yard's hierarchies) too.
-		if err := unix.Unmount(d, unix.MNT_DETACH); err == nil {
-			_ = os.Remove(d)
-		}
-	}
-}
-
-// flagValue returns the value of flag name (given as "name value" or "name=value") in
-// a command line, or "".
-func flagValue(args []string, name string) string {
-	for i, a := range args {
-		if a == name && i+1 < len(args) {
-			return args[i+1]
-		}
-		if v, ok := strings.CutPrefix(a, name+"="); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // tracked are the runc subcommands that can be aborted (CRIU under them can hang).
@@ -163,8 +124,9 @@ func (m *monitor) track(cmd *exec.Cmd, err error) {
 	}
 }
 
-func (m *monitor) untrack(cmd *exec.Cmd) {
-	if sub, id, _ := wrap.ParseArgs(cmd.Args); tracked[sub] {
+// untrack forgets cmd (runc subcommand sub of container id) once it has exited.
+func (m *monitor) untrack(cmd *exec.Cmd, sub, id string) {
+	if tracked[sub] {
 		m.mu.Lock()
 		if m.running[sub+" "+id] == cmd {
 			delete(m.running, sub+" "+id)

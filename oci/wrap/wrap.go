@@ -96,6 +96,21 @@ func LogError(args []string, msg string) {
 // ParseArgs finds the subcommand, the container id (last argument) and --pid-file of a
 // runc command line.
 func ParseArgs(args []string) (sub, id, pidFile string) {
+	i := subcommand(args)
+	if i >= len(args) {
+		return "", "", ""
+	}
+	sub = args[i]
+	rest := args[i+1:]
+	if len(rest) > 0 {
+		id = rest[len(rest)-1]
+	}
+	return sub, id, SubFlag(args, "--pid-file")
+}
+
+// subcommand returns the index of the subcommand in a runc command line (len(args) if
+// there is none).
+func subcommand(args []string) int {
 	i := 1
 	for ; i < len(args); i++ {
 		a := args[i]
@@ -106,22 +121,25 @@ func ParseArgs(args []string) (sub, id, pidFile string) {
 			i++
 		}
 	}
+	return i
+}
+
+// SubFlag returns the value of the subcommand's flag name ("name value" or
+// "name=value"; the last one given, as runc takes it) in a runc command line, or "".
+func SubFlag(args []string, name string) (v string) {
+	i := subcommand(args)
 	if i >= len(args) {
-		return "", "", ""
+		return ""
 	}
-	sub = args[i]
 	rest := args[i+1:]
 	for j := 0; j < len(rest); j++ {
-		if rest[j] == "--pid-file" && j+1 < len(rest) {
-			pidFile = rest[j+1]
-		} else if strings.HasPrefix(rest[j], "--pid-file=") {
-			pidFile = strings.TrimPrefix(rest[j], "--pid-file=")
+		if rest[j] == name && j+1 < len(rest) {
+			v = rest[j+1]
+		} else if after, ok := strings.CutPrefix(rest[j], name+"="); ok {
+			v = after
 		}
 	}
-	if len(rest) > 0 {
-		id = rest[len(rest)-1]
-	}
-	return sub, id, pidFile
+	return v
 }
 
 // Main runs the wrapper and returns its exit status.
