@@ -9,11 +9,11 @@ import (
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/errdefs"
 	runcC "github.com/containerd/go-runc"
 	"github.com/containerd/typeurl/v2"
 
+	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 )
 
@@ -21,7 +21,7 @@ import (
 // honoured. containerd's process.Init.Checkpoint drops cgroups_mode, so warm calls runc
 // itself; the process state machine is unchanged by a checkpoint (with exit=true the
 // init's exit arrives through the reaper like any other).
-func checkpoint(ctx context.Context, c *runc.Container, r *taskAPI.CheckpointTaskRequest) error {
+func checkpoint(ctx context.Context, c *runctask.Container, r *taskAPI.CheckpointTaskRequest) error {
 	p, err := c.Process("")
 	if err != nil {
 		return err

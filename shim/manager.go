@@ -23,7 +23,6 @@ import (
 	"github.com/containerd/containerd/api/types"
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/defaults"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
@@ -37,6 +36,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/group"
+	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
 )
@@ -243,7 +243,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err != nil {
 		return shim.StopStatus{}, err
 	}
-	runtime, err := runc.ReadRuntime(path)
+	runtime, err := runctask.ReadRuntime(path)
 	if err != nil && !os.IsNotExist(err) {
 		return shim.StopStatus{}, err
 	}
@@ -252,7 +252,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if real, err := os.ReadFile(filepath.Join(path, "warm-runc")); err == nil {
 		os.Setenv(wrap.EnvRunc, string(real))
 	}
-	opts, err := runc.ReadOptions(path)
+	opts, err := runctask.ReadOptions(path)
 	if err != nil {
 		return shim.StopStatus{}, err
 	}
@@ -271,7 +271,7 @@ func (manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := mount.UnmountRecursive(filepath.Join(path, "rootfs"), 0); err != nil {
 		log.G(ctx).WithError(err).Warn("failed to clean up rootfs mount")
 	}
-	if e, err := runc.ReadExitStatus(path); err == nil {
+	if e, err := runctask.ReadExitStatus(path); err == nil {
 		return shim.StopStatus{ExitedAt: e.Timestamp, ExitStatus: e.Status, Pid: e.Pid}, nil
 	} else if !errors.Is(err, os.ErrNotExist) {
 		log.G(ctx).WithError(err).Warn("failed to read recorded exit status")

@@ -5,10 +5,10 @@ import (
 	"time"
 
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/log"
 
 	"github.com/warmshim/warm/internal/pipewatch"
+	"github.com/warmshim/warm/internal/runctask"
 )
 
 // outputDrainTimeout bounds how long a process's exit waits for its output to be read;
@@ -68,7 +68,7 @@ func (d *outputDrain) wait(timeout, stall time.Duration) bool {
 // watchOutput starts watching the pipes p writes its output into; p's process must exist
 // (its FIFOs are watched from its exit on, see afterOutput). A process with a terminal or
 // without stdio has nothing to wait for; one already watched keeps its watch.
-func (s *service) watchOutput(c *runc.Container, p process.Process) {
+func (s *service) watchOutput(c *runctask.Container, p process.Process) {
 	_, init := p.(*process.Init)
 	var pipes *pipewatch.Watch
 	if !init {
@@ -109,7 +109,7 @@ func (s *service) watchOutput(c *runc.Container, p process.Process) {
 
 // takeExecOutput returns the monitor's watch of exec execID's pipes (nil if none); its
 // pid file is the process package's.
-func (s *service) takeExecOutput(c *runc.Container, execID string) *pipewatch.Watch {
+func (s *service) takeExecOutput(c *runctask.Container, execID string) *pipewatch.Watch {
 	if s.monitor == nil {
 		return nil
 	}

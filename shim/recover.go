@@ -15,7 +15,6 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/containerd/v2/core/mount"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	runcC "github.com/containerd/go-runc"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
 )
@@ -274,7 +274,7 @@ func (s *service) killedByContainerd(id string) {
 
 // tryRecover decides, for an init that exited, whether to restore it. It returns true
 // when a recovery started (the exit is not published unless it fails).
-func (s *service) tryRecover(e runcC.Exit, c *runc.Container, p *process.Init) bool {
+func (s *service) tryRecover(e runcC.Exit, c *runctask.Container, p *process.Init) bool {
 	rec := s.recoverableOf(c.ID)
 	if rec == nil {
 		return false
@@ -315,7 +315,7 @@ var errAbandoned = errors.New("recovery abandoned: containerd killed or deleted 
 // recoverTask restores the latest valid checkpoint into the same container id, bundle,
 // cgroup and namespaces, with stdio on the same FIFOs, checks its health, and retries
 // with backoff, falling back to older checkpoints when one cannot be restored.
-func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *process.Init, e runcC.Exit, detected time.Time) error {
+func (s *service) recoverTask(rec *recoverable, old *runctask.Container, oldInit *process.Init, e runcC.Exit, detected time.Time) error {
 	// Not cancelled by a Kill: killing runc in the middle of a CRIU restore leaves CRIU's
 	// mounts behind. A Kill is honoured between the steps instead.
 	ctx := log.WithLogger(s.context, log.G(s.context).WithField("container", rec.id))
@@ -339,7 +339,7 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 			backoff *= 2
 		}
 		cp := cands[idx]
-		var newC *runc.Container
+		var newC *runctask.Container
 		var err error
 		fromStandby := st != nil
 		if fromStandby {
@@ -404,7 +404,7 @@ func (s *service) recoverTask(rec *recoverable, old *runc.Container, oldInit *pr
 // runc packages as any container, and starts it.
 // With a standby (restored from cp ahead of time), the new container adopts it instead:
 // runc create and start of the container are the standby's adoption and thaw.
-func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.Container, oldInit *process.Init, cp *recovery.Checkpoint, st *standby) (*runc.Container, error) {
+func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runctask.Container, oldInit *process.Init, cp *recovery.Checkpoint, st *standby) (*runctask.Container, error) {
 	release := rec.cps.Use(cp)
 	defer release()
 	began := time.Now()
@@ -419,7 +419,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	if err := s.ensureRootfs(rec); err != nil {
 		return nil, err
 	}
-	ropts, err := runc.ReadOptions(rec.bundle)
+	ropts, err := runctask.ReadOptions(rec.bundle)
 	if err != nil || ropts == nil {
 		return nil, fmt.Errorf("runc options of %s: %v", rec.id, err)
 	}
@@ -462,7 +462,7 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runc.C
 	s.lifecycleMu.Unlock()
 	defer cleanup()
 	prepared := time.Since(began)
-	newC, err := runc.NewContainer(ctx, s.platform, req)
+	newC, err := runctask.NewContainer(ctx, s.platform, req)
 	if err != nil {
 		return nil, err
 	}
@@ -527,7 +527,7 @@ func (s *service) ensureRootfs(rec *recoverable) error {
 }
 
 // healthy runs the container's health check on a restored task.
-func (s *service) healthy(ctx context.Context, rec *recoverable, c *runc.Container) error {
+func (s *service) healthy(ctx context.Context, rec *recoverable, c *runctask.Container) error {
 	pid := c.Pid()
 	deadline := time.Now().Add(rec.policy.HealthTimeout)
 	alive := func() bool { return syscall.Kill(pid, 0) == nil && !procfs.Dead(pid) }
@@ -585,7 +585,7 @@ func (s *service) healthy(ctx context.Context, rec *recoverable, c *runc.Contain
 }
 
 // discard kills and removes a restored container that will not be kept.
-func (s *service) discard(ctx context.Context, c *runc.Container) {
+func (s *service) discard(ctx context.Context, c *runctask.Container) {
 	p, err := c.Process("")
 	if err != nil {
 		return
@@ -603,7 +603,7 @@ func (s *service) discard(ctx context.Context, c *runc.Container) {
 
 // waitRecovered blocks while a recovery of the container runs and reports whether the
 // container was replaced by a restored one (Wait then waits on it).
-func (s *service) waitRecovered(ctx context.Context, id string, c *runc.Container) bool {
+func (s *service) waitRecovered(ctx context.Context, id string, c *runctask.Container) bool {
 	rec := s.recoverableOf(id)
 	if rec == nil {
 		return false

@@ -15,7 +15,6 @@ import (
 	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/api/types/task"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/containerd/v2/core/events"
 	"github.com/containerd/containerd/v2/core/runtime"
 	"github.com/containerd/containerd/v2/pkg/oom"
@@ -40,6 +39,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmshim/warm/internal/group"
+	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
 )
@@ -72,18 +72,18 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		oom:                  ep,
 		publisher:            publisher,
 		shutdown:             sd,
-		containers:           make(map[string]*runc.Container),
+		containers:           make(map[string]*runctask.Container),
 		running:              make(map[int][]containerProcess),
-		runningExecs:         make(map[*runc.Container]int),
-		execCountSubscribers: make(map[*runc.Container]chan<- int),
-		containerInitExit:    make(map[*runc.Container]runcC.Exit),
+		runningExecs:         make(map[*runctask.Container]int),
+		execCountSubscribers: make(map[*runctask.Container]chan<- int),
+		containerInitExit:    make(map[*runctask.Container]runcC.Exit),
 		exitSubscribers:      make(map[*map[int][]runcC.Exit]struct{}),
 		warm:                 newWarm(grpcAddress),
 		makers:               make(map[string]*maker),
 		recover:              make(map[string]*recoverable),
 		healthReady:          make(map[string]chan struct{}),
 		outputs:              make(map[process.Process]*outputDrain),
-		candidateExits:       make(map[*runc.Container]runcC.Exit),
+		candidateExits:       make(map[*runctask.Container]runcC.Exit),
 	}
 	sd.RegisterCallback(func(ctx context.Context) error { return s.warm.close(ctx) })
 	s.warm.onIdle = func() {
@@ -96,7 +96,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	go s.processExits()
 	s.monitor = &monitor{inner: reaper.Default, w: s.warm}
 	runcC.Monitor = s.monitor
-	p, err := runc.NewPlatform()
+	p, err := runctask.NewPlatform()
 	if err != nil {
 		return nil, fmt.Errorf("console platform: %w", err)
 	}
@@ -121,16 +121,16 @@ type service struct {
 	publisher events.Publisher
 	shutdown  shutdown.Service
 
-	containers map[string]*runc.Container // guarded by mu
-	makers     map[string]*maker          // containers that make a template once started; guarded by mu
-	recover    map[string]*recoverable    // containers that opted in to crash recovery; guarded by mu
+	containers map[string]*runctask.Container // guarded by mu
+	makers     map[string]*maker              // containers that make a template once started; guarded by mu
+	recover    map[string]*recoverable        // containers that opted in to crash recovery; guarded by mu
 	// healthReady is closed when a restored task's stdout health text appears; guarded by mu
 	healthReady map[string]chan struct{}
 	// outputs: processes whose exit waits for their output to drain; guarded by mu
 	outputs map[process.Process]*outputDrain
 	// candidateExits: exits of tasks a recovery restored and had not installed yet;
 	// guarded by mu
-	candidateExits map[*runc.Container]runcC.Exit
+	candidateExits map[*runctask.Container]runcC.Exit
 	warm           *warm
 	monitor        *monitor // go-runc's process monitor (runc commands of this shim)
 
@@ -138,26 +138,26 @@ type service struct {
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
 	running map[int][]containerProcess
 	// runningExecs counts each container's running execs; guarded by lifecycleMu.
-	runningExecs map[*runc.Container]int
+	runningExecs map[*runctask.Container]int
 	// execCountSubscribers get the new exec count of a container whose init exited
 	// while execs ran; guarded by lifecycleMu.
-	execCountSubscribers map[*runc.Container]chan<- int
+	execCountSubscribers map[*runctask.Container]chan<- int
 	// containerInitExit holds the init's exit of containers whose init exited; guarded by lifecycleMu.
-	containerInitExit map[*runc.Container]runcC.Exit
+	containerInitExit map[*runctask.Container]runcC.Exit
 	// exitSubscribers collect exits while a process starts, so an exit that races the
 	// start is not lost; guarded by lifecycleMu.
 	exitSubscribers map[*map[int][]runcC.Exit]struct{}
 }
 
 type containerProcess struct {
-	Container *runc.Container
+	Container *runctask.Container
 	Process   process.Process
 }
 
 // preStart subscribes to exits before a process starts. handleStarted then either
 // records the process as running or, if it already exited, handles that exit. The
 // caller holds lifecycleMu.
-func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Container, process.Process), cleanup func()) {
+func (s *service) preStart(c *runctask.Container) (handleStarted func(*runctask.Container, process.Process), cleanup func()) {
 	exits := make(map[int][]runcC.Exit)
 	s.exitSubscribers[&exits] = struct{}{}
 
@@ -177,7 +177,7 @@ func (s *service) preStart(c *runc.Container) (handleStarted func(*runc.Containe
 		}
 	}
 
-	handleStarted = func(c *runc.Container, p process.Process) {
+	handleStarted = func(c *runctask.Container, p process.Process) {
 		var pid int
 		if p != nil {
 			pid = p.Pid()
@@ -274,7 +274,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	defer cleanup()
 
 	tNew := time.Now()
-	container, err := runc.NewContainer(ctx, s.platform, r)
+	container, err := runctask.NewContainer(ctx, s.platform, r)
 	dNew := time.Since(tNew)
 	if err != nil && s.warm.isHit(r.ID) {
 		// Adoption failed: the sandbox is destroyed and the container starts cold.
@@ -285,7 +285,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		if r.Options, err = typeurl.MarshalAnyToProto(coldRunc); err != nil {
 			return nil, errgrpc.ToGRPC(err)
 		}
-		container, err = runc.NewContainer(ctx, s.platform, r)
+		container, err = runctask.NewContainer(ctx, s.platform, r)
 	}
 	if err != nil {
 		s.warm.unplan(ctx, r.ID)
@@ -351,7 +351,7 @@ func applyConfig(o taskOptions) {
 	}
 }
 
-func (s *service) watchOOM(ctx context.Context, c *runc.Container) {
+func (s *service) watchOOM(ctx context.Context, c *runctask.Container) {
 	switch cg := c.Cgroup().(type) {
 	case nil:
 		// Restores get their cgroup at Start.
@@ -391,7 +391,7 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
-	var cinit *runc.Container
+	var cinit *runctask.Container
 	s.lifecycleMu.Lock()
 	if r.ExecID == "" {
 		cinit = container
@@ -839,11 +839,11 @@ func (s *service) send(evt any) {
 
 // handleInitExit recovers the task if it may be, else publishes its exit once its output
 // drained (afterOutput).
-func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
+func (s *service) handleInitExit(e runcC.Exit, c *runctask.Container, p *process.Init) {
 	if s.candidateExited(e, c, p) {
 		return
 	}
-	if runc.ShouldKillAllOnExit(s.context, c.Bundle) {
+	if runctask.ShouldKillAllOnExit(s.context, c.Bundle) {
 		if err := p.KillAll(s.context); err != nil {
 			log.G(s.context).WithError(err).WithField("id", p.ID()).Error("failed to kill init's children")
 		}
@@ -862,7 +862,7 @@ func (s *service) handleInitExit(e runcC.Exit, c *runc.Container, p *process.Ini
 // discarding). The recovery deals with its death; recovering it or publishing its exit
 // would run a second recovery beside the first (seen: a Delete then stopped that one's
 // restore and left CRIU's mount and the cgroups behind) and report the task's exit again.
-func (s *service) candidateExited(e runcC.Exit, c *runc.Container, p *process.Init) bool {
+func (s *service) candidateExited(e runcC.Exit, c *runctask.Container, p *process.Init) bool {
 	s.mu.Lock()
 	current := s.containers[c.ID] == c
 	if !current {
@@ -884,7 +884,7 @@ func (s *service) candidateExited(e runcC.Exit, c *runc.Container, p *process.In
 }
 
 // forgetCandidate drops what candidateExited kept for c and returns it.
-func (s *service) forgetCandidate(c *runc.Container) (runcC.Exit, bool) {
+func (s *service) forgetCandidate(c *runctask.Container) (runcC.Exit, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	e, ok := s.candidateExits[c]
@@ -894,7 +894,7 @@ func (s *service) forgetCandidate(c *runc.Container) (runcC.Exit, bool) {
 
 // publishInitExit publishes the init's exit only after every exec of the container has
 // exited: containerd requires exec exits before the init's.
-func (s *service) publishInitExit(e runcC.Exit, c *runc.Container, p *process.Init) {
+func (s *service) publishInitExit(e runcC.Exit, c *runctask.Container, p *process.Init) {
 	s.lifecycleMu.Lock()
 	numRunningExecs := s.runningExecs[c]
 	if numRunningExecs == 0 {
@@ -923,14 +923,14 @@ func (s *service) publishInitExit(e runcC.Exit, c *runc.Container, p *process.In
 	}()
 }
 
-func (s *service) handleProcessExit(e runcC.Exit, c *runc.Container, p process.Process) {
+func (s *service) handleProcessExit(e runcC.Exit, c *runctask.Container, p process.Process) {
 	p.SetExited(e.Status)
 	_, isInit := p.(*process.Init)
 	if isInit {
 		// The exit is final: the client may see the end of the output.
 		defer s.releaseHolders(c.ID)
 		e.Timestamp = p.ExitedAt()
-		if err := runc.WriteExitStatus(c.Bundle, e); err != nil {
+		if err := runctask.WriteExitStatus(c.Bundle, e); err != nil {
 			log.G(s.context).WithField("container_id", c.ID).WithError(err).Error("failed to store exit status in bundle")
 		}
 	}
@@ -976,7 +976,7 @@ func (s *service) forward(ctx context.Context, publisher shim.Publisher) {
 	}
 }
 
-func (s *service) getContainer(id string) (*runc.Container, error) {
+func (s *service) getContainer(id string) (*runctask.Container, error) {
 	s.mu.Lock()
 	c := s.containers[id]
 	s.mu.Unlock()

@@ -14,7 +14,6 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
-	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/fifo"
 	runcC "github.com/containerd/go-runc"
@@ -22,6 +21,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/store"
 )
@@ -118,7 +118,7 @@ func startTee(path, orig string, text []byte, ready chan struct{}) error {
 
 // watchMaker waits for the container to be ready, then checkpoints it (leaving it
 // running) into the store and gives the template's pool the new generation.
-func (w *warm) watchMaker(m *maker, c *runc.Container) {
+func (w *warm) watchMaker(m *maker, c *runctask.Container) {
 	ctx := log.WithLogger(namespaces.WithNamespace(context.Background(), m.ns),
 		log.G(context.Background()).WithField("template", m.name).WithField("container", c.ID))
 	p, err := c.Process("")
