@@ -77,9 +77,9 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 				WithField("rename", tRename).WithField("hooks", tHooks).WithField("total", time.Since(began)).Debug("sandbox adopted")
 		}
 	}()
-	// runc's state is read once: it gives the cgroup the sandbox is in, and is what the
-	// rename rewrites.
-	st, err := readRuncState(filepath.Join(s.Root, sb.ID))
+	// runc's state, as the restore read it unless it changed since: it gives the cgroup
+	// the sandbox is in, and is what the rename rewrites.
+	st, err := adoptionState(filepath.Join(s.Root, sb.ID), sb.state)
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}

@@ -62,6 +62,7 @@ type Sandbox struct {
 	drained     atomic.Int64 // bytes the drain read (output before adoption)
 	mounted     bool
 	cgroupPaths map[string]string
+	state       *keptState // runc's state after the restore, for the adoption
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
 	// container and is removed by its Delete.
 	ContainerID string           // guarded by mu
@@ -233,11 +234,10 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	go sb.drain()
 	// Freeze at once, through the cgroup (a runc pause is another process to start, and
 	// the restored application runs until the freeze: CRIU cannot restore it frozen).
-	st, err := readRuncState(filepath.Join(s.Root, id))
-	if err != nil {
+	if sb.state, err = keepRuncState(filepath.Join(s.Root, id)); err != nil {
 		return sb, 0, err
 	}
-	if sb.cgroupPaths, err = st.cgroupPaths(); err != nil {
+	if sb.cgroupPaths, err = sb.state.state.cgroupPaths(); err != nil {
 		return sb, 0, err
 	}
 	if err := freezeDir(sb.cgroupPaths, true); err != nil {

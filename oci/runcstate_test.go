@@ -1,0 +1,174 @@
+package oci
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"syscall"
+	"testing"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// A runc state.json as runc writes it, cut down to what adoption reads and rewrites plus
+// fields it must leave alone.
+const sampleState = `{"id":"warm-sb-1","init_process_pid":42,"cgroup_paths":{"memory":"/sys/fs/cgroup/memory/ns/warm-sb-1"},` +
+	`"config":{"rootfs":"/b/rootfs","cgroups":{"path":"/ns/warm-sb-1","resources":{"devices":[]}},"labels":["bundle=/b"],"unknown_field":[1,2]},` +
+	`"created":"2026-12-02T00:00:00Z"}`
+
+func writeState(t *testing.T, dir, data string) {
+	t.Helper()
+	// As runc saves it: a new file renamed over the old one.
+	tmp := filepath.Join(dir, "state-tmp")
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "state.json")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func inode(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Sys().(*syscall.Stat_t).Ino
+}
+
+// TestAdoptionStateKept: the state a restore kept is used while state.json is the file it
+// was read from, and read again once runc saved another (even of the same size).
+func TestAdoptionStateKept(t *testing.T) {
+	dir := t.TempDir()
+	writeState(t, dir, sampleState)
+	kept, err := keepRuncState(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, stateRewrite))
+	if err != nil || fi.Size() != 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("rewrite file: %v, %v", fi, err)
+	}
+	if p, err := kept.cgroupsPath(); err != nil || p != "/ns/warm-sb-1" {
+		t.Fatalf("cgroupsPath %q, %v", p, err)
+	}
+	got, err := adoptionState(dir, kept)
+	if err != nil || got != kept {
+		t.Fatalf("unchanged state: got %p, %v; want the kept %p", got, err, kept)
+	}
+	writeState(t, dir, strings.Replace(sampleState, "warm-sb-1\",\"resources", "warm-sb-2\",\"resources", 1))
+	got, err = adoptionState(dir, kept)
+	if err != nil || got == kept {
+		t.Fatalf("saved again: got %p, %v; want a new read", got, err)
+	}
+	if p, _ := got.cgroupsPath(); p != "/ns/warm-sb-2" {
+		t.Errorf("re-read cgroupsPath %q", p)
+	}
+	if got, err = adoptionState(dir, nil); err != nil || got == nil {
+		t.Errorf("nothing kept: %v, %v", got, err)
+	}
+}
+
+// TestRenameRuncContainer: the new state says the new id, cgroups, bundle, hooks and
+// hostname, keeps what it does not know, is written in the file the restore created (no
+// new inode) and leaves the kept state untouched.
+func TestRenameRuncContainer(t *testing.T) {
+	root := t.TempDir()
+	old := filepath.Join(root, "warm-sb-1")
+	if err := os.Mkdir(old, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, old, sampleState)
+	kept, err := keepRuncState(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewriteIno := inode(t, filepath.Join(old, stateRewrite))
+	spec := &specs.Spec{Hostname: "h1", Annotations: map[string]string{"a": "b"},
+		Hooks: &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}}}
+	paths := map[string]string{"memory": "/sys/fs/cgroup/memory/ns/c1"}
+	if err := renameRuncContainer(root, "warm-sb-1", "c1", kept, paths, "/ns/c1", "/bundles/c1", spec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Errorf("old state directory: %v", err)
+	}
+	path := filepath.Join(root, "c1", "state.json")
+	if got := inode(t, path); got != rewriteIno {
+		t.Errorf("state.json is inode %d, not the rewrite file the restore made (%d)", got, rewriteIno)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		ID          string            `json:"id"`
+		Pid         int               `json:"init_process_pid"`
+		CgroupPaths map[string]string `json:"cgroup_paths"`
+		Created     string            `json:"created"`
+		Config      struct {
+			Cgroups struct {
+				Path      string          `json:"path"`
+				Resources json.RawMessage `json:"resources"`
+			} `json:"cgroups"`
+			Labels   []string                 `json:"labels"`
+			Hostname string                   `json:"hostname"`
+			Hooks    map[string][]hookCommand `json:"Hooks"`
+			Unknown  []int                    `json:"unknown_field"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	c := st.Config
+	if st.ID != "c1" || st.Pid != 42 || st.CgroupPaths["memory"] != paths["memory"] || st.Created == "" ||
+		c.Cgroups.Path != "/ns/c1" || string(c.Cgroups.Resources) != `{"devices":[]}` ||
+		strings.Join(c.Labels, " ") != "a=b bundle=/bundles/c1" || c.Hostname != "h1" ||
+		len(c.Hooks["poststop"]) != 1 || c.Hooks["poststop"][0].Path != "/bin/true" || len(c.Unknown) != 2 {
+		t.Errorf("new state: %s", data)
+	}
+	if string(kept.state["id"]) != `"warm-sb-1"` || !strings.Contains(string(kept.cfg["cgroups"]), "/ns/warm-sb-1") {
+		t.Errorf("kept state changed: id %s, cgroups %s", kept.state["id"], kept.cfg["cgroups"])
+	}
+	// A second container cannot take the same id.
+	if err := os.Mkdir(filepath.Join(root, "warm-sb-2"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeState(t, filepath.Join(root, "warm-sb-2"), sampleState)
+	if err := renameRuncContainer(root, "warm-sb-2", "c1", kept, paths, "/ns/c1", "/b", spec); err == nil {
+		t.Error("renamed over an existing container")
+	}
+}
+
+// TestEncodeObject: what json.Marshal encodes, for values json.Unmarshal read.
+func TestEncodeObject(t *testing.T) {
+	for _, in := range []string{sampleState, `{}`, `{"b":null,"a":[1,{"x":"<&>"}],"é\"<k>":"v","n":1.5e3}`} {
+		var m map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(in), &m); err != nil {
+			t.Fatal(err)
+		}
+		want, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := encodeObject(m)
+		if !strings.ContainsAny(in, "<&>") && string(got) != string(want) {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+		// Marshal also escapes <, & and > inside the values; they mean the same.
+		var a, b any
+		if err := json.Unmarshal(got, &a); err != nil {
+			t.Fatalf("%s: %v", got, err)
+		}
+		_ = json.Unmarshal(want, &b)
+		if !reflect.DeepEqual(a, b) {
+			t.Errorf("got  %s\nwant %s", got, want)
+		}
+	}
+	if got := encodeObject(map[string]json.RawMessage{"a": nil}); string(got) != `{"a":null}` {
+		t.Errorf("nil value: %s", got)
+	}
+}
