@@ -75,7 +75,9 @@ type Containerd struct {
 }
 
 // WarmLogLevel is warm's log_level in the harness config: debug for tests; benchmarks
-// set info, the level runc's shim logs at.
+// set info, the level runc's shim logs at. containerd's own level follows it (debug, or
+// info): containerd starts its shims with -debug at debug, and a shim logging at debug
+// is slower than one on a node, whose containerd logs at info.
 var WarmLogLevel = "debug"
 
 // poolConfig is the pool section of the suite's warm.toml: small pools that refill fast.
@@ -121,6 +123,10 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	if l := os.Getenv("WARM_TEST_LOG_LEVEL"); l != "" { // e.g. debug: a hit's phases in the log
 		level = l
 	}
+	ctrdLevel := "info"
+	if level == "debug" || level == "trace" {
+		ctrdLevel = "debug"
+	}
 	extra := ""
 	if dyn {
 		extra = "cgroup_favordynmods = true\n"
@@ -139,11 +145,11 @@ disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime",
 [ttrpc]
   address = %q
 [debug]
-  level = "debug"
+  level = %q
 [plugins.'io.containerd.shim.v1.manager']
   socket_dir = %q
   env = ["WARM_CONFIG=%s"]
-`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", filepath.Join(dir, "s"), c.WarmCfg)
+`, filepath.Join(dir, "root"), filepath.Join(dir, "state"), c.Address, c.Address+".ttrpc", ctrdLevel, filepath.Join(dir, "s"), c.WarmCfg)
 	if err := os.WriteFile(c.config, []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}

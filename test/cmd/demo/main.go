@@ -28,6 +28,8 @@ func main() {
 func step(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 func run(runs int) error {
+	// containerd and the shims log at info, as on a node (and as the bench measures).
+	harness.WarmLogLevel = "info"
 	step("starting an isolated containerd under /tmp/warm-demo-*")
 	e, stop, err := benchkit.Start("warm-demo", "warmdemo")
 	if err != nil {
