@@ -168,6 +168,9 @@ func teardown() error {
 	if data, err := os.ReadFile(filepath.Join(cd.WarmRun, namespace, "pool-shim.log")); err == nil {
 		_ = os.WriteFile(filepath.Join(os.TempDir(), "warm-it-pool-shim.log"), data, 0o600)
 	}
+	if err := cd.Release(); err != nil {
+		errs = append(errs, err.Error())
+	}
 	if err := os.RemoveAll(suiteDir); err != nil {
 		errs = append(errs, "remove "+suiteDir+": "+err.Error())
 	}

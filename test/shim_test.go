@@ -144,7 +144,7 @@ func TestBadConfig(t *testing.T) {
 			if !strings.Contains(out, tc.want) || !strings.Contains(out, p) {
 				t.Fatalf("error does not name the key and file (%q, %q):\n%s", tc.want, p, out)
 			}
-			if st, _ := os.ReadDir(filepath.Join(suiteDir, "state", "io.containerd.runtime.v2.task", cd.Namespace, id)); len(st) > 0 {
+			if st, _ := os.ReadDir(filepath.Join(cd.State, "io.containerd.runtime.v2.task", cd.Namespace, id)); len(st) > 0 {
 				t.Fatalf("bundle of the failed container left behind")
 			}
 		})
@@ -212,7 +212,7 @@ func TestDeleteFront(t *testing.T) {
 	}
 	shim, alone := frontAlone(t)
 	// What the delete action reads of the bundle, copied before containerd removes it.
-	bundle := filepath.Join(suiteDir, "state", "io.containerd.runtime.v2.task", cd.Namespace, c.ID())
+	bundle := filepath.Join(cd.State, "io.containerd.runtime.v2.task", cd.Namespace, c.ID())
 	copied := filepath.Join(t.TempDir(), c.ID())
 	if err := os.MkdirAll(filepath.Join(copied, "rootfs"), 0o700); err != nil {
 		t.Fatal(err)

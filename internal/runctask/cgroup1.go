@@ -16,14 +16,15 @@ import (
 
 // pidPath and v1Hierarchy stand in for cgroup1.PidPath(pid) and cgroup1.Load's default
 // hierarchy (cgroup1.Default) in the load of a container's cgroup (container.go), with the
-// same result and fewer reads of /proc/self/mountinfo: PidPath reads it once per
-// hierarchy the process is in (to find where each is mounted) and Default once more.
-// Here it is read once per load, and the hierarchy list (which cgroup v1 controllers are
-// mounted, and where) once per process: v1 hierarchies are mounted at boot, and Load
-// still checks that each of the process's cgroup directories exists.
+// same result without reading /proc/self/mountinfo each time: PidPath reads it once per
+// hierarchy the process is in (to find where each is mounted), Default once more. Which
+// cgroup v1 hierarchies are mounted, and where, is read once per process: v1 hierarchies
+// are mounted at boot, and Load still checks that each of the process's cgroup
+// directories exists.
 var hierarchy struct {
-	mu   sync.Mutex
-	subs []cgroup1.Subsystem // guarded by mu; nil until cgroup1.Default first succeeds
+	mu    sync.Mutex
+	subs  []cgroup1.Subsystem // guarded by mu; nil until cgroup1.Default first succeeds
+	dests map[string]string   // guarded by mu; nil until mountinfo was first read
 }
 
 // v1Hierarchy is cgroup1.Default, kept once it succeeded.
@@ -47,16 +48,30 @@ func pidPath(pid int) cgroup1.Path {
 	if err != nil {
 		return errorPath(fmt.Errorf("parse cgroup file %s: %w", p, err))
 	}
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return errorPath(err)
-	}
-	defer f.Close()
-	dests, err := mountDestinations(f)
+	dests, err := cgroupDestinations()
 	if err != nil {
 		return errorPath(err)
 	}
 	return existingPath(paths, dests)
+}
+
+// cgroupDestinations is mountDestinations of /proc/self/mountinfo, read once it succeeded.
+func cgroupDestinations() (map[string]string, error) {
+	hierarchy.mu.Lock()
+	defer hierarchy.mu.Unlock()
+	if hierarchy.dests == nil {
+		f, err := os.Open("/proc/self/mountinfo")
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		dests, err := mountDestinations(f)
+		if err != nil {
+			return nil, err
+		}
+		hierarchy.dests = dests
+	}
+	return hierarchy.dests, nil
 }
 
 // mountDestinations maps each option of the cgroup v1 mounts in a mountinfo (a controller,

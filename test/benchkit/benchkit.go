@@ -551,6 +551,9 @@ func Start(prefix, ns string) (*Env, func(), error) {
 		} else {
 			fmt.Fprintln(os.Stderr, "cleaned up: no shim, mount or cgroup left")
 		}
+		if err := cd.Release(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+		}
 		os.RemoveAll(dir)
 	}
 	return e, stop, nil
