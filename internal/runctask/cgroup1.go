@@ -20,7 +20,9 @@ import (
 // hierarchy the process is in (to find where each is mounted), Default once more. Which
 // cgroup v1 hierarchies are mounted, and where, is read once per process: v1 hierarchies
 // are mounted at boot, and Load still checks that each of the process's cgroup
-// directories exists.
+// directories exists; a hierarchy the kept mount roots lack makes them read again.
+
+// hierarchy is what cgroup v1 has mounted, as this process first read it.
 var hierarchy struct {
 	mu    sync.Mutex
 	subs  []cgroup1.Subsystem // guarded by mu; nil until cgroup1.Default first succeeds
@@ -48,18 +50,27 @@ func pidPath(pid int) cgroup1.Path {
 	if err != nil {
 		return errorPath(fmt.Errorf("parse cgroup file %s: %w", p, err))
 	}
-	dests, err := cgroupDestinations()
+	dests, err := cgroupDestinations(false)
 	if err != nil {
 		return errorPath(err)
+	}
+	for n := range paths {
+		if _, ok := dests[n]; !ok { // mounted since they were read?
+			if dests, err = cgroupDestinations(true); err != nil {
+				return errorPath(err)
+			}
+			break
+		}
 	}
 	return existingPath(paths, dests)
 }
 
-// cgroupDestinations is mountDestinations of /proc/self/mountinfo, read once it succeeded.
-func cgroupDestinations() (map[string]string, error) {
+// cgroupDestinations is mountDestinations of /proc/self/mountinfo, kept once read
+// (read again if reread).
+func cgroupDestinations(reread bool) (map[string]string, error) {
 	hierarchy.mu.Lock()
 	defer hierarchy.mu.Unlock()
-	if hierarchy.dests == nil {
+	if hierarchy.dests == nil || reread {
 		f, err := os.Open("/proc/self/mountinfo")
 		if err != nil {
 			return nil, err

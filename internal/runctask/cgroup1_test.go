@@ -32,7 +32,8 @@ func TestPidPathIsContainerds(t *testing.T) {
 	for _, s := range subs {
 		names = append(names, s.Name())
 	}
-	for _, pid := range []int{os.Getpid(), 1, 999999999} {
+	compare := func(pid int) {
+		t.Helper()
 		ours, theirs := pidPath(pid), cgroup1.PidPath(pid)
 		for _, n := range names {
 			p1, err1 := ours(n)
@@ -42,6 +43,14 @@ func TestPidPathIsContainerds(t *testing.T) {
 			}
 		}
 	}
+	for _, pid := range []int{os.Getpid(), 1, 999999999} {
+		compare(pid)
+	}
+	// Mount roots kept from before a hierarchy was mounted are read again.
+	hierarchy.mu.Lock()
+	hierarchy.dests = map[string]string{}
+	hierarchy.mu.Unlock()
+	compare(os.Getpid())
 }
 
 // TestLoadIsContainerds: the loaded cgroup has the subsystems containerd's load finds.
