@@ -78,13 +78,9 @@ type keptState struct {
 // keepRuncState parses runc's state in dir for a later adoption (adoptionState) and
 // creates the file the adoption writes the new state in.
 func keepRuncState(dir string) (*keptState, error) {
-	st, stamp, err := readRuncStateStamped(dir)
+	k, err := readKeptState(dir)
 	if err != nil {
 		return nil, err
-	}
-	k := &keptState{state: st, stamp: stamp}
-	if err := json.Unmarshal(st["config"], &k.cfg); err != nil {
-		return nil, fmt.Errorf("runc state config: %w", err)
 	}
 	f, err := os.OpenFile(filepath.Join(dir, stateRewrite), os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 	if err != nil {
@@ -101,15 +97,19 @@ func adoptionState(dir string, k *keptState) (*keptState, error) {
 			return k, nil
 		}
 	}
+	return readKeptState(dir)
+}
+
+func readKeptState(dir string) (*keptState, error) {
 	st, stamp, err := readRuncStateStamped(dir)
 	if err != nil {
 		return nil, err
 	}
-	n := &keptState{state: st, stamp: stamp}
-	if err := json.Unmarshal(st["config"], &n.cfg); err != nil {
+	k := &keptState{state: st, stamp: stamp}
+	if err := json.Unmarshal(st["config"], &k.cfg); err != nil {
 		return nil, fmt.Errorf("runc state config: %w", err)
 	}
-	return n, nil
+	return k, nil
 }
 
 // cgroupsPath is the container's cgroup (config.cgroups.path).
