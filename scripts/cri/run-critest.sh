@@ -194,8 +194,7 @@ freeport() {
 
 # --- build ----------------------------------------------------------------------
 log "building the shim and the helpers"
-(cd "$HERE" && CGO_ENABLED=0 go build -o bin/containerd-shim-warm-v2 ./cmd/containerd-shim-warm-v2 &&
-	CGO_ENABLED=0 go build -o libexec/warm/containerd-shim-warm-v2 ./cmd/warm-shim &&
+(cd "$HERE" && make build >/dev/null &&
 	CGO_ENABLED=0 go build -o "$T/bin/pause" ./test/cri/cmd/pause &&
 	CGO_ENABLED=0 go build -o "$T/bin/nnp" ./test/cri/cmd/nnp &&
 	go build -o "$T/bin/" ./test/cri/cmd/mkimages ./test/cri/cmd/crisummary ./cmd/warmctl) || die "build failed"
