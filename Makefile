@@ -23,6 +23,7 @@ build:
 	@# compiler is (a static C binary starts in ~0.3 ms of CPU, a Go one in 1.6 or more),
 	@# else the same program in Go (cmd/containerd-shim-warm-v2, which the C one is tested
 	@# against).
+	mkdir -p $(BIN) $(LIBEXEC)
 	if command -v $(CC) >/dev/null 2>&1; then \
 		$(CC) -O2 -Wall -Wextra -static -s -o $(BIN)/containerd-shim-warm-v2 cmd/containerd-shim-warm-v2/c/front.c; \
 	else \
