@@ -12,13 +12,11 @@ import (
 	"testing"
 	"time"
 
-	bootapi "github.com/containerd/containerd/api/runtime/bootstrap/v1"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/runc"
 	runcC "github.com/containerd/go-runc"
 	"golang.org/x/sys/unix"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/warmshim/warm/internal/bootstraptest"
 	"github.com/warmshim/warm/internal/fastdelete"
 	"github.com/warmshim/warm/internal/fastjoin"
 	"github.com/warmshim/warm/internal/group"
@@ -81,23 +79,6 @@ func runC(t *testing.T, front, dir string, args []string, stdin []byte) (out []b
 	return out, false
 }
 
-func params(t *testing.T, id, ns, grpc string, socketDir *string) []byte {
-	t.Helper()
-	ext, err := anypb.New(&bootapi.BootstrapResult{Address: "an option"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := proto.Marshal(&bootapi.BootstrapParams{
-		InstanceID: id, Namespace: ns, LogLevel: bootapi.LogLevel_LOG_LEVEL_DEBUG,
-		ContainerdVersion: "v2.4.2", ContainerdTtrpcAddress: grpc + ".ttrpc", ContainerdGrpcAddress: grpc,
-		ContainerdBinary: "/usr/bin/containerd", Extensions: []*bootapi.Extension{{Value: ext}}, SocketDir: socketDir,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
-}
-
 func startArgs(ns, id string) []string {
 	return []string{"-namespace", ns, "-address", "/run/containerd/containerd.sock", "-publish-binary", "/usr/bin/containerd", "-id", id, "start"}
 }
@@ -128,7 +109,7 @@ func TestCFrontStart(t *testing.T) {
 		fast         bool
 	}{
 		{"template", cfg(tmpl), nil, nil, true},
-		{"template, socket dir given", cfg(tmpl), nil, params(t, "c1", "ns", grpc, &sd), true},
+		{"template, socket dir given", cfg(tmpl), nil, bootstraptest.Params(t, "c1", "ns", grpc, &sd), true},
 		{"group", cfg(`{"io.containerd.warm.group":"g1","other":"x"}`), nil, nil, true},
 		{"debug flag and = forms", cfg(tmpl), []string{"-debug", "-namespace=ns", "--address", "/a", "-id=c1", "start"}, nil, true},
 		{"CRI container, its template", cfg(`{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"app",` +
@@ -141,9 +122,9 @@ func TestCFrontStart(t *testing.T) {
 			`"io.containerd.warm.template":"py","n":null}`), nil, nil, true},
 		{"no annotations: a shim of its own", cfg(`null`), nil, nil, true},
 		{"no such group served", cfg(`{"io.containerd.warm.group":"nobody"}`), nil, nil, true},
-		{"empty socket dir is the default", cfg(tmpl), nil, params(t, "c1", "ns", grpc, &empty), true},
-		{"params for another id", cfg(tmpl), nil, params(t, "c2", "ns", grpc, &sd), true},
-		{"params for another namespace", cfg(tmpl), nil, params(t, "c1", "ns2", grpc, &sd), true},
+		{"empty socket dir is the default", cfg(tmpl), nil, bootstraptest.Params(t, "c1", "ns", grpc, &empty), true},
+		{"params for another id", cfg(tmpl), nil, bootstraptest.Params(t, "c2", "ns", grpc, &sd), true},
+		{"params for another namespace", cfg(tmpl), nil, bootstraptest.Params(t, "c1", "ns2", grpc, &sd), true},
 		{"truncated params", cfg(tmpl), nil, []byte{0x0a, 0x10, 'c'}, true},
 		{"not JSON", `{"annotations":{"io.containerd.warm.template":"py"}`, nil, nil, true},
 		{"trailing data", cfg(tmpl) + ` x`, nil, nil, true},
@@ -167,7 +148,7 @@ func TestCFrontStart(t *testing.T) {
 			}
 			in := tc.params
 			if in == nil {
-				in = params(t, "c1", "ns", grpc, &sd)
+				in = bootstraptest.Params(t, "c1", "ns", grpc, &sd)
 			}
 			goDir, cDir := t.TempDir(), t.TempDir()
 			for _, d := range []string{goDir, cDir} {

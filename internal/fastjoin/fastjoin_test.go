@@ -13,33 +13,15 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	containerdshim "github.com/containerd/containerd/v2/pkg/shim"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/warmshim/warm/internal/bootstraptest"
 	"github.com/warmshim/warm/internal/group"
 	"github.com/warmshim/warm/internal/shimargs"
 )
 
-// The bootstrap parameters as containerd marshals them, every field set.
-func marshalParams(t *testing.T, id, ns, grpc string, socketDir *string) []byte {
-	t.Helper()
-	ext, err := anypb.New(&bootapi.BootstrapResult{Address: "an option"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	in, err := proto.Marshal(&bootapi.BootstrapParams{
-		InstanceID: id, Namespace: ns, LogLevel: bootapi.LogLevel_LOG_LEVEL_DEBUG,
-		ContainerdVersion: "v2.4.2", ContainerdTtrpcAddress: grpc + ".ttrpc", ContainerdGrpcAddress: grpc,
-		ContainerdBinary: "/usr/bin/containerd", Extensions: []*bootapi.Extension{{Value: ext}}, SocketDir: socketDir,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return in
-}
-
 func TestParseParams(t *testing.T) {
 	dir := "/run/x/s"
-	p, err := parseParams(marshalParams(t, "c1", "k8s.io", "/run/containerd/containerd.sock", &dir))
+	p, err := parseParams(bootstraptest.Params(t, "c1", "k8s.io", "/run/containerd/containerd.sock", &dir))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -47,7 +29,7 @@ func TestParseParams(t *testing.T) {
 	if p != want {
 		t.Fatalf("got %+v, want %+v", p, want)
 	}
-	if p, err := parseParams(marshalParams(t, "c1", "ns", "/a", nil)); err != nil || p.socketDir != "" {
+	if p, err := parseParams(bootstraptest.Params(t, "c1", "ns", "/a", nil)); err != nil || p.socketDir != "" {
 		t.Fatalf("without a socket dir: %+v %v", p, err)
 	}
 	if _, err := parseParams([]byte{0x0a, 0x10, 'x'}); err == nil {
@@ -112,7 +94,7 @@ func TestAnswer(t *testing.T) {
 
 	t.Run("join", func(t *testing.T) {
 		dir := bundle(t, hit)
-		out, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), dir)
+		out, ok := answer(args, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), dir)
 		if !ok {
 			t.Fatal("no answer for a container of a running group")
 		}
@@ -124,13 +106,13 @@ func TestAnswer(t *testing.T) {
 			t.Fatalf("bundle's socket dir link %q %v", l, err)
 		}
 		// Again in the same bundle: the link is replaced.
-		if _, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), dir); !ok {
+		if _, ok := answer(args, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), dir); !ok {
 			t.Fatal("second start in the same bundle")
 		}
 	})
 	t.Run("debug and flag forms", func(t *testing.T) {
 		a := []string{"-debug", "--namespace=" + ns, "-address", grpc, "-id=c1", "start"}
-		if _, ok := answer(a, marshalParams(t, "c1", ns, grpc, &socketDir), bundle(t, hit)); !ok {
+		if _, ok := answer(a, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), bundle(t, hit)); !ok {
 			t.Fatal("no answer")
 		}
 	})
@@ -140,20 +122,20 @@ func TestAnswer(t *testing.T) {
 		input []byte
 		ann   map[string]string
 	}{
-		{"own shim", args, marshalParams(t, "c1", ns, grpc, &socketDir), map[string]string{"x": "y"}},
-		{"group with no shim", args, marshalParams(t, "c1", ns, grpc, &socketDir), map[string]string{group.Annotation: "nobody"}},
-		{"other namespace", []string{"-namespace", "other", "-address", grpc, "-id", "c1", "start"}, marshalParams(t, "c1", "other", grpc, &socketDir), hit},
-		{"default socket dir", args, marshalParams(t, "c1", ns, grpc, nil), hit},
-		{"params of another container", args, marshalParams(t, "c2", ns, grpc, &socketDir), hit},
-		{"params of another namespace", args, marshalParams(t, "c1", "other", grpc, &socketDir), hit},
+		{"own shim", args, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), map[string]string{"x": "y"}},
+		{"group with no shim", args, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), map[string]string{group.Annotation: "nobody"}},
+		{"other namespace", []string{"-namespace", "other", "-address", grpc, "-id", "c1", "start"}, bootstraptest.Params(t, "c1", "other", grpc, &socketDir), hit},
+		{"default socket dir", args, bootstraptest.Params(t, "c1", ns, grpc, nil), hit},
+		{"params of another container", args, bootstraptest.Params(t, "c2", ns, grpc, &socketDir), hit},
+		{"params of another namespace", args, bootstraptest.Params(t, "c1", "other", grpc, &socketDir), hit},
 		{"bad params", args, []byte{0xff, 0xff}, hit},
 		{"no params", args, nil, hit},
-		{"delete action", []string{"-namespace", ns, "-address", grpc, "-id", "c1", "delete"}, marshalParams(t, "c1", ns, grpc, &socketDir), hit},
+		{"delete action", []string{"-namespace", ns, "-address", grpc, "-id", "c1", "delete"}, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), hit},
 		{"version", []string{"-v"}, nil, hit},
 		{"info", []string{"-info", "-namespace", ns, "start"}, nil, hit},
-		{"unknown flag", append([]string{"-new-flag"}, args...), marshalParams(t, "c1", ns, grpc, &socketDir), hit},
-		{"no namespace", []string{"-address", grpc, "-id", "c1", "start"}, marshalParams(t, "c1", "", grpc, &socketDir), hit},
-		{"extra argument", append(args, "more"), marshalParams(t, "c1", ns, grpc, &socketDir), hit},
+		{"unknown flag", append([]string{"-new-flag"}, args...), bootstraptest.Params(t, "c1", ns, grpc, &socketDir), hit},
+		{"no namespace", []string{"-address", grpc, "-id", "c1", "start"}, bootstraptest.Params(t, "c1", "", grpc, &socketDir), hit},
+		{"extra argument", append(args, "more"), bootstraptest.Params(t, "c1", ns, grpc, &socketDir), hit},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			dir := bundle(t, c.ann)
@@ -166,7 +148,7 @@ func TestAnswer(t *testing.T) {
 		})
 	}
 	t.Run("no spec", func(t *testing.T) {
-		if _, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), t.TempDir()); ok {
+		if _, ok := answer(args, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), t.TempDir()); ok {
 			t.Fatal("answered without a config.json")
 		}
 	})
@@ -179,7 +161,7 @@ func TestAnswer(t *testing.T) {
 		}
 		sl.(*net.UnixListener).SetUnlinkOnClose(false)
 		sl.Close() // the file stays, nothing listens
-		if _, ok := answer(args, marshalParams(t, "c1", ns, grpc, &socketDir), bundle(t, map[string]string{group.Annotation: key})); ok {
+		if _, ok := answer(args, bootstraptest.Params(t, "c1", ns, grpc, &socketDir), bundle(t, map[string]string{group.Annotation: key})); ok {
 			t.Fatal("answered with a dead shim's socket")
 		}
 	})
