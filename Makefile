@@ -50,7 +50,7 @@ unit:
 
 # Integration tests need root; they start their own containerd under /tmp/warm-it-*.
 integration: build
-	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./internal/... ./oci/... ./test/...
+	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./cmd/containerd-shim-warm-v2/ ./internal/... ./oci/... ./test/...
 
 # CRI conformance: critest v1.37.0 against handlers runc and warm (about 5 minutes).
 critest: build

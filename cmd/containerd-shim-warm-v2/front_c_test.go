@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +30,23 @@ import (
 // same arguments and stdin. It may hand over more (what it does not read as Go does);
 // the cases marked fast are the usual ones it must answer itself.
 
-// cFront builds c/front.c into dir/bin with a stub shim in dir/libexec/warm.
+// built is the C front's build, shared by the tests (TestMain removes it).
+var built struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.dir != "" {
+		os.RemoveAll(built.dir)
+	}
+	os.Exit(code)
+}
+
+// cFront builds c/front.c (once) into bin/ of a directory with a stub shim in
+// libexec/warm, and returns the front's path.
 func cFront(t *testing.T) string {
 	t.Helper()
 	cc, err := exec.LookPath("cc")
@@ -39,21 +56,31 @@ func cFront(t *testing.T) string {
 		}
 		t.Skip("no C compiler (cc): make build installs the Go front")
 	}
-	dir := t.TempDir()
-	front := filepath.Join(dir, "bin", "containerd-shim-warm-v2")
+	built.once.Do(func() { built.dir, built.path, built.err = buildCFront(cc) })
+	if built.err != nil {
+		t.Fatal(built.err)
+	}
+	return built.path
+}
+
+func buildCFront(cc string) (dir, front string, err error) {
+	if dir, err = os.MkdirTemp("", "cfront-"); err != nil {
+		return "", "", err
+	}
+	front = filepath.Join(dir, "bin", "containerd-shim-warm-v2")
 	stub := filepath.Join(dir, "libexec", "warm", "containerd-shim-warm-v2")
 	for _, d := range []string{filepath.Dir(front), filepath.Dir(stub)} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
-			t.Fatal(err)
+			return dir, "", err
 		}
 	}
 	if out, err := exec.Command(cc, "-O2", "-Wall", "-Wextra", "-Werror", "-static", "-o", front, "c/front.c").CombinedOutput(); err != nil {
-		t.Fatalf("cc: %v\n%s", err, out)
+		return dir, "", fmt.Errorf("cc: %w\n%s", err, out)
 	}
 	if err := os.WriteFile(stub, []byte("#!/bin/sh\nprintf 'SHIM %s\\n' \"$*\"\ncat\n"), 0o755); err != nil {
-		t.Fatal(err)
+		return dir, "", err
 	}
-	return front
+	return dir, front, nil
 }
 
 // runC runs the C front in dir with args and stdin; handed reports whether it handed
