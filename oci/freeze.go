@@ -1,6 +1,7 @@
 package oci
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -44,4 +45,36 @@ func isFrozen(paths map[string]string) (bool, error) {
 	}
 	v, err := os.ReadFile(filepath.Join(dir, "freezer.state"))
 	return strings.TrimSpace(string(v)) != "THAWED", err
+}
+
+// RestoreFreezer pauses a restore in progress (refillgate.Freezer): it writes the freezer
+// of the cgroup runc restores into (the v1 freezer hierarchy's, or the v2 cgroup), and
+// does not wait for the kernel to report the new state. CRIU itself runs in that cgroup
+// (runc moves it there), so the whole restore stops. A cgroup runc has not created yet,
+// or removed already, is nothing to pause.
+type RestoreFreezer struct{ file, frozen, thawed string }
+
+// NewRestoreFreezer returns the freezer of cgroupsPath (as in the sandbox's spec).
+func NewRestoreFreezer(cgroupsPath string) *RestoreFreezer {
+	if unified() {
+		return &RestoreFreezer{file: filepath.Join(cgroupV2Root, cgroupsPath, "cgroup.freeze"), frozen: "1", thawed: "0"}
+	}
+	return &RestoreFreezer{file: filepath.Join(cgroupV2Root, "freezer", cgroupsPath, "freezer.state"), frozen: "FROZEN", thawed: "THAWED"}
+}
+
+func (f *RestoreFreezer) Freeze() error { return f.write(f.frozen) }
+func (f *RestoreFreezer) Thaw() error   { return f.write(f.thawed) }
+
+func (f *RestoreFreezer) write(v string) error {
+	fd, err := os.OpenFile(f.file, os.O_WRONLY, 0)
+	if err == nil {
+		_, err = fd.WriteString(v)
+		if cerr := fd.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("%s: %w", f.file, err)
+	}
+	return nil
 }

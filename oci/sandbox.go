@@ -23,6 +23,7 @@ import (
 
 	"github.com/warmshim/warm/internal/pipewatch"
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/store"
 )
 
@@ -45,6 +46,8 @@ type Sandboxes struct {
 	// own parent cannot be used (a systemd path).
 	CgroupParent string
 	Rootfs       Rootfs
+	// Gate, if set, pauses the restores while pool hits are served (refills' Sandboxes).
+	Gate *refillgate.Gate
 }
 
 // Sandbox is one pooled sandbox: a restored, frozen runc container with the stdio
@@ -170,7 +173,8 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if err := os.MkdirAll(filepath.Join(bundle, "rootfs"), 0o700); err != nil {
 		return sb, 0, err
 	}
-	sp, err := sandboxSpec(t, bundle, filepath.Join(s.cgroupParentOf(t), id))
+	cgroupsPath := filepath.Join(s.cgroupParentOf(t), id)
+	sp, err := sandboxSpec(t, bundle, cgroupsPath)
 	if err != nil {
 		return sb, 0, err
 	}
@@ -208,6 +212,10 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	sb.stdin, sb.stdout, sb.stderr = inW, outR, errR
 	pio := &pipeIO{in: inR, out: outW, err: errW}
 	pidFile := filepath.Join(bundle, "pid")
+	leave := func() {}
+	if s.Gate != nil {
+		leave = s.Gate.Enter(id, NewRestoreFreezer(cgroupsPath))
+	}
 	err = lowPriority(func() error {
 		_, err := s.runc(bundle).Restore(ctx, id, bundle, &runc.RestoreOpts{
 			CheckpointOpts: runc.CheckpointOpts{ImagePath: t.Images, WorkDir: filepath.Join(bundle, "work")},
@@ -218,6 +226,8 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 		})
 		return err
 	})
+	// From here the gate leaves the sandbox alone (if it is paused now, it stays frozen).
+	leave()
 	pio.CloseAfterStart()
 	if err != nil {
 		return sb, 0, fmt.Errorf("runc restore: %w (runc: %s; CRIU: %s)", err, RuncErrors(filepath.Join(bundle, "log.json")),

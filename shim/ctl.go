@@ -86,6 +86,12 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 			go w.onIdle()
 		}
 	})
+	mux.HandleFunc("GET /refills", func(rw http.ResponseWriter, r *http.Request) {
+		w.mu.Lock()
+		g := w.gate
+		w.mu.Unlock()
+		writeJSON(rw, g.Stats())
+	})
 	mux.HandleFunc("GET /templates", func(rw http.ResponseWriter, r *http.Request) {
 		w.mu.Lock()
 		st, ns := w.store, w.ns

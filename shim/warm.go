@@ -24,6 +24,7 @@ import (
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/logfile"
+	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
 	"github.com/warmshim/warm/pool"
@@ -49,6 +50,7 @@ type warm struct {
 	dynmods   *dynmodsKeeper        // keeps favordynmods on (cgroup_favordynmods); guarded by mu
 	store     *store.Store          // guarded by mu
 	sandboxes *oci.Sandboxes        // guarded by mu
+	gate      *refillgate.Gate      // pauses refills while hits are served; guarded by mu
 	rootfs    *snapshotRootfs       // guarded by mu
 	pools     map[string]*pool.Pool // template name -> pool; guarded by mu
 	frozen    map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
@@ -77,6 +79,7 @@ type served struct {
 	rebind  []specs.Mount // network files adoption binds over the template's
 	release func()        // a restore-on-create: the template generation it reads
 	create  time.Duration // a hit: the shim's Create time, until Start adds its own
+	unpause func()        // a hit: ends its pause of the refills (at Start, or if it fails)
 	// A recovery standby (pool nil): the Sandboxes that restored it and destroy it.
 	sandboxes *oci.Sandboxes
 }
@@ -165,11 +168,17 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		w.dynmods = newDynmodsKeeper(hostCgroupMounts{})
 		go w.dynmods.run(context.WithoutCancel(ctx), dynmodsInterval)
 	}
+	if cfg.RefillPause {
+		w.gate = refillgate.New(0, 0, func(id string, err error) {
+			log.L.WithError(err).WithField("sandbox", id).Warn("pause of a refill during a hit")
+		})
+	}
 	w.sandboxes = &oci.Sandboxes{
 		Runc: realRunc, Root: runcRoot(cfg, ns),
 		Dir:          filepath.Join(run, "sandboxes"),
 		CgroupParent: "/warm-pool/" + ns,
 		Rootfs:       w.rootfs,
+		Gate:         w.gate,
 	}
 	if err := os.MkdirAll(w.sandboxes.Dir, 0o700); err != nil {
 		return err
@@ -303,7 +312,12 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
 		if err == nil {
 			w.mu.Lock()
-			w.served[r.ID] = &served{pool: p, sb: sb, bundle: r.Bundle, spec: spec, rebind: v.Rebind}
+			gate := w.gate
+			w.mu.Unlock()
+			// Refills in progress stop until the hit started (refillgate).
+			unpause := gate.Hit()
+			w.mu.Lock()
+			w.served[r.ID] = &served{pool: p, sb: sb, bundle: r.Bundle, spec: spec, rebind: v.Rebind, unpause: unpause}
 			delete(w.frozen, sb.Handle.(*oci.Sandbox).Pid)
 			w.mu.Unlock()
 			topts.runc.BinaryName = w.self
@@ -398,6 +412,9 @@ func (w *warm) unplan(ctx context.Context, id string) {
 	if s == nil {
 		return
 	}
+	if s.unpause != nil {
+		s.unpause()
+	}
 	switch {
 	case s.sb != nil && s.pool != nil:
 		_ = s.pool.Release(ctx, s.sb)
@@ -423,6 +440,9 @@ func (w *warm) startedIn(id string, d time.Duration) {
 	w.mu.Lock()
 	s := w.served[id]
 	w.mu.Unlock()
+	if s != nil && s.unpause != nil {
+		s.unpause()
+	}
 	if s != nil && s.sb != nil && s.pool != nil {
 		s.pool.Served(s.sb.ID, s.create+d)
 		log.L.WithField("container", id).WithField("create", s.create).WithField("start", d).Debug("pool hit served")

@@ -63,6 +63,72 @@ func BenchmarkPoolHit(b *testing.B) {
 	}
 }
 
+// BenchmarkPoolHitDuringRefill is BenchmarkPoolHit with a refill's restore running: the
+// pool is kept at two, and each hit comes 30 ms into the restore that replaces the
+// previous hit's sandbox (CRIU and the restored task busy in their cgroup). It reports
+// the shim's Create+Start p50 and p99 and how often the refill gate paused restores.
+// Compare with BenchmarkPoolHit, and with refill_pause = false in the config:
+//
+//	sudo make build && PATH=$PWD/bin:/var/cache/warm-tools/bin:$PATH go test -run '^$' -bench PoolHitDuringRefill -benchtime 40x ./test/
+func BenchmarkPoolHitDuringRefill(b *testing.B) {
+	e, name, ctl := benchPool(b, "benchrefill")
+	if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=2", nil); err != nil {
+		b.Fatal(err)
+	}
+	// hit serves one container and returns its NewTask+Start time.
+	hit := func() time.Duration {
+		c := e.containerB(echoApp, templateAnn(name, false))
+		start := time.Now()
+		task, err := c.NewTask(e.ctx, cio.NullIO)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := task.Start(e.ctx); err != nil {
+			b.Fatal(err)
+		}
+		d := time.Since(start)
+		exited, err := task.Wait(e.ctx)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_ = task.Kill(e.ctx, syscall.SIGKILL)
+		<-exited
+		if _, err := task.Delete(e.ctx); err != nil {
+			b.Fatal(err)
+		}
+		return d
+	}
+	// A settled pool, then a first hit (not measured) whose refill the loop's first hit meets.
+	waitForB(b, func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 2 && s.Restoring == 0 })
+	hit()
+	var client []time.Duration
+	pauses0, _ := refillPauses(b, ctl)
+	b.ResetTimer()
+	b.StopTimer()
+	for i := 0; i < b.N; i++ {
+		// The previous hit's refill (it starts once that hit started, and 100 ms after
+		// its acquire).
+		waitForB(b, func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 && s.Restoring >= 1 })
+		time.Sleep(30 * time.Millisecond)
+		b.StartTimer()
+		client = append(client, hit()) // the timer also runs through the Delete
+		b.StopTimer()
+	}
+	st, _, _ := ctl.Pool(name)
+	pauses, paused := refillPauses(b, ctl)
+	sort.Slice(client, func(i, j int) bool { return client[i] < client[j] })
+	b.ReportMetric(float64(st.ServeP50.Microseconds())/1000, "shim-p50-ms")
+	b.ReportMetric(float64(st.ServeP99.Microseconds())/1000, "shim-p99-ms")
+	if len(client) > 0 {
+		b.ReportMetric(float64(client[len(client)/2].Microseconds())/1000, "client-p50-ms")
+		b.ReportMetric(float64(client[len(client)*99/100].Microseconds())/1000, "client-p99-ms")
+	}
+	b.ReportMetric(float64(pauses-pauses0)/float64(b.N), "pauses/hit")
+	if n := pauses - pauses0; n > 0 {
+		b.ReportMetric(paused.Seconds()*1000/float64(pauses), "ms/pause")
+	}
+}
+
 // BenchmarkPoolHitConcurrent compares 10 hits started at once with 10 started one after
 // another, each on a pool of 10 settled sandboxes, through one Go client (as the CRI
 // plugin drives containerd): NewContainer + NewTask + Start per hit. It reports p50 and
@@ -208,4 +274,12 @@ func procCPU(pid int) (own, children time.Duration, err error) {
 	}
 	tick := 10 * time.Millisecond
 	return time.Duration(st.Utime+st.Stime) * tick, time.Duration(st.Cutime+st.Cstime) * tick, nil
+}
+
+func refillPauses(b *testing.B, ctl *harness.Ctl) (int64, time.Duration) {
+	n, d, err := ctl.RefillPauses()
+	if err != nil {
+		b.Fatal(err)
+	}
+	return n, d
 }

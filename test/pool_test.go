@@ -930,3 +930,129 @@ func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 	}
 	return dir, mem, pids
 }
+
+// TestPoolRefillPausedDuringHit: a refill's restore in progress is frozen while a hit is
+// being served and thawed after (refill_pause, on by default), and the sandbox it
+// restores serves containers with the template's state. The hit is created and not yet
+// started, so the pause comes and goes on its 50 ms bounds while the test watches the
+// restore's freezer.
+func TestPoolRefillPausedDuringHit(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "gate-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	pauses0, _, err := ctl.RefillPauses()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Sandboxes wait beside the template's container, under the namespace's cgroup.
+	glob := filepath.Join("/sys/fs/cgroup/freezer", cd.Namespace, "warm-"+cd.Namespace+"-"+name+"-*", "freezer.state")
+	frozenValue, thawedValue := "FROZEN", "THAWED"
+	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
+		glob = filepath.Join("/sys/fs/cgroup", cd.Namespace, "warm-"+cd.Namespace+"-"+name+"-*", "cgroup.freeze")
+		frozenValue, thawedValue = "1", "0"
+	}
+	existing := map[string]bool{}
+	matches, _ := filepath.Glob(glob)
+	for _, m := range matches {
+		existing[m] = true
+	}
+	// A first hit takes a sandbox: its refill starts once it started.
+	first := e.container(echoApp, templateAnn(name, false))
+	r1, w1 := io.Pipe()
+	defer w1.Close()
+	var out1 syncBuffer
+	task1, exit1 := e.start(first, streams(r1, &out1, io.Discard))
+	if got := askSeed(t, w1, &out1, "first"); got != seed {
+		t.Fatalf("first hit has seed %s, the template %s", got, seed)
+	}
+	// The refill's restore, once runc made its cgroup.
+	var restoring string
+	waitFor(t, "a refill's restore with its cgroup", func() bool {
+		matches, _ := filepath.Glob(glob)
+		for _, m := range matches {
+			if !existing[m] {
+				restoring = m
+				return true
+			}
+		}
+		return false
+	})
+	// A second hit, created and not started: the gate pauses the restore for 50 ms,
+	// lets it run 50, and so on.
+	second := e.container(echoApp, templateAnn(name, false))
+	r2, w2 := io.Pipe()
+	defer w2.Close()
+	var out2 syncBuffer
+	created := make(chan error, 1)
+	var task2 containerd.Task
+	go func() {
+		var err error
+		task2, err = second.NewTask(e.ctx, streams(r2, &out2, io.Discard))
+		created <- err
+	}()
+	// Watch the restore's freezer until a pause ended (frozen, then thawed) or the
+	// restore ended.
+	sawFrozen, sawThaw := false, false
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !sawThaw; {
+		v, err := os.ReadFile(restoring)
+		if err != nil {
+			break // the restore failed and runc removed its cgroup
+		}
+		switch strings.TrimSpace(string(v)) {
+		case frozenValue, "FREEZING":
+			sawFrozen = true
+		case thawedValue:
+			sawThaw = sawFrozen
+		}
+		if st, _, _ := ctl.Pool(name); st.Restoring == 0 {
+			break
+		}
+		time.Sleep(500 * time.Microsecond)
+	}
+	if err := <-created; err != nil {
+		t.Fatal(err)
+	}
+	if !sawThaw {
+		t.Fatalf("the restore %s was not seen paused and resumed during a hit's Create (frozen seen: %v)", restoring, sawFrozen)
+	}
+	exit2, err := task2.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task2.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := askSeed(t, w2, &out2, "second"); got != seed {
+		t.Fatalf("second hit has seed %s, the template %s", got, seed)
+	}
+	if n, _, err := ctl.RefillPauses(); err != nil || n <= pauses0 {
+		t.Fatalf("refill pauses %d -> %d (%v): want more", pauses0, n, err)
+	}
+	// The paused restore completed and serves with the template's state (the pool's
+	// oldest sandboxes go first: two more hits reach it).
+	waitFor(t, "pool refilled", func() bool {
+		st, _, err := ctl.Pool(name)
+		return err == nil && st.Frozen >= 2 && st.Restoring == 0
+	})
+	for i := 0; i < 2; i++ {
+		c := e.container(echoApp, templateAnn(name, false))
+		r, w := io.Pipe()
+		var out syncBuffer
+		task, exit := e.start(c, streams(r, &out, io.Discard))
+		if got := askSeed(t, w, &out, fmt.Sprint("after-", i)); got != seed {
+			t.Fatalf("hit %d after the paused refill has seed %s, the template %s", i, got, seed)
+		}
+		w.Close()
+		_ = task.Kill(e.ctx, syscall.SIGKILL)
+		exitOf(t, exit)
+	}
+	for _, x := range []struct {
+		task containerd.Task
+		exit <-chan containerd.ExitStatus
+	}{{task1, exit1}, {task2, exit2}} {
+		_ = x.task.Kill(e.ctx, syscall.SIGKILL)
+		exitOf(t, x.exit)
+	}
+}

@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/store"
@@ -148,6 +149,10 @@ func run(c *ctl, args []string, asJSON bool) error {
 		}
 		if err := tw.Flush(); err != nil {
 			return err
+		}
+		var rs refillgate.Stats
+		if err := c.do("GET", "/refills", &rs); err == nil && rs.Pauses > 0 {
+			fmt.Printf("refills paused for hits: %d times, %v in all\n", rs.Pauses, rs.Paused.Round(time.Millisecond))
 		}
 		if m, ok, _ := oci.HostCgroupMount(); ok && !m.FavorDynmods() {
 			fmt.Fprintln(os.Stderr, "note: cgroup2 is mounted without favordynmods: each hit waits 5-35 ms for an RCU grace period (cgroup_favordynmods in warm.toml; docs/pool.md)")

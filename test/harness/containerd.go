@@ -173,6 +173,10 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	if dyn {
 		extra = "cgroup_favordynmods = true\n"
 	}
+	// WARM_TEST_REFILL_PAUSE=false turns the refill gate off (to compare with it on).
+	if v := os.Getenv("WARM_TEST_REFILL_PAUSE"); v == "true" || v == "false" {
+		extra += "refill_pause = " + v + "\n"
+	}
 	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\n%s%s",
 		env.Runc, c.RuncRoot, env.Criu, level, c.WarmState, c.WarmRun, extra, pools)
 	if err := os.WriteFile(c.WarmCfg, []byte(warm), 0o600); err != nil {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/pool"
 )
 
@@ -61,4 +62,12 @@ func (c *Ctl) Pool(name string) (pool.Stats, bool, error) {
 		}
 	}
 	return pool.Stats{}, false, nil
+}
+
+// RefillPauses is the pool shim's refill gate: how many times it paused refills in
+// progress for hits, and for how long in all.
+func (c *Ctl) RefillPauses() (int64, time.Duration, error) {
+	var st refillgate.Stats
+	err := c.Do("GET", "/refills", &st)
+	return st.Pauses, st.Paused, err
 }
