@@ -13,7 +13,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/containerd/cgroups/v3/cgroup1"
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
@@ -313,13 +312,9 @@ func applyResources(path string, res *specs.LinuxResources) error {
 		}
 		return m.Update(cgroupsv2.ToResources(res))
 	}
-	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
-	if err != nil {
-		return err
-	}
 	// Devices are already the template's (and compatibility required the same).
 	r.Devices = nil
-	return cg.Update(&r)
+	return update1(path, &r)
 }
 
 // runHook runs an OCI hook with the container state on its stdin, as runc does.
