@@ -23,8 +23,10 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 # --- Debian packages (bookworm) ------------------------------------------------
+# gcc and libc6-dev: make build compiles the static C front and warm-runc (the tests
+# run them under WARM_INTEGRATION=1).
 APT_PKGS=(libseccomp-dev pkg-config iptables containernetworking-plugins busybox-static
-	python3 docker-registry iproute2 psmisc)
+	python3 docker-registry iproute2 psmisc gcc libc6-dev)
 missing=()
 for p in "${APT_PKGS[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
