@@ -1,10 +1,10 @@
 package oci
 
 import (
-	"sync"
-
 	"github.com/containerd/cgroups/v3/cgroup1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/internal/cgroup1default"
 )
 
 // A hit whose request sets limits (ctr sets cpu shares, the CRI plugin shares, quota and
@@ -15,26 +15,6 @@ import (
 // machine. update1 gives Update only the controllers whose part of the request is set,
 // from a hierarchy read once per process. A controller left out would have written
 // nothing: TestUpdate1IsCgroup1Update compares the two on real cgroups.
-
-// v1Subsystems is cgroup1.Default, kept once it succeeded (cgroup v1 hierarchies are
-// mounted at boot).
-var v1Subsystems struct {
-	mu   sync.Mutex
-	subs []cgroup1.Subsystem // guarded by mu; nil until cgroup1.Default first succeeded
-}
-
-func defaultSubsystems() ([]cgroup1.Subsystem, error) {
-	v1Subsystems.mu.Lock()
-	defer v1Subsystems.mu.Unlock()
-	if v1Subsystems.subs == nil {
-		subs, err := cgroup1.Default()
-		if err != nil {
-			return nil, err
-		}
-		v1Subsystems.subs = subs
-	}
-	return v1Subsystems.subs, nil
-}
 
 // updaters names the controllers whose Update writes something for res: the others'
 // Update returns at once (hugetlb and net_prio have none; devices were applied at the
@@ -68,7 +48,7 @@ func updaters(res *specs.LinuxResources) map[cgroup1.Name]bool {
 // update1 applies res (no device rules) to the cgroup v1 path as
 // cgroup1.Load(cgroup1.StaticPath(path)).Update(res) does.
 func update1(path string, res *specs.LinuxResources) error {
-	all, err := defaultSubsystems()
+	all, err := cgroup1default.Subsystems()
 	if err != nil {
 		return err
 	}

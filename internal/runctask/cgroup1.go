@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"github.com/containerd/cgroups/v3/cgroup1"
+
+	"github.com/warmshim/warm/internal/cgroup1default"
 )
 
 // pidPath and v1Hierarchy stand in for cgroup1.PidPath(pid) and cgroup1.Load's default
@@ -22,26 +24,14 @@ import (
 // are mounted at boot, and Load still checks that each of the process's cgroup
 // directories exists; a hierarchy the kept mount roots lack makes them read again.
 
-// hierarchy is what cgroup v1 has mounted, as this process first read it.
+// hierarchy is where cgroup v1 is mounted, as this process first read it.
 var hierarchy struct {
 	mu    sync.Mutex
-	subs  []cgroup1.Subsystem // guarded by mu; nil until cgroup1.Default first succeeds
-	dests map[string]string   // guarded by mu; nil until mountinfo was first read
+	dests map[string]string // guarded by mu; nil until mountinfo was first read
 }
 
 // v1Hierarchy is cgroup1.Default, kept once it succeeded.
-func v1Hierarchy() ([]cgroup1.Subsystem, error) {
-	hierarchy.mu.Lock()
-	defer hierarchy.mu.Unlock()
-	if hierarchy.subs == nil {
-		subs, err := cgroup1.Default()
-		if err != nil {
-			return nil, err
-		}
-		hierarchy.subs = subs
-	}
-	return hierarchy.subs, nil
-}
+func v1Hierarchy() ([]cgroup1.Subsystem, error) { return cgroup1default.Subsystems() }
 
 // pidPath is cgroup1.PidPath(pid).
 func pidPath(pid int) cgroup1.Path {
