@@ -25,33 +25,12 @@ func BenchmarkPoolHit(b *testing.B) {
 	e, name, ctl := benchPool(b, "benchhit")
 	var client []time.Duration
 	b.ResetTimer()
+	b.StopTimer()
 	for i := 0; i < b.N; i++ {
-		b.StopTimer()
 		// A settled pool: no refill restore competes with the hit for the CPU (the bench
 		// command's rows measure hits back to back and concurrent).
 		waitForB(b, func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 && s.Restoring == 0 })
-		c := e.containerB(echoApp, templateAnn(name, false))
-		b.StartTimer()
-		start := time.Now()
-		task, err := c.NewTask(e.ctx, cio.NullIO)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := task.Start(e.ctx); err != nil {
-			b.Fatal(err)
-		}
-		client = append(client, time.Since(start))
-		b.StopTimer()
-		exited, err := task.Wait(e.ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = task.Kill(e.ctx, syscall.SIGKILL) // it may have ended already (stdin is empty)
-		<-exited
-		if _, err := task.Delete(e.ctx); err != nil {
-			b.Fatal(err)
-		}
-		b.StartTimer()
+		client = append(client, poolHitB(b, e, name))
 	}
 	b.StopTimer()
 	st, _, _ := ctl.Pool(name)
@@ -75,34 +54,12 @@ func BenchmarkPoolHitDuringRefill(b *testing.B) {
 	if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=2", nil); err != nil {
 		b.Fatal(err)
 	}
-	// hit serves one container and returns its NewTask+Start time.
-	hit := func() time.Duration {
-		c := e.containerB(echoApp, templateAnn(name, false))
-		start := time.Now()
-		task, err := c.NewTask(e.ctx, cio.NullIO)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := task.Start(e.ctx); err != nil {
-			b.Fatal(err)
-		}
-		d := time.Since(start)
-		exited, err := task.Wait(e.ctx)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_ = task.Kill(e.ctx, syscall.SIGKILL)
-		<-exited
-		if _, err := task.Delete(e.ctx); err != nil {
-			b.Fatal(err)
-		}
-		return d
-	}
 	// A settled pool, then a first hit (not measured) whose refill the loop's first hit meets.
 	waitForB(b, func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 2 && s.Restoring == 0 })
-	hit()
+	b.StopTimer()
+	poolHitB(b, e, name)
 	var client []time.Duration
-	pauses0, _ := refillPauses(b, ctl)
+	pauses0, paused0 := refillPauses(b, ctl)
 	b.ResetTimer()
 	b.StopTimer()
 	for i := 0; i < b.N; i++ {
@@ -110,9 +67,7 @@ func BenchmarkPoolHitDuringRefill(b *testing.B) {
 		// its acquire).
 		waitForB(b, func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 && s.Restoring >= 1 })
 		time.Sleep(30 * time.Millisecond)
-		b.StartTimer()
-		client = append(client, hit()) // the timer also runs through the Delete
-		b.StopTimer()
+		client = append(client, poolHitB(b, e, name))
 	}
 	st, _, _ := ctl.Pool(name)
 	pauses, paused := refillPauses(b, ctl)
@@ -125,7 +80,7 @@ func BenchmarkPoolHitDuringRefill(b *testing.B) {
 	}
 	b.ReportMetric(float64(pauses-pauses0)/float64(b.N), "pauses/hit")
 	if n := pauses - pauses0; n > 0 {
-		b.ReportMetric(paused.Seconds()*1000/float64(pauses), "ms/pause")
+		b.ReportMetric((paused-paused0).Seconds()*1000/float64(n), "ms/pause")
 	}
 }
 
@@ -274,6 +229,33 @@ func procCPU(pid int) (own, children time.Duration, err error) {
 	}
 	tick := 10 * time.Millisecond
 	return time.Duration(st.Utime+st.Stime) * tick, time.Duration(st.Cutime+st.Cstime) * tick, nil
+}
+
+// poolHitB serves one container from the pool of template name, timing (and returning)
+// its NewTask+Start; the caller stops the timer before. The task is deleted after.
+func poolHitB(b *testing.B, e *envB, name string) time.Duration {
+	c := e.containerB(echoApp, templateAnn(name, false))
+	b.StartTimer()
+	start := time.Now()
+	task, err := c.NewTask(e.ctx, cio.NullIO)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := task.Start(e.ctx); err != nil {
+		b.Fatal(err)
+	}
+	d := time.Since(start)
+	b.StopTimer()
+	exited, err := task.Wait(e.ctx)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = task.Kill(e.ctx, syscall.SIGKILL) // it may have ended already (stdin is empty)
+	<-exited
+	if _, err := task.Delete(e.ctx); err != nil {
+		b.Fatal(err)
+	}
+	return d
 }
 
 func refillPauses(b *testing.B, ctl *harness.Ctl) (int64, time.Duration) {
