@@ -1,8 +1,8 @@
 // Package refillgate pauses the pool refills in progress while the shim serves a pool
 // hit. A refill's restore (CRIU and the tasks it restores) runs in the new sandbox's
 // cgroup, which competes for the CPU as a group of its own: a nice value given to it
-// counts inside that group only, so on a small node a restore takes half the CPU from
-// the Create and Start it is there to serve. The pool already waits for hits to start
+// counts inside that group only, so on a small node a restore can take a core from the
+// Create and Start it is there to serve. The pool already waits for hits to start
 // before it begins a refill; the gate stops the restores that were already running, by
 // freezing their cgroups, for as long as a hit is being served.
 //
@@ -58,8 +58,9 @@ type Gate struct {
 type stopper interface{ Stop() bool }
 
 // New returns a gate with the given bounds (the defaults where zero). onError, if not
-// nil, hears of a freeze or thaw that failed (the restore then runs on, or stays paused
-// until its end: the caller freezes a finished restore in any case).
+// nil, hears of a freeze or thaw that failed: a restore not frozen runs on; a thaw is
+// tried again every 10 ms (for a second) while the restore is registered and no pause
+// is on, and again at the next pause's end.
 func New(maxPause, minRun time.Duration, onError func(id string, err error)) *Gate {
 	if maxPause <= 0 {
 		maxPause = DefaultMaxPause
@@ -171,8 +172,11 @@ func (g *Gate) resumeLocked() {
 		return
 	}
 	for id, f := range g.restores {
-		if err := f.Thaw(); err != nil && g.onError != nil {
-			g.onError(id, err)
+		if err := f.Thaw(); err != nil {
+			if g.onError != nil {
+				g.onError(id, err)
+			}
+			go g.retryThaw(id, f)
 		}
 	}
 	g.paused = false
@@ -215,3 +219,20 @@ func (g *Gate) expire() {
 
 // retry pauses again for hits still being served once the restores ran MinRun.
 func (g *Gate) retry() { g.tryPauseLocked() }
+
+// retryThaw thaws a restore whose thaw failed, unless it left or a pause began.
+func (g *Gate) retryThaw(id string, f Freezer) {
+	for i := 0; i < 100; i++ {
+		time.Sleep(10 * time.Millisecond)
+		g.mu.Lock()
+		if g.restores[id] != f || g.paused {
+			g.mu.Unlock()
+			return
+		}
+		err := f.Thaw()
+		g.mu.Unlock()
+		if err == nil {
+			return
+		}
+	}
+}

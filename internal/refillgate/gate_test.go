@@ -11,10 +11,11 @@ import (
 
 // fakeFreezer records the state a restore's cgroup would be in.
 type fakeFreezer struct {
-	mu      sync.Mutex
-	frozen  bool
-	freezes int
-	err     error
+	mu        sync.Mutex
+	frozen    bool
+	freezes   int
+	err       error
+	thawFails int // thaws that fail before one succeeds
 }
 
 func (f *fakeFreezer) Freeze() error {
@@ -33,6 +34,10 @@ func (f *fakeFreezer) Thaw() error {
 	defer f.mu.Unlock()
 	if f.err != nil {
 		return f.err
+	}
+	if f.thawFails > 0 {
+		f.thawFails--
+		return errors.New("thaw failed")
 	}
 	f.frozen = false
 	return nil
@@ -321,6 +326,23 @@ func TestFreezeErrorsAreReported(t *testing.T) {
 	done()
 	if len(*errs) != 2 || (*errs)[0] != "bad: no such cgroup" {
 		t.Fatalf("errors reported: %q; want the failed freeze and thaw of bad", *errs)
+	}
+}
+
+func TestFailedThawIsRetried(t *testing.T) {
+	g, _, errs := newTestGate(t)
+	a := &fakeFreezer{thawFails: 2}
+	g.Enter("a", a)
+	g.Hit()()
+	if !a.isFrozen() || len(*errs) != 1 {
+		t.Fatalf("after a failed thaw: frozen=%v errors=%q", a.isFrozen(), *errs)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for a.isFrozen() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if a.isFrozen() {
+		t.Fatal("a restore whose thaw failed stayed frozen")
 	}
 }
 
