@@ -17,8 +17,8 @@ func TestParse(t *testing.T) {
 		wantErr []string // substrings the error must contain
 	}{
 		{name: "empty gives defaults", text: "", want: Default()},
-		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\nsystemd_cgroup = true\ncgroup_favordynmods = true\nrefill_pause = false\nlog_level = \"debug\"\n",
-			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, CgroupFavorDynmods: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm", Recovery: Default().Recovery}},
+		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\nsystemd_cgroup = true\ncgroup_favordynmods = true\nrefill_pause = true\nlog_level = \"debug\"\n",
+			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, CgroupFavorDynmods: true, RefillPause: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm", Recovery: Default().Recovery}},
 		{name: "recovery", text: "[recovery]\nenabled = true\nmax_retries = 5\nbackoff = \"1s\"\n", want: func() Config {
 			c := Default()
 			c.Recovery.Enabled, c.Recovery.MaxRetries, c.Recovery.Backoff = true, 5, Duration{time.Second}

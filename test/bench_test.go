@@ -46,7 +46,7 @@ func BenchmarkPoolHit(b *testing.B) {
 // pool is kept at two, and each hit comes 30 ms into the restore that replaces the
 // previous hit's sandbox (CRIU and the restored task busy in their cgroup). It reports
 // the shim's Create+Start p50 and p99 and how often the refill gate paused restores.
-// Compare with BenchmarkPoolHit, and with refill_pause = false in the config:
+// Compare with BenchmarkPoolHit, and with the gate off (WARM_TEST_REFILL_PAUSE=false):
 //
 //	sudo make build && PATH=$PWD/bin:/var/cache/warm-tools/bin:$PATH go test -run '^$' -bench PoolHitDuringRefill -benchtime 40x ./test/
 func BenchmarkPoolHitDuringRefill(b *testing.B) {

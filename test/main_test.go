@@ -68,6 +68,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	namespace = fmt.Sprintf("warmtest-%d", os.Getpid())
+	harness.RefillPause = "true"
 	cd, err = harness.Start(env, suiteDir, namespace)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "start containerd:", err)

@@ -932,7 +932,7 @@ func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 }
 
 // TestPoolRefillPausedDuringHit: a refill's restore in progress is frozen while a hit is
-// being served and thawed after (refill_pause, on by default), and the sandbox it
+// being served and thawed after (refill_pause, on in this suite), and the sandbox it
 // restores serves containers with the template's state. The hit is created and not yet
 // started, so the pause comes and goes on its 50 ms bounds while the test watches the
 // restore's freezer.

@@ -116,6 +116,11 @@ func (c *Containerd) Release() error {
 // is slower than one on a node, whose containerd logs at info.
 var WarmLogLevel = "debug"
 
+// RefillPause is refill_pause in warm.toml: "true", "false", or "" for warm's default.
+// The integration tests turn it on (so that they exercise the gate); the bench command
+// keeps the default.
+var RefillPause = ""
+
 // poolConfig is the pool section of the suite's warm.toml: small pools that refill fast.
 const poolConfig = `
 [pool]
@@ -173,9 +178,13 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	if dyn {
 		extra = "cgroup_favordynmods = true\n"
 	}
-	// WARM_TEST_REFILL_PAUSE=false turns the refill gate off (to compare with it on).
+	// WARM_TEST_REFILL_PAUSE=true or false overrides RefillPause (to compare the two).
+	pause := RefillPause
 	if v := os.Getenv("WARM_TEST_REFILL_PAUSE"); v == "true" || v == "false" {
-		extra += "refill_pause = " + v + "\n"
+		pause = v
+	}
+	if pause != "" {
+		extra += "refill_pause = " + pause + "\n"
 	}
 	warm := fmt.Sprintf("runc = %q\nrunc_root = %q\ncriu = %q\nlog_level = %q\nstate_dir = %q\nrun_dir = %q\n%s%s",
 		env.Runc, c.RuncRoot, env.Criu, level, c.WarmState, c.WarmRun, extra, pools)
