@@ -312,11 +312,14 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
 		if err == nil {
 			w.mu.Lock()
-			gate := w.gate
-			w.mu.Unlock()
-			// Refills in progress stop until the hit started (refillgate).
-			unpause := gate.Hit()
-			w.mu.Lock()
+			var unpause func()
+			if gate := w.gate; gate != nil {
+				// Refills in progress stop until the hit started (refillgate); the
+				// freezer writes are not made under mu.
+				w.mu.Unlock()
+				unpause = gate.Hit()
+				w.mu.Lock()
+			}
 			w.served[r.ID] = &served{pool: p, sb: sb, bundle: r.Bundle, spec: spec, rebind: v.Rebind, unpause: unpause}
 			delete(w.frozen, sb.Handle.(*oci.Sandbox).Pid)
 			w.mu.Unlock()
