@@ -1,5 +1,6 @@
 // Command bench (`make bench`) measures, on one machine in one run, on an isolated
-// containerd: `ctr run --rm busybox true` through runc and through warm (the cold path),
+// containerd: `ctr run --rm busybox true` through runc and through warm (the cold path)
+// and ten at once through runc (a reference for the concurrent targets),
 // and for the sample Go and Python services the time from `ctr run` to the first reply:
 // runc cold, containerd's native restore (what `ctr c checkpoint --task` / `ctr c
 // restore --live` do), warm restore-on-create, a warm pool hit, and 10 concurrent hits.
@@ -117,6 +118,18 @@ func run(runs int, outPath string, which []string, withRecovery bool, debugLog s
 	}
 	rep.Rows = append(rep.Rows, benchkit.Summarize("busybox true", "runc (floor)", floor[harness.Runc]),
 		benchkit.Summarize("busybox true", "warm, cold path", floor[harness.Warm]))
+	// For reference, how this machine's containerd scales without warm: ten `ctr run --rm
+	// busybox true` through runc at once, twice (20 samples), against the floor's p99.
+	progress("busybox true, runc, 10 concurrent, x2")
+	var floorConc []float64
+	for round := 0; round < 2; round++ {
+		s, err := concurrently(10, func() (time.Duration, error) { return e.CtrTrue(cd.RuntimeFlags(harness.Runc), busybox) })
+		if err != nil {
+			return err
+		}
+		floorConc = append(floorConc, s...)
+	}
+	rep.Rows = append(rep.Rows, benchkit.Summarize("busybox true", "runc, 10 concurrent", floorConc))
 
 	byName := map[string]benchkit.App{"go": goApp, "python": pyApp}
 	for _, name := range which {
@@ -194,6 +207,9 @@ func run(runs int, outPath string, which []string, withRecovery bool, debugLog s
 	}
 	rep.Extra = map[string]interface{}{"incremental_checkpoints": "not measured: CRIU 4.1.1 reports MemTrack (soft-dirty tracking) missing on this kernel, so pre-dumps are refused and every periodic checkpoint is a full dump"}
 	rep.Targets = targets(rep)
+	if r := concurrencyReference(rep); r != "" {
+		rep.Extra["concurrency_reference"] = r
+	}
 	printReport(rep)
 	fmt.Println("incremental checkpoints:", rep.Extra["incremental_checkpoints"])
 	if err := os.MkdirAll(filepath.Dir(outPath), 0o755); err != nil {
@@ -286,35 +302,19 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 				return nil, pool.Stats{}, err
 			}
 		}
-		var mu sync.Mutex
-		var wg sync.WaitGroup
-		var firstErr error
-		for i := 0; i < 10; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				var d time.Duration
-				var err error
-				if viaClient {
-					d, err = e.ClientFirstReply(app, hitAnn)
-				} else {
-					d, err = e.CtrFirstReply(warmFlags, app)
-				}
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-				}
-				if viaClient {
-					concClient = append(concClient, ms(d))
-				} else {
-					conc = append(conc, ms(d))
-				}
-			}()
+		s, err := concurrently(10, func() (time.Duration, error) {
+			if viaClient {
+				return e.ClientFirstReply(app, hitAnn)
+			}
+			return e.CtrFirstReply(warmFlags, app)
+		})
+		if err != nil {
+			return nil, pool.Stats{}, err
 		}
-		wg.Wait()
-		if firstErr != nil {
-			return nil, pool.Stats{}, firstErr
+		if viaClient {
+			concClient = append(concClient, s...)
+		} else {
+			conc = append(conc, s...)
 		}
 	}
 	rows = append(rows, benchkit.Summarize(app.Name, "warm 10 concurrent hits", conc),
@@ -335,6 +335,33 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 	// Reorder: cold, native, restore-on-create, hit, concurrent.
 	sort.SliceStable(rows, func(i, j int) bool { return order(rows[i].Mode) < order(rows[j].Mode) })
 	return rows, st, nil
+}
+
+// concurrently runs f n times at once and returns the durations in milliseconds, or
+// the first error.
+func concurrently(n int, f func() (time.Duration, error)) ([]float64, error) {
+	var mu sync.Mutex // guards s and firstErr
+	var s []float64
+	var firstErr error
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			d, err := f()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			s = append(s, ms(d))
+		}()
+	}
+	wg.Wait()
+	return s, firstErr
 }
 
 func order(mode string) int {
@@ -425,4 +452,18 @@ func printReport(rep Report) {
 		}
 		fmt.Printf("%-8s %-62s %s\n", mark, t.What, t.Got)
 	}
+	if r := concurrencyReference(rep); r != "" {
+		fmt.Println("reference (not a target):", r)
+	}
+}
+
+// concurrencyReference says how containerd with runc alone scales on this machine from
+// one start to ten at once (busybox true, p99 against p99): the context of the
+// concurrent-hit targets.
+func concurrencyReference(rep Report) string {
+	one, ten := find(rep, "busybox true", "runc (floor)"), find(rep, "busybox true", "runc, 10 concurrent")
+	if one == nil || ten == nil || one.P99 == 0 {
+		return ""
+	}
+	return fmt.Sprintf("runc busybox true, 10 concurrent p99 %.1fms vs one p99 %.1fms (%.1fx)", ten.P99, one.P99, ten.P99/one.P99)
 }
