@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -86,12 +88,24 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
-	paths, mt, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
+	paths, migrated, mt, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
 	if paths != nil {
 		moved = paths
 	}
 	if err != nil {
 		return fmt.Errorf("adopt: move cgroup: %w", err)
+	}
+	// A renamed cgroup keeps its device rules; a new one has its parent's (v1) or none
+	// (v2): it gets the rules runc gave the sandbox (the template's, which compatibility
+	// required the request's to be) before anything thaws.
+	if migrated["devices"] || (migrated[""] && unified()) {
+		rules, err := st.deviceRules()
+		if err != nil {
+			return fmt.Errorf("adopt: %w", err)
+		}
+		if err := applyDeviceRules(paths, rules); err != nil {
+			return fmt.Errorf("adopt: device rules: %w", err)
+		}
 	}
 	sb.cgroupPaths = paths
 	tMove = time.Since(began)
@@ -255,11 +269,18 @@ func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox, sp *specs.Spec, bundl
 		sb.mu.Unlock()
 		return nil
 	}
-	sb.started = true
 	id := sb.ContainerID
 	sb.mu.Unlock()
 	if err := freezeDir(sb.cgroupPaths, false); err != nil {
+		// Not started: a kill or delete thaws it again.
 		return fmt.Errorf("thaw: %w", err)
+	}
+	sb.mu.Lock()
+	already := sb.started
+	sb.started = true
+	sb.mu.Unlock()
+	if already {
+		return nil // another Thaw ran the hooks
 	}
 	if sp != nil && sp.Hooks != nil {
 		state := specs.State{Version: specs.Version, ID: id, Status: specs.StateRunning, Pid: sb.Pid, Bundle: bundle, Annotations: sp.Annotations}
@@ -315,6 +336,63 @@ func applyResources(path string, res *specs.LinuxResources) error {
 	// Devices are already the template's (and compatibility required the same).
 	r.Devices = nil
 	return update1(path, &r)
+}
+
+// applyDeviceRules gives the container's new cgroup the device rules: on cgroup v2 an
+// eBPF device program, as runc attaches; on v1 the rules written in order to
+// devices.deny and devices.allow (the first, from runc, denies everything).
+func applyDeviceRules(paths map[string]string, rules []specs.LinuxDeviceCgroup) error {
+	if len(rules) == 0 {
+		return errors.New("runc's state has no device rules")
+	}
+	if unified() {
+		insts, license, err := cgroupsv2.DeviceFilter(rules)
+		if err != nil {
+			return err
+		}
+		dir := paths[""]
+		fd, err := unix.Open(dir, unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open %s: %w", dir, err)
+		}
+		defer unix.Close(fd)
+		if _, err := cgroupsv2.LoadAttachCgroupDeviceFilter(insts, license, fd); err != nil {
+			return fmt.Errorf("attach device filter to %s: %w", dir, err)
+		}
+		return nil
+	}
+	dir, ok := paths["devices"]
+	if !ok {
+		return errors.New("no devices cgroup")
+	}
+	for _, r := range rules {
+		file := "devices.deny"
+		if r.Allow {
+			file = "devices.allow"
+		}
+		if err := os.WriteFile(filepath.Join(dir, file), []byte(deviceRuleLine(r)), 0); err != nil {
+			return fmt.Errorf("%s %q: %w", filepath.Join(dir, file), deviceRuleLine(r), err)
+		}
+	}
+	return nil
+}
+
+// deviceRuleLine is a rule as cgroup v1's devices files take it: "c 1:3 rwm", "a".
+func deviceRuleLine(r specs.LinuxDeviceCgroup) string {
+	if r.Type == "a" || r.Type == "" {
+		return "a"
+	}
+	num := func(n *int64) string {
+		if n == nil || *n < 0 {
+			return "*"
+		}
+		return strconv.FormatInt(*n, 10)
+	}
+	access := r.Access
+	if access == "" {
+		access = "rwm"
+	}
+	return r.Type + " " + num(r.Major) + ":" + num(r.Minor) + " " + access
 }
 
 // runHook runs an OCI hook with the container state on its stdin, as runc does.

@@ -21,17 +21,19 @@ func unified() bool { return cgroups.Mode() == cgroups.Unified }
 // moveCgroups moves every process of a frozen container from its cgroups (paths, one per
 // hierarchy, as in runc's state) to newPath in each hierarchy, keeping them frozen: the
 // destination freezer is frozen before the first process arrives. It returns the new
-// paths, in the same form. Old cgroups are removed.
-func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, moveTimes, error) {
+// paths, in the same form, and the hierarchies whose processes migrated to a new cgroup
+// (rather than going with their cgroup, renamed). Old cgroups are removed.
+func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, map[string]bool, moveTimes, error) {
 	var tm moveTimes
 	began := time.Now()
 	oldPath, newPath = "/"+strings.Trim(oldPath, "/"), "/"+strings.Trim(newPath, "/")
 	moved := map[string]string{}
 	migrate := map[string]string{}
+	migrated := map[string]bool{}
 	sibling := filepath.Dir(oldPath) == filepath.Dir(newPath)
 	for subsys, p := range paths {
 		if !strings.HasSuffix(p, oldPath) {
-			return nil, tm, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
+			return nil, nil, tm, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
 		}
 		np := strings.TrimSuffix(p, oldPath) + newPath
 		// A v1 cgroup can be renamed to a sibling: no process moves (a v1 migration
@@ -49,23 +51,24 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			continue
 		}
 		migrate[subsys] = p
+		migrated[subsys] = true
 	}
 	if len(migrate) == 0 {
 		tm.Create = time.Since(began)
-		return moved, tm, nil
+		return moved, migrated, tm, nil
 	}
 	for subsys, p := range migrate {
 		np := strings.TrimSuffix(p, oldPath) + newPath
 		if subsys == "" && unified() {
 			if err := createCgroupV2(cgroupV2Root, newPath); err != nil {
-				return moved, tm, err
+				return moved, migrated, tm, err
 			}
 		} else if err := os.MkdirAll(np, 0o755); err != nil {
-			return moved, tm, fmt.Errorf("create cgroup %s: %w", np, err)
+			return moved, migrated, tm, fmt.Errorf("create cgroup %s: %w", np, err)
 		}
 		if subsys == "cpuset" {
 			if err := initCpuset(np); err != nil {
-				return moved, tm, err
+				return moved, migrated, tm, err
 			}
 		}
 		moved[subsys] = np
@@ -75,7 +78,7 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 	// stay frozen as they move.
 	if _, ok := migrate["freezer"]; ok || unified() {
 		if err := freezeDir(moved, true); err != nil {
-			return moved, tm, err
+			return moved, migrated, tm, err
 		}
 	}
 	tm.Freeze = time.Since(began) - tm.Create
@@ -83,7 +86,7 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 	// hierarchy gets each of them.
 	pids, err := readPids(filepath.Join(pickProcsDir(migrate), "cgroup.procs"))
 	if err != nil {
-		return moved, tm, err
+		return moved, migrated, tm, err
 	}
 	for _, pid := range pids {
 		for subsys := range migrate {
@@ -91,7 +94,7 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			if err := os.WriteFile(filepath.Join(np, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
 				// ESRCH: the process exited meanwhile; anything else is fatal.
 				if !strings.Contains(err.Error(), "no such process") {
-					return moved, tm, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
+					return moved, migrated, tm, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
 				}
 			}
 		}
@@ -104,7 +107,7 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			removeCgroup(p)
 		}
 	}()
-	return moved, tm, nil
+	return moved, migrated, tm, nil
 }
 
 // moveTimes are the phases of a cgroup move, for the debug log: on cgroup v2 every write

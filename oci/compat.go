@@ -38,6 +38,11 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 	// The checkpoint matches the request: restoring it into the request's container is
 	// correct from here on; adopting a pooled sandbox needs more.
 	v := Verdict{Restore: true}
+	// A restore brings back the template's UTS namespace: runc sets the hostname only
+	// when it starts a container cold. Adoption sets it.
+	if ownNamespace(req.Linux.Namespaces, specs.UTSNamespace) && req.Hostname != tmpl.Hostname {
+		v.Restore = false
+	}
 	for i, m := range req.Mounts {
 		if isNetworkFile(m) && m.Source != tmpl.Mounts[i].Source {
 			v.Rebind = append(v.Rebind, m)
@@ -73,7 +78,7 @@ func sameProcess(t *specs.Spec, tl string, r *specs.Spec, rl string, allowEnv []
 		return "process args differ"
 	case t.Process.Cwd != r.Process.Cwd:
 		return "cwd differs"
-	case !reflect.DeepEqual(t.Process.User, r.Process.User):
+	case !jsonEqual(t.Process.User, r.Process.User): // additionalGids [] and absent are the same
 		return "user differs"
 	case !jsonEqual(t.Process.Capabilities, r.Process.Capabilities):
 		return "capabilities differ"
@@ -81,8 +86,39 @@ func sameProcess(t *specs.Spec, tl string, r *specs.Spec, rl string, allowEnv []
 		return "rlimits differ"
 	case t.Process.NoNewPrivileges != r.Process.NoNewPrivileges:
 		return "no_new_privileges differs"
-	case t.Process.ApparmorProfile != r.Process.ApparmorProfile || t.Process.SelinuxLabel != r.Process.SelinuxLabel:
+	case t.Process.ApparmorProfile != r.Process.ApparmorProfile || t.Process.SelinuxLabel != r.Process.SelinuxLabel ||
+		t.Linux.MountLabel != r.Linux.MountLabel:
 		return "security labels differ"
+	// The restored process keeps the template's values of these (CRIU restores them, and
+	// neither runc's restore nor adoption sets them again).
+	case !reflect.DeepEqual(t.Process.OOMScoreAdj, r.Process.OOMScoreAdj):
+		return "oom_score_adj differs"
+	case !jsonEqual(t.Process.IOPriority, r.Process.IOPriority):
+		return "io priority differs"
+	case !jsonEqual(t.Process.Scheduler, r.Process.Scheduler):
+		return "scheduler differs"
+	case !jsonEqual(t.Linux.Personality, r.Linux.Personality):
+		return "personality differs"
+	case !jsonEqual(t.Linux.MemoryPolicy, r.Linux.MemoryPolicy):
+		return "memory policy differs"
+	case !jsonEqual(t.Linux.TimeOffsets, r.Linux.TimeOffsets):
+		return "time namespace offsets differ"
+	case !jsonEqual(t.Linux.UIDMappings, r.Linux.UIDMappings) || !jsonEqual(t.Linux.GIDMappings, r.Linux.GIDMappings):
+		return "user namespace ID mappings differ"
+	// Device nodes come from the template's /dev, and adoption gives a migrated cgroup the
+	// template's device rules.
+	case !jsonEqual(t.Linux.Devices, r.Linux.Devices):
+		return "devices differ"
+	case !jsonEqual(deviceRules(t.Linux.Resources), deviceRules(r.Linux.Resources)):
+		return "device cgroup rules differ"
+	case !jsonEqual(t.Linux.IntelRdt, r.Linux.IntelRdt):
+		return "intelRdt differs"
+	case !jsonEqual(t.Linux.NetDevices, r.Linux.NetDevices):
+		return "net devices differ"
+	case t.Linux.RootfsPropagation != r.Linux.RootfsPropagation:
+		return "rootfs propagation differs"
+	case t.Domainname != r.Domainname:
+		return "domainname differs"
 	case !jsonEqual(t.Linux.Seccomp, r.Linux.Seccomp):
 		return "seccomp differs"
 	case !jsonEqual(t.Linux.MaskedPaths, r.Linux.MaskedPaths) || !jsonEqual(t.Linux.ReadonlyPaths, r.Linux.ReadonlyPaths):
@@ -101,6 +137,13 @@ func sameProcess(t *specs.Spec, tl string, r *specs.Spec, rl string, allowEnv []
 		return d
 	}
 	return ""
+}
+
+func deviceRules(r *specs.LinuxResources) []specs.LinuxDeviceCgroup {
+	if r == nil {
+		return nil
+	}
+	return r.Devices
 }
 
 func rootEqual(a, b *specs.Root) bool {
@@ -197,6 +240,17 @@ func nsDiff(t, r []specs.LinuxNamespace) string {
 }
 
 // joined names the first namespace a spec joins by path ("" when none).
+// ownNamespace reports whether ns creates a namespace of type typ (rather than joining
+// one or sharing the runtime's).
+func ownNamespace(ns []specs.LinuxNamespace, typ specs.LinuxNamespaceType) bool {
+	for _, n := range ns {
+		if n.Type == typ && n.Path == "" {
+			return true
+		}
+	}
+	return false
+}
+
 func joined(ns []specs.LinuxNamespace) string {
 	for _, n := range ns {
 		if n.Path != "" {

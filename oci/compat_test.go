@@ -95,3 +95,94 @@ func TestLayersOf(t *testing.T) {
 		t.Fatalf("got %q", got)
 	}
 }
+
+// TestCompareFieldsTheSandboxKeeps: a restored process keeps what CRIU restores and what
+// neither runc's restore nor adoption sets again, so a request that differs in one of
+// these is served neither from the pool nor by a restore.
+func TestCompareFieldsTheSandboxKeeps(t *testing.T) {
+	adj := 1000
+	userns := func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UserNamespace})
+		s.Linux.UIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+		s.Linux.GIDMappings = []specs.LinuxIDMapping{{ContainerID: 0, HostID: 100000, Size: 65536}}
+	}
+	timens := func(s *specs.Spec) {
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.TimeNamespace})
+	}
+	rows := []struct {
+		name   string
+		tmpl   func(*specs.Spec)
+		change func(*specs.Spec)
+		reason string
+	}{
+		{"uid mappings", userns, func(s *specs.Spec) { s.Linux.UIDMappings[0].HostID = 200000 }, "user namespace ID mappings differ"},
+		{"gid mappings", userns, func(s *specs.Spec) { s.Linux.GIDMappings[0].HostID = 200000 }, "user namespace ID mappings differ"},
+		{"oom_score_adj", nil, func(s *specs.Spec) { s.Process.OOMScoreAdj = &adj }, "oom_score_adj differs"},
+		{"linux.devices", nil, func(s *specs.Spec) {
+			s.Linux.Devices = []specs.LinuxDevice{{Path: "/dev/fuse", Type: "c", Major: 10, Minor: 229}}
+		}, "devices differ"},
+		{"resources.devices", nil, func(s *specs.Spec) {
+			s.Linux.Resources = &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}}
+		}, "device cgroup rules differ"},
+		{"io priority", nil, func(s *specs.Spec) { s.Process.IOPriority = &specs.LinuxIOPriority{Class: specs.IOPRIO_CLASS_IDLE} }, "io priority differs"},
+		{"scheduler", nil, func(s *specs.Spec) { s.Process.Scheduler = &specs.Scheduler{Policy: specs.SchedIdle} }, "scheduler differs"},
+		{"personality", nil, func(s *specs.Spec) { s.Linux.Personality = &specs.LinuxPersonality{Domain: specs.PerLinux32} }, "personality differs"},
+		{"time offsets", timens, func(s *specs.Spec) {
+			s.Linux.TimeOffsets = map[string]specs.LinuxTimeOffset{"monotonic": {Secs: 86400}}
+		}, "time namespace offsets differ"},
+		{"intelRdt", nil, func(s *specs.Spec) { s.Linux.IntelRdt = &specs.LinuxIntelRdt{ClosID: "gold"} }, "intelRdt differs"},
+		{"memory policy", nil, func(s *specs.Spec) {
+			s.Linux.MemoryPolicy = &specs.LinuxMemoryPolicy{Mode: specs.MpolBind, Nodes: "1"}
+		}, "memory policy differs"},
+		{"net devices", nil, func(s *specs.Spec) { s.Linux.NetDevices = map[string]specs.LinuxNetDevice{"eth1": {}} }, "net devices differ"},
+		{"domainname", nil, func(s *specs.Spec) { s.Domainname = "example.org" }, "domainname differs"},
+		{"mount label", nil, func(s *specs.Spec) { s.Linux.MountLabel = "system_u:object_r:container_file_t:s0:c1,c2" }, "security labels differ"},
+		{"rootfs propagation", nil, func(s *specs.Spec) { s.Linux.RootfsPropagation = "rshared" }, "rootfs propagation differs"},
+	}
+	for _, r := range rows {
+		t.Run(r.name, func(t *testing.T) {
+			tmpl := baseSpec()
+			if r.tmpl != nil {
+				r.tmpl(tmpl)
+			}
+			// The same on both sides is served.
+			if v := Compare(tmpl, "l1:l2", clone(tmpl), "l1:l2", nil); !v.Pool || !v.Restore {
+				t.Fatalf("identical request refused: %+v", v)
+			}
+			req := clone(tmpl)
+			r.change(req)
+			v := Compare(tmpl, "l1:l2", req, "l1:l2", nil)
+			if v.Pool || v.Restore || v.Reason != r.reason {
+				t.Errorf("got %+v, want neither pool nor restore, reason %q", v, r.reason)
+			}
+		})
+	}
+}
+
+// TestCompareHostname: adoption sets the request's hostname; a restore keeps the
+// template's (its UTS namespace), so a request with a UTS namespace of its own and
+// another hostname is not restored. One that joins a pod's UTS namespace has the pod's.
+func TestCompareHostname(t *testing.T) {
+	tmpl := baseSpec()
+	tmpl.Linux.Namespaces = append(tmpl.Linux.Namespaces, specs.LinuxNamespace{Type: specs.UTSNamespace})
+	tmpl.Hostname = "tmpl"
+	req := clone(tmpl)
+	req.Hostname = "c2"
+	if v := Compare(tmpl, "l1:l2", req, "l1:l2", nil); !v.Pool || v.Restore {
+		t.Errorf("own UTS namespace, other hostname: %+v, want pool and no restore", v)
+	}
+	req.Hostname = "tmpl"
+	if v := Compare(tmpl, "l1:l2", req, "l1:l2", nil); !v.Pool || !v.Restore {
+		t.Errorf("same hostname: %+v", v)
+	}
+}
+
+// TestCompareEmptyAdditionalGids: "additionalGids": [] and none are the same user.
+func TestCompareEmptyAdditionalGids(t *testing.T) {
+	tmpl := baseSpec()
+	req := clone(tmpl)
+	req.Process.User.AdditionalGids = []uint32{}
+	if v := Compare(tmpl, "l1:l2", req, "l1:l2", nil); !v.Pool {
+		t.Errorf("refused: %+v", v)
+	}
+}

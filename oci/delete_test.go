@@ -24,3 +24,16 @@ func TestDeleteContainerGone(t *testing.T) {
 		t.Fatal("runc was not run for a container whose state is there")
 	}
 }
+
+// TestFailedThawLeavesSandboxUnstarted: a Thaw whose freezer write fails does not mark
+// the sandbox started, so the kill and delete that follow thaw it again.
+func TestFailedThawLeavesSandboxUnstarted(t *testing.T) {
+	sb := &Sandbox{ID: "x", ContainerID: "c", cgroupPaths: map[string]string{"freezer": "/nonexistent/warm-test", "": "/nonexistent/warm-test"}}
+	var s Sandboxes
+	if err := s.Thaw(context.Background(), sb, nil, ""); err == nil {
+		t.Fatal("thaw of a cgroup that does not exist succeeded")
+	}
+	if sb.Started() {
+		t.Error("failed Thaw marked the sandbox started")
+	}
+}

@@ -123,6 +123,52 @@ func (k *keptState) cgroupsPath() (string, error) {
 	return cg.Path, nil
 }
 
+// deviceRules are the device cgroup rules runc gave the container (config.cgroups.devices:
+// the spec's rules and runc's default devices), as spec rules.
+func (k *keptState) deviceRules() ([]specs.LinuxDeviceCgroup, error) {
+	type rule struct {
+		Type        rune   `json:"type"`
+		Major       int64  `json:"major"`
+		Minor       int64  `json:"minor"`
+		Permissions string `json:"permissions"`
+		Allow       bool   `json:"allow"`
+	}
+	// runc inlines the resources in config.cgroups; older ones nest them.
+	var cg struct {
+		Devices   []rule `json:"devices"`
+		Resources struct {
+			Devices []rule `json:"devices"`
+		} `json:"resources"`
+	}
+	if err := json.Unmarshal(k.cfg["cgroups"], &cg); err != nil {
+		return nil, fmt.Errorf("runc state cgroups: %w", err)
+	}
+	if len(cg.Devices) == 0 {
+		cg.Devices = cg.Resources.Devices
+	}
+	rules := make([]specs.LinuxDeviceCgroup, 0, len(cg.Devices))
+	for _, d := range cg.Devices {
+		r := specs.LinuxDeviceCgroup{Allow: d.Allow, Type: string(d.Type), Access: d.Permissions}
+		if d.Type == 'a' {
+			r.Type = "a" // every other field is ignored
+		} else {
+			if d.Major >= 0 {
+				r.Major = &d.Major
+			}
+			if d.Minor >= 0 {
+				r.Minor = &d.Minor
+			}
+		}
+		switch r.Type {
+		case "a", "b", "c":
+		default:
+			return nil, fmt.Errorf("runc state cgroups: device rule of type %q", r.Type)
+		}
+		rules = append(rules, r)
+	}
+	return rules, nil
+}
+
 func (s runcState) cgroupPaths() (map[string]string, error) {
 	var m map[string]string
 	if err := json.Unmarshal(s["cgroup_paths"], &m); err != nil {

@@ -2,9 +2,11 @@ package oci
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -170,5 +172,31 @@ func TestEncodeObject(t *testing.T) {
 	}
 	if got := encodeObject(map[string]json.RawMessage{"a": nil}); string(got) != `{"a":null}` {
 		t.Errorf("nil value: %s", got)
+	}
+}
+
+// TestDeviceRules: runc's rules in its state (types as runes, -1 for a wildcard) become
+// spec rules, and cgroup v1 lines as runc writes them.
+func TestDeviceRules(t *testing.T) {
+	k := &keptState{cfg: map[string]json.RawMessage{"cgroups": json.RawMessage(`{"path":"/x","devices":[
+		{"type":97,"major":-1,"minor":-1,"permissions":"rwm","allow":false},
+		{"type":99,"major":1,"minor":3,"permissions":"rwm","allow":true},
+		{"type":99,"major":136,"minor":-1,"permissions":"rwm","allow":true},
+		{"type":98,"major":-1,"minor":-1,"permissions":"m","allow":true}]}`)}}
+	rules, err := k.deviceRules()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	for _, r := range rules {
+		lines = append(lines, fmt.Sprintf("%v %s", r.Allow, deviceRuleLine(r)))
+	}
+	want := []string{"false a", "true c 1:3 rwm", "true c 136:* rwm", "true b *:* m"}
+	if !slices.Equal(lines, want) {
+		t.Fatalf("got %q, want %q", lines, want)
+	}
+	k.cfg["cgroups"] = json.RawMessage(`{"devices":[{"type":120,"major":1,"minor":1,"permissions":"r","allow":true}]}`)
+	if _, err := k.deviceRules(); err == nil {
+		t.Fatal("a rule of type x was accepted")
 	}
 }

@@ -10,14 +10,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/containerd/containerd/v2/core/mount"
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/store"
 )
@@ -298,10 +302,100 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 	if _, err := r.State(ctx, "sb2"); err == nil {
 		t.Fatal("destroyed sandbox still known to runc")
 	}
+	// Adopted into a cgroup that is not its sibling, the sandbox's processes migrate to a
+	// new cgroup: it gets the device rules runc gave the sandbox (a new v1 cgroup has its
+	// parent's, a new v2 one none).
+	defer removeCgroupEverywhere("/" + tag + "-other")
+	h3, _, err := sbs.Restore(ctx, tm, "sb3")
+	if err != nil {
+		t.Fatalf("restore 3: %v", err)
+	}
+	sb3 := h3.(*Sandbox)
+	cb3 := filepath.Join(dir, "c3")
+	if err := os.MkdirAll(cb3, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	req3 := *sp
+	req3.Linux = &specs.Linux{}
+	*req3.Linux = *sp.Linux
+	req3.Linux.CgroupsPath = "/" + tag + "-other/c3"
+	o3R, o3W, _ := os.Pipe()
+	e3R, e3W, _ := os.Pipe()
+	defer o3R.Close()
+	defer e3R.Close()
+	if err := sbs.Adopt(ctx, sb3, AdoptRequest{ContainerID: "c3", Bundle: cb3, Spec: &req3, Stdout: o3W, Stderr: e3W}); err != nil {
+		t.Fatalf("adopt c3: %v", err)
+	}
+	checkDeviceRules(t, "/"+tag+"/tmpl", "/"+tag+"-other/c3")
+	if err := r.Delete(ctx, "c3", &runc.DeleteOpts{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := sbs.Destroy(ctx, sb3); err != nil {
+		t.Fatal(err)
+	}
 	_ = r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
 	for _, p := range []string{"/" + tag, "/" + tag + "-pool"} {
 		removeCgroupEverywhere(p)
 	}
+}
+
+// checkDeviceRules fails unless the cgroup adopted has the device rules of the cgroup
+// runc made for the template: v1 the same devices.list (not its parent's allow-all);
+// v2 a device program attached.
+func checkDeviceRules(t *testing.T, runcMade, adopted string) {
+	t.Helper()
+	if unified() {
+		fd, err := unix.Open(filepath.Join("/sys/fs/cgroup", adopted), unix.O_DIRECTORY|unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unix.Close(fd)
+		if n, err := attachedDevicePrograms(fd); err != nil || n == 0 {
+			t.Fatalf("cgroup %s: %d device programs attached (%v): its processes may use any device", adopted, n, err)
+		}
+		return
+	}
+	want, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/devices", runcMade, "devices.list"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join("/sys/fs/cgroup/devices", adopted, "devices.list"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(want), "a *:* rwm") {
+		t.Fatalf("runc's own cgroup allows every device: nothing to compare\n%s", want)
+	}
+	sorted := func(b []byte) string {
+		l := strings.Fields(strings.ReplaceAll(string(b), " ", "_"))
+		slices.Sort(l)
+		return strings.Join(l, "\n")
+	}
+	if sorted(got) != sorted(want) {
+		t.Fatalf("adopted cgroup %s devices.list:\n%s\nwant runc's (%s):\n%s", adopted, got, runcMade, want)
+	}
+}
+
+// attachedDevicePrograms counts the BPF_CGROUP_DEVICE programs attached to a cgroup
+// (BPF_PROG_QUERY).
+func attachedDevicePrograms(cgroupFD int) (int, error) {
+	const bpfProgQuery, bpfCgroupDevice = 16, 6
+	ids := make([]uint32, 64)
+	attr := struct {
+		targetFD    uint32
+		attachType  uint32
+		queryFlags  uint32
+		attachFlags uint32
+		progIDs     uint64
+		progCnt     uint32
+		_           uint32
+	}{targetFD: uint32(cgroupFD), attachType: bpfCgroupDevice, progIDs: uint64(uintptr(unsafe.Pointer(&ids[0]))), progCnt: uint32(len(ids))}
+	_, _, errno := unix.Syscall(unix.SYS_BPF, bpfProgQuery, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	runtime.KeepAlive(ids)
+	if errno != 0 {
+		return 0, errno
+	}
+	return int(attr.progCnt), nil
 }
 
 func removeCgroupEverywhere(p string) {
