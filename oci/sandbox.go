@@ -467,6 +467,26 @@ func (s *Sandboxes) Destroy(ctx context.Context, h any) error {
 	return nil
 }
 
+// Abandon removes a sandbox adopted by a container whose Create then failed from runc:
+// the container never came to exist, so no Delete removes it under the container's id
+// (and a cold retry of the same id needs the id free). Its processes are killed and its
+// cgroups removed; Destroy removes the rest. A sandbox never adopted is left to Destroy.
+func (s *Sandboxes) Abandon(ctx context.Context, sb *Sandbox) {
+	sb.mu.Lock()
+	id, paths := sb.ContainerID, sb.cgroupPaths
+	sb.mu.Unlock()
+	if id == "" {
+		return
+	}
+	killCgroup(paths)
+	if err := s.runc(sb.Bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "does not exist") {
+		log.G(ctx).WithError(err).WithField("container", id).Warn("abandoned sandbox: runc delete")
+	}
+	for _, p := range paths {
+		removeCgroup(p)
+	}
+}
+
 // Cleanup removes what a previous shim left in Dir (it died holding a pool): its runc
 // containers, mounts and snapshots.
 func (s *Sandboxes) Cleanup(ctx context.Context) {

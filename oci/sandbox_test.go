@@ -333,6 +333,40 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 	if err := sbs.Destroy(ctx, sb3); err != nil {
 		t.Fatal(err)
 	}
+
+	// Adopted, then its Create failed (say the pid file could not be written): Abandon
+	// kills it and frees the container's id in runc, so a cold retry can take it.
+	h4, _, err := sbs.Restore(ctx, tm, "sb4")
+	if err != nil {
+		t.Fatalf("restore 4: %v", err)
+	}
+	sb4 := h4.(*Sandbox)
+	req4 := req3
+	req4.Linux = &specs.Linux{}
+	*req4.Linux = *sp.Linux
+	req4.Linux.CgroupsPath = "/" + tag + "/c4"
+	o4R, o4W, _ := os.Pipe()
+	e4R, e4W, _ := os.Pipe()
+	defer o4R.Close()
+	defer e4R.Close()
+	if err := sbs.Adopt(ctx, sb4, AdoptRequest{ContainerID: "c4", Bundle: filepath.Join(dir, "c4"), Spec: &req4, Stdout: o4W, Stderr: e4W}); err != nil {
+		t.Fatalf("adopt c4: %v", err)
+	}
+	sbs.Abandon(ctx, sb4)
+	if _, err := r.State(ctx, "c4"); err == nil {
+		t.Fatal("runc still knows the abandoned container c4")
+	}
+	if err := syscall.Kill(sb4.Pid, 0); err == nil {
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", sb4.Pid)); !strings.Contains(string(st), ") Z") {
+			t.Fatalf("the abandoned sandbox's process %d is alive: %s", sb4.Pid, st)
+		}
+	}
+	if err := sbs.Destroy(ctx, sb4); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(sb4.Bundle); !os.IsNotExist(err) {
+		t.Fatal("abandoned sandbox's bundle left behind")
+	}
 	_ = r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
 	for _, p := range []string{"/" + tag, "/" + tag + "-pool"} {
 		removeCgroupEverywhere(p)

@@ -112,7 +112,10 @@ type Pool struct {
 	// destroying counts destroys in flight (their entry is already gone from entries):
 	// Drain waits for them, so a drained pool holds no snapshot or lease; guarded by mu.
 	destroying int
-	stop       chan struct{}
+	// doomed counts sandboxes a refill round took out of frozen to destroy and has not
+	// begun to (Drain waits for them too); guarded by mu.
+	doomed int
+	stop   chan struct{}
 }
 
 type stats struct {
@@ -429,7 +432,7 @@ func (p *Pool) Drain(ctx context.Context) error {
 	// them and for destroys in flight, so a drained pool holds nothing.
 	for {
 		p.mu.Lock()
-		restoring := p.destroying
+		restoring := p.destroying + p.doomed
 		for _, e := range p.entries {
 			if e.state == Restoring {
 				restoring++
@@ -586,10 +589,15 @@ func (p *Pool) round(ctx context.Context) {
 		todo = append(todo, e)
 	}
 	p.wg.Add(len(todo))
+	p.doomed += len(victims)
 	p.mu.Unlock()
 
 	for _, e := range victims {
-		if err := p.destroy(ctx, e); err != nil {
+		err := p.destroy(ctx, e)
+		p.mu.Lock()
+		p.doomed--
+		p.mu.Unlock()
+		if err != nil {
 			log.G(ctx).WithError(err).Warn("destroy surplus sandbox")
 		}
 	}

@@ -490,3 +490,25 @@ func TestStartDrained(t *testing.T) {
 	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
 	closePool(t, p, rt)
 }
+
+// TestDrainWaitsForRoundVictims: sandboxes a refill round took out of the frozen list to
+// destroy (surplus here) are waited for by Drain, which returns only once nothing lives.
+func TestDrainWaitsForRoundVictims(t *testing.T) {
+	rt := newFake()
+	use := func(*store.Template) func() {
+		return func() { time.Sleep(30 * time.Millisecond) } // a slow generation release widens the window
+	}
+	p := New("ns", tmpl(1), cfg(3, 3), rt, use)
+	eventually(t, "3 frozen", func() bool { return p.Stats().Frozen == 3 })
+	c := cfg(0, 0)
+	c.Initial = 0
+	p.SetConfig(c) // a round takes the 3 as surplus and destroys them one after the other
+	eventually(t, "round began destroying", func() bool { return rt.destroyed.Load() >= 1 })
+	if err := p.Drain(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if n, st := rt.count(), p.Stats(); n != 0 || st.Frozen != 0 {
+		t.Errorf("after Drain returned: %d sandboxes live, frozen %d", n, st.Frozen)
+	}
+	closePool(t, p, rt)
+}

@@ -265,6 +265,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}
 	}
 	if r.Options, err = typeurl.MarshalAnyToProto(topts.runc); err != nil {
+		s.warm.unplan(ctx, r.ID)
 		return nil, errgrpc.ToGRPC(err)
 	}
 

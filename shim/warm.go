@@ -82,6 +82,11 @@ type served struct {
 	unpause func()        // a hit: ends its pause of the refills (at Start, or if it fails)
 	// A recovery standby (pool nil): the Sandboxes that restored it and destroy it.
 	sandboxes *oci.Sandboxes
+	// opMu serialises the runc commands handleOp carries out on the sandbox with its
+	// release: a Create that fails (its runc killed by a cancelled context) must not
+	// destroy the sandbox while its adoption still runs.
+	opMu sync.Mutex
+	gone bool // released: handleOp adopts nothing more; guarded by opMu
 }
 
 // sandboxesOf returns the Sandboxes that adopt and thaw s's sandbox.
@@ -310,6 +315,17 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	}
 	if v.Pool {
 		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
+		if err == nil && sb.Template.Generation != t.Generation {
+			// The template was replaced while Acquire waited: the sandbox is of a
+			// generation the request was not compared with.
+			if nv := oci.Compare(sb.Template.Spec, sb.Template.Layers, spec, layersOf(r), cfg.AllowEnv); nv.Pool {
+				v.Rebind = nv.Rebind
+			} else {
+				_ = p.Release(ctx, sb)
+				v.Restore = false // the generation compared may be gone: start cold
+				err = fmt.Errorf("%w: the template was replaced while the Create waited, and its new generation does not match: %s", errReplaced, nv.Reason)
+			}
+		}
 		if err == nil {
 			w.mu.Lock()
 			var unpause func()
@@ -326,6 +342,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 			topts.runc.BinaryName = w.self
 			// The delete action of a dead shim needs the real runc too.
 			if err := os.WriteFile(filepath.Join(r.Bundle, "warm-runc"), []byte(w.runc), 0o600); err != nil {
+				w.unplan(ctx, r.ID)
 				return err
 			}
 			// The container runs on the sandbox's rootfs (a snapshot of the same layers);
@@ -339,7 +356,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 			v.Reason = "pool closed"
 		case errors.Is(err, pool.ErrDrained):
 			v.Reason = "pool drained (warmctl pool prewarm refills it)"
-		case errors.Is(err, pool.ErrNotPoolable):
+		case errors.Is(err, pool.ErrNotPoolable), errors.Is(err, errReplaced):
 			v.Reason = err.Error()
 		default:
 			v.Reason = "pool empty after acquire_timeout"
@@ -406,8 +423,19 @@ func (w *warm) refreshTemplate(name string) error {
 	return nil
 }
 
-// unplan undoes plan after a Create failed, so the container can be retried cold.
-func (w *warm) unplan(ctx context.Context, id string) {
+// errReplaced: a pool hit's sandbox was of a newer template generation that does not
+// match the request.
+var errReplaced = errors.New("template replaced")
+
+// unplan undoes plan after a Create failed, so the container can be retried cold: a
+// sandbox the failed Create adopted is removed from runc under the container's id too
+// (the container never came to exist, so no Delete will).
+func (w *warm) unplan(ctx context.Context, id string) { w.release(ctx, id, true) }
+
+// deleted releases what plan took for a container that was deleted.
+func (w *warm) deleted(ctx context.Context, id string) { w.release(ctx, id, false) }
+
+func (w *warm) release(ctx context.Context, id string, createFailed bool) {
 	w.mu.Lock()
 	s := w.served[id]
 	delete(w.served, id)
@@ -415,8 +443,15 @@ func (w *warm) unplan(ctx context.Context, id string) {
 	if s == nil {
 		return
 	}
+	// Wait for a runc command handleOp is carrying out on the sandbox (an adoption).
+	s.opMu.Lock()
+	s.gone = true
+	s.opMu.Unlock()
 	if s.unpause != nil {
 		s.unpause()
+	}
+	if createFailed && s.sb != nil {
+		w.sandboxesOf(s).Abandon(ctx, s.sb.Handle.(*oci.Sandbox))
 	}
 	switch {
 	case s.sb != nil && s.pool != nil:
@@ -479,10 +514,6 @@ func (w *warm) outputPending(id string, pid int) func() bool {
 
 // deleted releases what a served container held once containerd deleted it: a used
 // sandbox is destroyed, never returned to the pool.
-func (w *warm) deleted(ctx context.Context, id string) {
-	w.unplan(ctx, id)
-}
-
 // holdsPools reports whether the shim must stay up for its pools.
 func (w *warm) holdsPools() bool {
 	w.mu.Lock()
@@ -586,6 +617,15 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 	s := w.served[req.ID]
 	w.mu.Unlock()
 	if s == nil || s.sb == nil {
+		return wrap.Response{Handled: false}
+	}
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	if s.gone {
+		// Released meanwhile (its Create failed): nothing is adopted any more.
+		if req.Op == "create" {
+			return wrap.Response{Error: "the container's create was abandoned"}
+		}
 		return wrap.Response{Handled: false}
 	}
 	sb := s.sb.Handle.(*oci.Sandbox)

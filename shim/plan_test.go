@@ -1,0 +1,178 @@
+package shim
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types"
+	"github.com/containerd/containerd/api/types/runc/options"
+	"github.com/containerd/containerd/v2/pkg/namespaces"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/config"
+	"github.com/warmshim/warm/oci"
+	"github.com/warmshim/warm/pool"
+	"github.com/warmshim/warm/store"
+)
+
+// fakeSandboxes restores sandboxes that are only handles (no process), after delay.
+type fakeSandboxes struct{ delay time.Duration }
+
+func (f fakeSandboxes) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
+	time.Sleep(f.delay)
+	return &oci.Sandbox{ID: id, Pid: 1 << 30}, 1, nil
+}
+func (fakeSandboxes) Destroy(ctx context.Context, h any) error { return nil }
+func (fakeSandboxes) Poolable(t *store.Template) error         { return nil }
+
+func planSpec(args ...string) *specs.Spec {
+	return &specs.Spec{Process: &specs.Process{Args: args, Cwd: "/"}, Root: &specs.Root{Path: "rootfs"},
+		Linux: &specs.Linux{CgroupsPath: "/ns/c"}, Annotations: map[string]string{AnnTemplate: "app"}}
+}
+
+func planWarm(p *pool.Pool, cfg config.Config) *warm {
+	return &warm{ready: true, ns: "ns", cfg: cfg, self: "/self", runc: "/runc", pools: map[string]*pool.Pool{"app": p},
+		frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
+}
+
+// TestPlanChecksTheGenerationItServes: a Create compared with generation 1 waits on an
+// empty pool; the template is replaced meanwhile by a generation 2 the request does not
+// match. The Create is not served generation 2's sandbox, and that sandbox is destroyed
+// (never served again).
+func TestPlanChecksTheGenerationItServes(t *testing.T) {
+	cfg := config.Default()
+	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
+	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{delay: 40 * time.Millisecond}, nil, pool.WithDrained())
+	defer p.Close(context.Background())
+	p.Prewarm(0) // refilling, empty: the Create waits for a restore
+	w := planWarm(p, cfg)
+	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir(), Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
+	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
+	done := make(chan error, 1)
+	go func() {
+		done <- w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	p.SetTemplate(&store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("another-app"), Layers: "bind:/other"}, Generation: 2})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if w.isHit("c1") {
+		w.mu.Lock()
+		g := w.served["c1"].sb.Template.Generation
+		w.mu.Unlock()
+		t.Fatalf("served a sandbox of generation %d, which the request does not match", g)
+	}
+	if r.Checkpoint != "" {
+		t.Fatal("restored from a generation that may be gone")
+	}
+	if st := p.Stats(); st.InUse != 0 {
+		t.Fatalf("the sandbox taken and refused is still in use: %+v", st)
+	}
+	missed := false
+	for reason := range p.Stats().Misses {
+		missed = missed || strings.Contains(reason, "template was replaced") && strings.Contains(reason, "image layers differ")
+	}
+	if !missed {
+		t.Fatalf("the miss and its reason were not counted: %+v", p.Stats().Misses)
+	}
+}
+
+// TestPlanCompatibleNewGenerationServed: a newer generation the request matches as well
+// is served.
+func TestPlanCompatibleNewGenerationServed(t *testing.T) {
+	cfg := config.Default()
+	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
+	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{delay: 40 * time.Millisecond}, nil, pool.WithDrained())
+	defer p.Close(context.Background())
+	p.Prewarm(0)
+	w := planWarm(p, cfg)
+	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir(), Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
+	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
+	done := make(chan error, 1)
+	go func() {
+		done <- w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
+	}()
+	time.Sleep(10 * time.Millisecond)
+	p.SetTemplate(&store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 2})
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !w.isHit("c1") {
+		t.Fatal("not served")
+	}
+	w.unplan(context.Background(), "c1")
+	if st := p.Stats(); st.InUse != 0 {
+		t.Fatalf("unplan left the sandbox in use: %+v", st)
+	}
+}
+
+// TestPlanErrorAfterAcquireReleases: plan fails after it took a sandbox (the bundle
+// cannot be written): the sandbox is released, not left in use for ever.
+func TestPlanErrorAfterAcquireReleases(t *testing.T) {
+	cfg := config.Default()
+	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
+	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{}, nil)
+	defer p.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Frozen == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	w := planWarm(p, cfg)
+	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: "/nonexistent/bundle", Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
+	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
+	if err := w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts); err == nil {
+		t.Fatal("plan succeeded")
+	}
+	if st := p.Stats(); st.InUse != 0 || w.isHit("c1") {
+		t.Fatalf("sandbox left acquired: in use %d, served %v", st.InUse, w.isHit("c1"))
+	}
+}
+
+// TestReleaseWaitsForOp: a release (a failed Create's unplan) waits for the runc command
+// handleOp is carrying out on the sandbox, and marks the entry gone so that no adoption
+// starts after it.
+func TestReleaseWaitsForOp(t *testing.T) {
+	cfg := config.Default()
+	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
+	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{}, nil)
+	defer p.Close(context.Background())
+	deadline := time.Now().Add(5 * time.Second)
+	for p.Stats().Frozen == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	w := planWarm(p, cfg)
+	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir(), Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
+	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
+	if err := w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts); err != nil || !w.isHit("c1") {
+		t.Fatalf("not a hit: %v", err)
+	}
+	w.mu.Lock()
+	s := w.served["c1"]
+	w.mu.Unlock()
+	s.opMu.Lock() // an adoption in progress
+	released := make(chan struct{})
+	go func() {
+		w.unplan(context.Background(), "c1")
+		close(released)
+	}()
+	select {
+	case <-released:
+		t.Fatal("unplan released the sandbox while an adoption was running")
+	case <-time.After(50 * time.Millisecond):
+	}
+	if st := p.Stats(); st.InUse != 1 {
+		t.Fatalf("in use %d during the adoption", st.InUse)
+	}
+	s.opMu.Unlock()
+	<-released
+	s.opMu.Lock()
+	gone := s.gone
+	s.opMu.Unlock()
+	if !gone || p.Stats().InUse != 0 {
+		t.Fatalf("after unplan: gone %v, in use %d", gone, p.Stats().InUse)
+	}
+}
