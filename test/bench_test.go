@@ -108,7 +108,7 @@ func BenchmarkPoolHitConcurrent(b *testing.B) {
 		id := fmt.Sprintf("conc-%d", time.Now().UnixNano())
 		start := time.Now()
 		c, err := e.client.NewContainer(e.ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id+"-snap", img),
-			e.runtimeOpt(), containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(echoApp...), templateAnn(name, false)))
+			e.runtimeOpt(), containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(echoApp...), oci.WithDefaultUnixDevices, templateAnn(name, false)))
 		if err != nil {
 			b.Error(err)
 			return 0, func() {}

@@ -100,7 +100,9 @@ func (e *env) container(args []string, opts ...oci.SpecOpts) containerd.Containe
 		e.t.Fatal(err)
 	}
 	id := shortName(e.t)
-	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, opts...)
+	// The default devices' rules, as ctr and nerdctl add them: a template made here serves
+	// their runs, and a pool hit needs the same device rules.
+	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...), oci.WithDefaultUnixDevices}, opts...)
 	c, err := e.client.NewContainer(e.ctx, id,
 		containerd.WithImage(img),
 		containerd.WithNewSnapshot(id+"-snap", img),
@@ -739,7 +741,7 @@ func (e *envB) containerB(args []string, opts ...oci.SpecOpts) containerd.Contai
 	}
 	id := fmt.Sprintf("bench-%d", time.Now().UnixNano())
 	c, err := e.client.NewContainer(e.ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id+"-snap", img),
-		e.runtimeOpt(), containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...)}, opts...)...))
+		e.runtimeOpt(), containerd.WithNewSpec(append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...), oci.WithDefaultUnixDevices}, opts...)...))
 	if err != nil {
 		e.b.Fatal(err)
 	}

@@ -187,7 +187,8 @@ func (e *Env) ClientFirstReply(app App, annotations map[string]string) (time.Dur
 	id := e.ID("g" + app.Name)
 	c, err := e.Client.NewContainer(e.Ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
 		containerd.WithRuntime(harness.Warm, &runtimeoptions.Options{ConfigPath: e.CD.WarmCfg}),
-		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...), oci.WithAnnotations(annotations)))
+		// ctr's default devices: the template was made with ctr, and a hit needs its device rules.
+		containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...), oci.WithDefaultUnixDevices, oci.WithAnnotations(annotations)))
 	if err != nil {
 		return 0, err
 	}
