@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -18,6 +19,8 @@ import (
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
+
+	"github.com/warmshim/warm/store"
 )
 
 // DefaultPath is where the shim looks for its configuration when containerd passes none.
@@ -172,6 +175,9 @@ func (b *ByteSize) UnmarshalText(t []byte) error {
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || n < 0 {
 		return fmt.Errorf("%q is not a size like \"512MiB\", \"2GiB\" or a number of bytes", string(t))
+	}
+	if n > math.MaxInt64/mult {
+		return fmt.Errorf("%q is too large", string(t))
 	}
 	*b = ByteSize(n * mult)
 	return nil
@@ -361,6 +367,9 @@ func (c Config) Validate() error {
 		return err
 	}
 	for name := range c.Pools {
+		if err := store.ValidName(name); err != nil {
+			return fmt.Errorf("section pools.%q: %w", name, err)
+		}
 		if err := validatePool("pools."+name, c.PoolFor(name)); err != nil {
 			return err
 		}
@@ -383,6 +392,8 @@ func validatePool(section string, p Resolved) error {
 		return fmt.Errorf("keys %s.initial and %s.max: initial %d is greater than max %d; set initial <= max", section, section, p.Initial, p.Max)
 	case p.RefillBatch < 1:
 		return fmt.Errorf("key %s.refill_batch: %d must be at least 1", section, p.RefillBatch)
+	case p.MaxMemory < 0:
+		return fmt.Errorf("key %s.max_memory: %d must not be negative (0 is no bound)", section, p.MaxMemory)
 	case p.RefillInterval < time.Millisecond:
 		return fmt.Errorf("key %s.refill_interval: %v must be at least 1ms", section, p.RefillInterval)
 	}

@@ -53,6 +53,10 @@ var ErrNotPoolable = errors.New("template cannot be pooled")
 // comes until Prewarm, so waiting would only delay the fallback.
 var ErrDrained = errors.New("pool drained")
 
+// ErrNoRoom is returned by Acquire at once when the pool may hold no sandbox at all
+// (max_memory is below one sandbox's memory): no refill would come.
+var ErrNoRoom = errors.New("max_memory holds no sandbox of this template")
+
 // Option configures a new pool.
 type Option func(*Pool)
 
@@ -105,6 +109,8 @@ type Pool struct {
 	rateAt      time.Time         // guarded by mu
 	lastAcq     time.Time         // guarded by mu
 	restore     time.Duration     // average restore time; guarded by mu
+	memPer      int64             // memory of the last sandbox restored from tmpl; guarded by mu
+	filled      bool              // the pool reached initial (or served a hit); guarded by mu
 	stats       stats             // guarded by mu
 	fails       int               // consecutive failed restores; guarded by mu
 	retryAt     time.Time         // no restore before, after failures; guarded by mu
@@ -195,6 +201,7 @@ func (p *Pool) SetTemplate(t *store.Template) {
 	p.mu.Lock()
 	if p.tmpl == nil || t.Generation > p.tmpl.Generation {
 		p.tmpl = t
+		p.memPer = 0
 		p.setRestoreOnlyLocked()
 	}
 	p.mu.Unlock()
@@ -263,6 +270,12 @@ func (p *Pool) Acquire(ctx context.Context, timeout time.Duration) (*Sandbox, er
 			return &sb, nil
 		}
 		p.waiting++
+		if p.desiredLocked(p.now()) == 0 && !p.drained {
+			// Not even the callers waiting now would get a refill.
+			p.waiting--
+			p.mu.Unlock()
+			return nil, ErrNoRoom
+		}
 		avail := p.avail
 		p.mu.Unlock()
 		p.Kick()
@@ -484,7 +497,11 @@ func (p *Pool) desiredLocked(now time.Time) int {
 	}
 	c := p.cfg
 	want := c.Min
-	if p.tmpl != nil && p.stats.restored == 0 && p.stats.hits == 0 && c.Initial > want {
+	// The first fill goes up to initial, over as many rounds as refill_batch needs.
+	if !p.filled && (len(p.frozen) >= c.Initial || p.stats.hits > 0) {
+		p.filled = true
+	}
+	if p.tmpl != nil && !p.filled && c.Initial > want {
 		want = c.Initial
 	}
 	// Size from the arrival rate: twice the arrivals expected during one restore and
@@ -496,12 +513,19 @@ func (p *Pool) desiredLocked(now time.Time) int {
 		cover := 2 * perSec * (p.restore + c.RefillInterval).Seconds()
 		want = max(want, c.Min+int(math.Ceil(cover))+p.waiting)
 	}
-	want = max(want, p.prewarm)
+	// Whoever waits now is served, however idle the pool was.
+	want = max(want, c.Min+p.waiting, p.prewarm)
 	if want > c.Max {
 		want = c.Max
 	}
-	if c.MaxMemory > 0 && p.tmpl != nil && p.tmpl.MemoryBytes > 0 {
-		if byMem := int(c.MaxMemory / p.tmpl.MemoryBytes); want > byMem {
+	// max_memory: by what a sandbox of this generation measured once restored, else
+	// what the application had when its template was made.
+	per := p.memPer
+	if per <= 0 && p.tmpl != nil {
+		per = p.tmpl.MemoryBytes
+	}
+	if c.MaxMemory > 0 && per > 0 {
+		if byMem := int(c.MaxMemory / per); want > byMem {
 			want = byMem
 		}
 	}
@@ -633,6 +657,9 @@ func (p *Pool) restoreOne(ctx context.Context, e *entry) {
 	}
 	p.fails = 0
 	e.sb.Memory = mem
+	if mem > 0 && p.tmpl != nil && e.sb.Template.Generation == p.tmpl.Generation {
+		p.memPer = mem
+	}
 	e.sb.RestoredAt = p.now()
 	p.restore = (p.restore*3 + took) / 4
 	st, terr := transition(e.state, Frozen)

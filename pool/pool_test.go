@@ -512,3 +512,61 @@ func TestDrainWaitsForRoundVictims(t *testing.T) {
 	}
 	closePool(t, p, rt)
 }
+
+// TestInitialAboveRefillBatch: initial 4 with refill_batch 2 fills to 4 over two rounds,
+// and the first hit ends the initial fill.
+func TestInitialAboveRefillBatch(t *testing.T) {
+	rt := newFake()
+	rt.delay = 10 * time.Millisecond
+	c := cfg(1, 4)
+	c.Initial = 4
+	p := New("ns", tmpl(1), c, rt, nil)
+	eventually(t, "4 frozen", func() bool { return p.Stats().Frozen == 4 })
+	closePool(t, p, rt)
+}
+
+// TestMaxMemoryFromMeasuredSandboxes: a template whose memory is unknown (0, e.g. one
+// from a checkpoint image) is bounded by what its sandboxes measure: 25 MiB holds two
+// of 10 MiB.
+func TestMaxMemoryFromMeasuredSandboxes(t *testing.T) {
+	rt := newFake()
+	c := cfg(4, 4)
+	c.MaxMemory = 25 << 20
+	tp := tmpl(1)
+	tp.MemoryBytes = 0
+	p := New("ns", tp, c, rt, nil)
+	eventually(t, "the bound applied", func() bool { return p.Stats().Desired == 2 })
+	eventually(t, "settled", func() bool { st := p.Stats(); return st.Restoring == 0 && st.Frozen <= 2 })
+	if st := p.Stats(); st.Memory > c.MaxMemory {
+		t.Fatalf("frozen memory %d MiB over max_memory 25 MiB", st.Memory>>20)
+	}
+	closePool(t, p, rt)
+}
+
+// TestAcquireNoRoom: with max_memory below one sandbox, no refill can come: Acquire
+// says so at once instead of waiting acquire_timeout.
+func TestAcquireNoRoom(t *testing.T) {
+	rt := newFake()
+	c := cfg(1, 4)
+	c.MaxMemory = 5 << 20 // the template is 10 MiB
+	p := New("ns", tmpl(1), c, rt, nil)
+	defer closePool(t, p, rt)
+	if _, err := p.Acquire(context.Background(), time.Hour); !errors.Is(err, ErrNoRoom) {
+		t.Fatalf("Acquire: %v, want ErrNoRoom", err)
+	}
+}
+
+// TestWaitingCountsWhenIdle: with min 0 and idle_timeout 0 a waiting Acquire still gets
+// a refill.
+func TestWaitingCountsWhenIdle(t *testing.T) {
+	rt := newFake()
+	c := cfg(0, 4)
+	c.IdleTimeout = 0
+	p := New("ns", tmpl(1), c, rt, nil)
+	defer closePool(t, p, rt)
+	sb, err := p.Acquire(context.Background(), 10*time.Second)
+	if err != nil {
+		t.Fatalf("a waiting Acquire got no refill: %v", err)
+	}
+	_ = p.Release(context.Background(), sb)
+}

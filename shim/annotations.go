@@ -25,6 +25,9 @@ type readyRule struct {
 	delay time.Duration
 }
 
+// maxReadyText bounds a stdout readiness TEXT (the tee keeps a line's tail this long).
+const maxReadyText = 4096
+
 func parseReady(s string) (readyRule, error) {
 	kind, arg, ok := strings.Cut(s, ":")
 	fix := fmt.Sprintf("annotation %s=%q: use file:/path (appears inside the container), stdout:TEXT (a line containing TEXT) or delay:DURATION (e.g. delay:2s)", AnnReady, s)
@@ -38,6 +41,12 @@ func parseReady(s string) (readyRule, error) {
 			return readyRule{}, fmt.Errorf("%s: the file path must be absolute", fix)
 		}
 	case "stdout":
+		if strings.ContainsAny(arg, "\r\n") {
+			return readyRule{}, fmt.Errorf("%s: TEXT is matched within one line and cannot hold a line break", fix)
+		}
+		if len(arg) > maxReadyText {
+			return readyRule{}, fmt.Errorf("%s: TEXT is %d bytes; use at most %d", fix, len(arg), maxReadyText)
+		}
 	case "delay":
 		d, err := time.ParseDuration(arg)
 		if err != nil || d <= 0 {

@@ -110,14 +110,22 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 		writeJSON(rw, out)
 	})
 	mux.HandleFunc("POST /templates/{name}/refresh", func(rw http.ResponseWriter, r *http.Request) {
-		if err := w.refreshTemplate(r.PathValue("name")); err != nil {
+		name, ok := templateName(rw, r)
+		if !ok {
+			return
+		}
+		if err := w.refreshTemplate(name); err != nil {
 			http.Error(rw, err.Error(), http.StatusInternalServerError)
 			return
 		}
 		rw.WriteHeader(http.StatusNoContent)
 	})
 	mux.HandleFunc("DELETE /templates/{name}", func(rw http.ResponseWriter, r *http.Request) {
-		if err := w.deleteTemplate(r.Context(), r.PathValue("name")); err != nil {
+		name, ok := templateName(rw, r)
+		if !ok {
+			return
+		}
+		if err := w.deleteTemplate(r.Context(), name); err != nil {
 			code := http.StatusInternalServerError
 			if errors.Is(err, store.ErrInUse) {
 				code = http.StatusConflict
@@ -132,6 +140,16 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 	s := &ctlServer{srv: &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}, path: path}
 	go func() { _ = s.srv.Serve(l) }()
 	return s, nil
+}
+
+// templateName is the request's {name}, a valid template name, or a 400 answer.
+func templateName(rw http.ResponseWriter, r *http.Request) (string, bool) {
+	name := r.PathValue("name")
+	if err := store.ValidName(name); err != nil {
+		http.Error(rw, err.Error(), http.StatusBadRequest)
+		return "", false
+	}
+	return name, true
 }
 
 func (s *ctlServer) close() {

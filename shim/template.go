@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -19,6 +20,7 @@ import (
 	runcC "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/internal/runctask"
@@ -104,8 +106,13 @@ func startTee(path, orig string, text []byte, ready chan struct{}) error {
 					}
 					line = line[i+1:]
 				}
-				if len(line) > 64<<10 {
-					line = line[len(line)-len(text):]
+				// A line not ended yet counts too (a prompt is written without one).
+				if bytes.Contains(line, text) {
+					once.Do(func() { close(ready) })
+				}
+				// A long line keeps only the tail a match could still start in.
+				if keep := len(text); len(line) > 64<<10 && keep < len(line) {
+					line = append(line[:0:0], line[len(line)-keep:]...)
 				}
 			}
 			if err != nil {
@@ -146,10 +153,8 @@ wait:
 				log.G(ctx).Warn("template container exited before it was ready: no template made")
 				return
 			}
-			if m.rule.kind == "file" {
-				if _, err := os.Stat(filepath.Join("/proc", strconv.Itoa(pid), "root", m.rule.arg)); err == nil {
-					break wait
-				}
+			if m.rule.kind == "file" && existsUnder(filepath.Join("/proc", strconv.Itoa(pid), "root"), m.rule.arg) {
+				break wait
 			}
 		}
 	}
@@ -186,4 +191,25 @@ wait:
 		// generation; otherwise it loads the template when a container first names it.
 		w.notifyPoolShim(m.name)
 	}
+}
+
+// existsUnder reports whether path exists in the file system rooted at root (a process's
+// /proc/PID/root), its symbolic links resolved inside that root (openat2
+// RESOLVE_IN_ROOT), never against the shim's: /var/run/app.ready in a Debian image is
+// /run/app.ready of the container.
+func existsUnder(rootDir, path string) bool {
+	root, err := unix.Open(rootDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(root)
+	fd, err := unix.Openat2(root, strings.TrimPrefix(path, "/"), &unix.OpenHow{
+		Flags:   unix.O_PATH | unix.O_CLOEXEC,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
 }

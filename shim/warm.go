@@ -356,7 +356,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 			v.Reason = "pool closed"
 		case errors.Is(err, pool.ErrDrained):
 			v.Reason = "pool drained (warmctl pool prewarm refills it)"
-		case errors.Is(err, pool.ErrNotPoolable), errors.Is(err, errReplaced):
+		case errors.Is(err, pool.ErrNotPoolable), errors.Is(err, errReplaced), errors.Is(err, pool.ErrNoRoom):
 			v.Reason = err.Error()
 		default:
 			v.Reason = "pool empty after acquire_timeout"
@@ -366,7 +366,11 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		p.Miss(v.Reason)
 	}
 	if v.Restore {
-		release := w.store.Use(t)
+		release, err := w.store.Acquire(t)
+		if err != nil {
+			l.WithError(err).Info("cold start: the template's generation is gone")
+			return nil
+		}
 		w.mu.Lock()
 		w.served[r.ID] = &served{pool: p, bundle: r.Bundle, spec: spec, release: release}
 		w.mu.Unlock()
@@ -644,6 +648,12 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		// The output files now belong to the sandbox's copies.
 		files[1], files[2] = nil, nil
 		if err := w.sandboxesOf(s).Adopt(ctx, sb, ar); err != nil {
+			// Adopt fails before it splices the files in: they are still ours.
+			for _, f := range []*os.File{ar.Stdin, ar.Stdout, ar.Stderr} {
+				if f != nil {
+					f.Close()
+				}
+			}
 			resp.Error = err.Error()
 			break
 		}

@@ -87,6 +87,33 @@ func ValidName(name string) error {
 	return nil
 }
 
+// validNamespace reports whether ns can be a directory name of the store: a containerd
+// namespace (letters, digits, '.', '_' and '-', starting with a letter or digit, at most
+// 76 characters), so never "", "." or ".." and never a path.
+func validNamespace(ns string) bool {
+	if len(ns) == 0 || len(ns) > 76 {
+		return false
+	}
+	for i := 0; i < len(ns); i++ {
+		c := ns[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validRef checks the namespace and name of a template before they become a path.
+func validRef(ns, name string) error {
+	if !validNamespace(ns) {
+		return fmt.Errorf("namespace %q: not a containerd namespace (letters, digits, '.', '_' or '-', starting with a letter or digit)", ns)
+	}
+	return ValidName(name)
+}
+
 // Store is a directory of templates: <root>/<namespace>/<name>/{g<generation>/, current}.
 type Store struct {
 	root string
@@ -111,11 +138,25 @@ func (s *Store) Root() string { return s.root }
 
 func (s *Store) nameDir(ns, name string) string { return filepath.Join(s.root, ns, name) }
 
+// lockName takes the exclusive flock of a template name's directory (its ".lock" file),
+// across processes: making a generation current and pruning never interleave.
+func lockName(dir string) (unlock func(), err error) {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { f.Close() }, nil
+}
+
 // Commit writes a new generation of a template atomically. fill writes the CRIU images
 // into the directory it is given; it runs before anything is visible. On any error the
 // partial generation is removed and the current one (if any) is untouched.
 func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Template, retErr error) {
-	if err := ValidName(meta.Name); err != nil {
+	if err := validRef(meta.Namespace, meta.Name); err != nil {
 		return nil, err
 	}
 	dir := s.nameDir(meta.Namespace, meta.Name)
@@ -131,6 +172,17 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 			os.RemoveAll(tmp)
 		}
 	}()
+	// The commit holds the directory's flock until it returns: a prune (of this process
+	// or another) leaves it alone while it is written, and once renamed into a generation
+	// until it is current (the flock goes with the directory).
+	held, err := os.Open(tmp)
+	if err != nil {
+		return nil, err
+	}
+	defer held.Close()
+	if err := syscall.Flock(int(held.Fd()), syscall.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("template %s: lock: %w", meta.Name, err)
+	}
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return nil, err
 	}
@@ -154,28 +206,48 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	if err := SyncTree(tmp); err != nil {
 		return nil, fmt.Errorf("template %s: sync: %w", meta.Name, err)
 	}
-	gen := time.Now().UnixNano()
-	final := filepath.Join(dir, "g"+strconv.FormatInt(gen, 10))
-	if err := os.Rename(tmp, final); err != nil {
+	gen, final, err := s.publish(dir, tmp)
+	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
+	s.pruneOld(meta.Namespace, meta.Name)
+	return &Template{Meta: meta, Generation: gen, Dir: final, Images: filepath.Join(final, "images")}, nil
+}
+
+// publish renames the written generation tmp into place and makes it current, under the
+// name's lock. Generations only grow, even if the clock steps back.
+func (s *Store) publish(dir, tmp string) (gen int64, final string, err error) {
+	unlock, err := lockName(dir)
+	if err != nil {
+		return 0, "", err
+	}
+	defer unlock()
+	gen = time.Now().UnixNano()
+	if target, err := os.Readlink(filepath.Join(dir, "current")); err == nil {
+		if cur, err := strconv.ParseInt(strings.TrimPrefix(target, "g"), 10, 64); err == nil && gen <= cur {
+			gen = cur + 1
+		}
+	}
+	final = filepath.Join(dir, "g"+strconv.FormatInt(gen, 10))
+	if err := os.Rename(tmp, final); err != nil {
+		return 0, "", err
 	}
 	// From here the generation exists; "current" makes it the one served.
 	link := filepath.Join(dir, "current")
 	tmpLink := filepath.Join(dir, ".current-"+strconv.FormatInt(gen, 10))
 	if err := os.Symlink(filepath.Base(final), tmpLink); err != nil {
 		os.RemoveAll(final)
-		return nil, err
+		return 0, "", err
 	}
 	if err := os.Rename(tmpLink, link); err != nil {
 		os.Remove(tmpLink)
 		os.RemoveAll(final)
-		return nil, err
+		return 0, "", err
 	}
 	if err := syncDir(dir); err != nil {
-		return nil, err
+		return 0, "", err
 	}
-	s.pruneOld(meta.Namespace, meta.Name)
-	return &Template{Meta: meta, Generation: gen, Dir: final, Images: filepath.Join(final, "images")}, nil
+	return gen, final, nil
 }
 
 // Verify checks that a directory holds a complete, readable CRIU image set: runc's
@@ -183,6 +255,20 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 // magic, then one entry whose protobuf carries img_version. (Decoding by hand rather than
 // with go-criu's crit keeps crit's ~60 registered protobuf files out of the shim's start.)
 func Verify(images string) error {
+	// Only plain files and directories: a symbolic link would have CRIU read another
+	// file at restore, and opening a FIFO or a device to sync it blocks or acts.
+	if err := filepath.WalkDir(images, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if t := d.Type(); t&^fs.ModeDir != 0 {
+			rel, _ := filepath.Rel(images, p)
+			return fmt.Errorf("checkpoint in %s holds %s, which is not a regular file (%s): refused", images, rel, t.Type())
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	if fi, err := os.Stat(filepath.Join(images, "descriptors.json")); err != nil || fi.Size() == 0 {
 		return fmt.Errorf("checkpoint in %s is incomplete: descriptors.json missing or empty", images)
 	}
@@ -247,6 +333,9 @@ func decodeInventory(data []byte) error {
 
 // Get returns the current generation of a template.
 func (s *Store) Get(ns, name string) (*Template, error) {
+	if err := validRef(ns, name); err != nil {
+		return nil, err
+	}
 	dir := s.nameDir(ns, name)
 	target, err := os.Readlink(filepath.Join(dir, "current"))
 	if err != nil {
@@ -260,6 +349,9 @@ func (s *Store) Get(ns, name string) (*Template, error) {
 
 // CurrentGeneration is the generation Get would return, read without loading it.
 func (s *Store) CurrentGeneration(ns, name string) (int64, error) {
+	if err := validRef(ns, name); err != nil {
+		return 0, err
+	}
 	target, err := os.Readlink(filepath.Join(s.nameDir(ns, name), "current"))
 	if err != nil {
 		return 0, err
@@ -285,6 +377,9 @@ func (s *Store) load(gdir string) (*Template, error) {
 
 // List returns the current generation of every template of a namespace, by name.
 func (s *Store) List(ns string) ([]*Template, error) {
+	if !validNamespace(ns) {
+		return nil, fmt.Errorf("namespace %q: not a containerd namespace", ns)
+	}
 	entries, err := os.ReadDir(filepath.Join(s.root, ns))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
@@ -339,8 +434,24 @@ func (s *Store) Use(t *Template) (release func()) {
 	}
 }
 
-// Delete removes a template unless a sandbox uses one of its generations.
+// Acquire is Use for a generation that must still be on disk (a restore-on-create reads
+// it): it fails, holding nothing, if the generation was removed before it was marked.
+func (s *Store) Acquire(t *Template) (release func(), err error) {
+	release = s.Use(t)
+	// Marked (in this process and by the flock) it stays; was it still there?
+	if _, err := os.Stat(filepath.Join(t.Images, "inventory.img")); err != nil {
+		release()
+		return nil, fmt.Errorf("template %s generation %d: %w", t.Name, t.Generation, err)
+	}
+	return release, nil
+}
+
+// Delete removes a template unless a sandbox uses one of its generations or one is
+// being made.
 func (s *Store) Delete(ns, name string) error {
+	if err := validRef(ns, name); err != nil {
+		return err
+	}
 	dir := s.nameDir(ns, name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -352,13 +463,21 @@ func (s *Store) Delete(ns, name string) error {
 	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("%s/%s: %w", ns, name, ErrNotFound)
 	}
+	unlockName, err := lockName(dir)
+	if err != nil {
+		return err
+	}
+	defer unlockName()
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), "g") {
+		if !strings.HasPrefix(e.Name(), "g") && !strings.HasPrefix(e.Name(), ".tmp-") {
 			continue
 		}
 		unlock, ok := tryLock(filepath.Join(dir, e.Name()))
 		if !ok {
+			if strings.HasPrefix(e.Name(), ".tmp-") {
+				return fmt.Errorf("%s/%s: %w: a new generation is being made", ns, name, ErrInUse)
+			}
 			return fmt.Errorf("%s/%s: %w by another shim (a restore from generation %s)", ns, name, ErrInUse, e.Name())
 		}
 		defer unlock()
@@ -383,6 +502,12 @@ func tryLock(gdir string) (unlock func(), ok bool) {
 // commits that never finished.
 func (s *Store) pruneOld(ns, name string) {
 	dir := s.nameDir(ns, name)
+	// Under the name's lock no commit is between its rename and its "current" swap.
+	unlockName, err := lockName(dir)
+	if err != nil {
+		return // the name is gone (deleted)
+	}
+	defer unlockName()
 	cur, _ := os.Readlink(filepath.Join(dir, "current"))
 	entries, _ := os.ReadDir(dir)
 	s.mu.Lock()
@@ -390,15 +515,13 @@ func (s *Store) pruneOld(ns, name string) {
 	for _, e := range entries {
 		p := filepath.Join(dir, e.Name())
 		switch {
-		case e.Name() == "current" || e.Name() == cur:
+		case e.Name() == "current" || e.Name() == cur || e.Name() == ".lock":
 		case strings.HasPrefix(e.Name(), "g") && s.inUse[p] > 0:
-		case strings.HasPrefix(e.Name(), ".tmp-") || strings.HasPrefix(e.Name(), ".current-"):
-			// A commit in progress in another goroutine holds its own tmp dir; only
-			// remove ones older than a minute.
-			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
-				os.RemoveAll(p)
-			}
-		case strings.HasPrefix(e.Name(), "g"):
+		case strings.HasPrefix(e.Name(), ".current-"):
+			os.Remove(p) // left by a commit that died between its symlink and its swap
+		case strings.HasPrefix(e.Name(), ".tmp-") || strings.HasPrefix(e.Name(), "g"):
+			// A commit in progress (its directory) or a restore (the generation, shared)
+			// holds the flock; what no one holds is left over, or unused.
 			if unlock, ok := tryLock(p); ok { // else another process restores from it
 				os.RemoveAll(p)
 				unlock()

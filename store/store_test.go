@@ -98,7 +98,7 @@ func TestFailedCommitLeavesCurrent(t *testing.T) {
 		t.Fatalf("current changed after failed commits: %+v %v", got, err)
 	}
 	entries, _ := os.ReadDir(filepath.Dir(t1.Dir))
-	if len(entries) != 2 { // current + one generation
+	if len(entries) != 3 { // current, one generation and the name's lock file
 		t.Fatalf("left behind: %v", entries)
 	}
 }

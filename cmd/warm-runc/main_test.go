@@ -148,7 +148,9 @@ func TestWrappers(t *testing.T) {
 			if errOut, code := run(bin, []string{wrap.EnvSocket + "=" + other.sock, wrap.EnvRunc + "=" + runc}, "--root", "/r", "kill", "c4", "9"); code != 0 {
 				t.Fatalf("kill: exit %d: %s", code, errOut)
 			}
-			<-other.reqs
+			if r := <-other.reqs; r.Op != "kill" || r.ID != "c4" {
+				t.Fatalf("kill request %+v: the id is the argument before the signal", r)
+			}
 			if data, _ := os.ReadFile(argsFile); string(data) != runc+"\n--root\n/r\nkill\nc4\n9\n" {
 				t.Fatalf("real runc got %q", data)
 			}

@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -106,11 +107,16 @@ func client(sock string) *ctl {
 }
 
 func (c *ctl) do(method, path string, out any) error {
-	req, _ := http.NewRequest(method, "http://warm"+path, nil)
+	req, err := http.NewRequest(method, "http://warm"+path, nil)
+	if err != nil {
+		return err
+	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		if _, serr := os.Stat(c.sock); serr != nil {
+		if _, serr := os.Stat(c.sock); errors.Is(serr, os.ErrNotExist) {
 			return fmt.Errorf("no pool shim for this namespace (%s missing): start a container that names a template", c.sock)
+		} else if serr != nil {
+			return fmt.Errorf("%s: %w (warmctl needs root)", c.sock, serr)
 		}
 		return err
 	}
@@ -159,8 +165,17 @@ func run(c *ctl, args []string, asJSON bool) error {
 		}
 		return nil
 	case len(args) == 4 && args[0] == "pool" && args[1] == "prewarm":
+		if err := store.ValidName(args[2]); err != nil {
+			return err
+		}
+		if n, err := strconv.Atoi(args[3]); err != nil || n < 0 {
+			return fmt.Errorf("pool prewarm %s %q: give the number of sandboxes, 0 or more", args[2], args[3])
+		}
 		return c.do("POST", "/pools/"+args[2]+"/prewarm?n="+args[3], nil)
 	case len(args) == 3 && args[0] == "pool" && args[1] == "drain":
+		if err := store.ValidName(args[2]); err != nil {
+			return err
+		}
 		return c.do("POST", "/pools/"+args[2]+"/drain", nil)
 	case cmd == "template ls" || cmd == "templates":
 		var ts []store.Meta
@@ -189,6 +204,9 @@ func run(c *ctl, args []string, asJSON bool) error {
 		}
 		return tw.Flush()
 	case len(args) == 3 && args[0] == "template" && (args[1] == "rm" || args[1] == "delete"):
+		if err := store.ValidName(args[2]); err != nil {
+			return err
+		}
 		if c.noShim() {
 			// No pool holds it; a pod's shim restoring from it holds its lock.
 			st, err := c.store()

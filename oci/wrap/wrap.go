@@ -93,8 +93,9 @@ func LogError(args []string, msg string) {
 	}
 }
 
-// ParseArgs finds the subcommand, the container id (last argument) and --pid-file of a
-// runc command line.
+// ParseArgs finds the subcommand, the container id and --pid-file of a runc command
+// line. The id is the last argument, but for kill ("kill [--all] ID [SIGNAL]") the first
+// one that is not a flag.
 func ParseArgs(args []string) (sub, id, pidFile string) {
 	i := subcommand(args)
 	if i >= len(args) {
@@ -102,6 +103,14 @@ func ParseArgs(args []string) (sub, id, pidFile string) {
 	}
 	sub = args[i]
 	rest := args[i+1:]
+	if sub == "kill" {
+		for _, a := range rest {
+			if !strings.HasPrefix(a, "-") {
+				return sub, a, ""
+			}
+		}
+		return sub, "", ""
+	}
 	if len(rest) > 0 {
 		id = rest[len(rest)-1]
 	}

@@ -14,7 +14,9 @@ func TestParse(t *testing.T) {
 	}{
 		{[]string{"x", "--root", "/r", "--log", "/b/log.json", "--log-format", "json", "create", "--bundle", "/b", "--pid-file", "/b/init.pid", "c1"}, "create", "c1", "/b/init.pid"},
 		{[]string{"x", "--root", "/r", "--debug", "--systemd-cgroup", "start", "c2"}, "start", "c2", ""},
-		{[]string{"x", "--root", "/r", "kill", "--all", "c3", "9"}, "kill", "9", ""},
+		{[]string{"x", "--root", "/r", "kill", "--all", "c3", "9"}, "kill", "c3", ""},
+		{[]string{"x", "--root", "/r", "kill", "c4", "15"}, "kill", "c4", ""},
+		{[]string{"x", "--root", "/r", "kill", "c5"}, "kill", "c5", ""},
 		{[]string{"x", "--root", "/r"}, "", "", ""},
 	}
 	for _, tc := range cases {

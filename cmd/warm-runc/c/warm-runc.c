@@ -183,7 +183,14 @@ int main(int argc, char **argv)
 			else if (strncmp(argv[j], "--pid-file=", 11) == 0)
 				pid_file = argv[j] + 11;
 		}
-		if (i + 1 < argc)
+		if (strcmp(sub, "kill") == 0) {
+			/* kill [--all] ID [SIGNAL]: the first argument that is not a flag */
+			for (int j = i + 1; j < argc; j++)
+				if (argv[j][0] != '-') {
+					id = argv[j];
+					break;
+				}
+		} else if (i + 1 < argc)
 			id = argv[argc - 1];
 	}
 	const char *sock = getenv("WARM_ADOPT_SOCKET");
