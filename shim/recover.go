@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -449,10 +450,12 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runcta
 		req.Stdin = path
 	}
 	var ready chan struct{}
+	var tee io.Closer
 	if rec.policy.Health.Kind == "stdout" {
 		ready = make(chan struct{})
 		path := filepath.Join(rec.bundle, fmt.Sprintf("warm-health-%d", time.Now().UnixNano()))
-		if err := startTee(path, rec.stdout, []byte(rec.policy.Health.Arg), ready); err != nil {
+		var err error
+		if tee, err = startTee(path, rec.stdout, []byte(rec.policy.Health.Arg), ready); err != nil {
 			return nil, err
 		}
 		req.Stdout = path
@@ -464,6 +467,9 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runcta
 	prepared := time.Since(began)
 	newC, err := runctask.NewContainer(ctx, s.platform, req)
 	if err != nil {
+		if tee != nil {
+			tee.Close() // no process will write to it
+		}
 		return nil, err
 	}
 	created := time.Since(began)

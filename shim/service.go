@@ -254,6 +254,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		}()
 	}
 	var mk *maker
+	if ann[AnnTemplate] == "" && ann[AnnReady] != "" {
+		log.G(ctx).WithField("container", r.ID).Warnf("annotation %s has no effect without %s=NAME: no template is made", AnnReady, AnnTemplate)
+	}
 	if ann[AnnTemplate] != "" {
 		if ann[AnnReady] != "" {
 			mk, err = s.warm.prepareMaker(ctx, r, spec, &topts)
@@ -290,6 +293,9 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	if err != nil {
 		s.warm.unplan(ctx, r.ID)
+		if mk != nil {
+			mk.abandon()
+		}
 		return nil, err
 	}
 	var rec *recoverable

@@ -36,6 +36,14 @@ type maker struct {
 	spec   *specs.Spec
 	layers string
 	ready  chan struct{} // closed by the stdout tee when its text appears
+	tee    io.Closer     // the stdout tee's FIFO (a stdout rule), closed if the Create fails
+}
+
+// abandon releases what prepareMaker set up for a Create that failed.
+func (m *maker) abandon() {
+	if m.tee != nil {
+		m.tee.Close()
+	}
 }
 
 // prepareMaker validates a template-making request and, for a stdout rule, puts a tee
@@ -62,9 +70,11 @@ func (w *warm) prepareMaker(ctx context.Context, r *taskAPI.CreateTaskRequest, s
 	m := &maker{name: name, ns: ns, rule: rule, spec: spec, layers: layersOf(r), ready: make(chan struct{})}
 	if rule.kind == "stdout" {
 		path := filepath.Join(r.Bundle, "warm-stdout")
-		if err := startTee(path, r.Stdout, []byte(rule.arg), m.ready); err != nil {
+		tee, err := startTee(path, r.Stdout, []byte(rule.arg), m.ready)
+		if err != nil {
 			return nil, fmt.Errorf("stdout readiness: %w", err)
 		}
+		m.tee = tee
 		r.Stdout = path
 	}
 	return m, nil
@@ -72,10 +82,11 @@ func (w *warm) prepareMaker(ctx context.Context, r *taskAPI.CreateTaskRequest, s
 
 // startTee copies what the process writes to path on to the original stdout (if any),
 // closing ready when a line contains text.
-func startTee(path, orig string, text []byte, ready chan struct{}) error {
+// Closing the returned FIFO ends the copy.
+func startTee(path, orig string, text []byte, ready chan struct{}) (io.Closer, error) {
 	rf, err := fifo.OpenFifo(context.Background(), path, syscall.O_RDONLY|syscall.O_CREAT|syscall.O_NONBLOCK, 0o600)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	go func() {
 		defer rf.Close()
@@ -120,7 +131,7 @@ func startTee(path, orig string, text []byte, ready chan struct{}) error {
 			}
 		}
 	}()
-	return nil
+	return rf, nil
 }
 
 // watchMaker waits for the container to be ready, then checkpoints it (leaving it

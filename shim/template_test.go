@@ -14,9 +14,11 @@ func teeSees(t *testing.T, text string, chunks ...[]byte) bool {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "warm-stdout")
 	ready := make(chan struct{})
-	if err := startTee(path, "", []byte(text), ready); err != nil {
+	tee, err := startTee(path, "", []byte(text), ready)
+	if err != nil {
 		t.Fatal(err)
 	}
+	defer tee.Close()
 	w, err := os.OpenFile(path, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -153,6 +153,11 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	if err := os.MkdirAll(run, 0o700); err != nil {
 		return err
 	}
+	// Its sockets are root's: a directory left looser than MkdirAll makes it is made
+	// root-only again.
+	if err := os.Chmod(run, 0o700); err != nil {
+		return err
+	}
 	// containerd's shim library collects garbage at 40% growth to keep every shim small;
 	// the pool shim is one per namespace and serves hits while its refills allocate
 	// (about 3 collections a second under `go run ./test/cmd/bench -apps python`, one per
