@@ -18,10 +18,20 @@ import (
 	"github.com/warmshim/warm/store"
 )
 
-// fakeSandboxes restores sandboxes that are only handles (no process), after delay.
-type fakeSandboxes struct{ delay time.Duration }
+// fakeSandboxes restores sandboxes that are only handles (no process), after delay,
+// telling started (if any) when a restore begins.
+type fakeSandboxes struct {
+	delay   time.Duration
+	started chan struct{}
+}
 
 func (f fakeSandboxes) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
+	if f.started != nil {
+		select {
+		case f.started <- struct{}{}:
+		default:
+		}
+	}
 	time.Sleep(f.delay)
 	return &oci.Sandbox{ID: id, Pid: 1 << 30}, 1, nil
 }
@@ -38,16 +48,19 @@ func planWarm(p *pool.Pool, cfg config.Config) *warm {
 		frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
 }
 
-// TestPlanChecksTheGenerationItServes: a Create compared with generation 1 waits on an
-// empty pool; the template is replaced meanwhile by a generation 2 the request does not
-// match. The Create is not served generation 2's sandbox, and that sandbox is destroyed
-// (never served again).
-func TestPlanChecksTheGenerationItServes(t *testing.T) {
+// planDuringReplace runs plan for "c1" (the template is generation 1, running "app" on
+// bind:/l) against an empty pool with min 0: the Create waits, the refill it asks for
+// starts, and then the template is replaced by generation 2 (args and layers given).
+// It returns once plan did.
+func planDuringReplace(t *testing.T, args, layers string) (*warm, *pool.Pool, *taskAPI.CreateTaskRequest) {
+	t.Helper()
 	cfg := config.Default()
+	pc := cfg.PoolFor("app")
+	pc.Min, pc.Initial = 0, 0
 	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
-	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{delay: 40 * time.Millisecond}, nil, pool.WithDrained())
-	defer p.Close(context.Background())
-	p.Prewarm(0) // refilling, empty: the Create waits for a restore
+	rt := fakeSandboxes{delay: 40 * time.Millisecond, started: make(chan struct{}, 1)}
+	p := pool.New("ns", tm, pc, rt, nil)
+	t.Cleanup(func() { p.Close(context.Background()) })
 	w := planWarm(p, cfg)
 	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir(), Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
 	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
@@ -55,11 +68,20 @@ func TestPlanChecksTheGenerationItServes(t *testing.T) {
 	go func() {
 		done <- w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
 	}()
-	time.Sleep(10 * time.Millisecond)
-	p.SetTemplate(&store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("another-app"), Layers: "bind:/other"}, Generation: 2})
+	<-rt.started // the Create compared with generation 1 and waits
+	p.SetTemplate(&store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec(args), Layers: layers}, Generation: 2})
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	return w, p, r
+}
+
+// TestPlanChecksTheGenerationItServes: a Create compared with generation 1 waits on an
+// empty pool; the template is replaced meanwhile by a generation 2 the request does not
+// match. The Create is not served generation 2's sandbox, and that sandbox is destroyed
+// (never served again).
+func TestPlanChecksTheGenerationItServes(t *testing.T) {
+	w, p, r := planDuringReplace(t, "another-app", "bind:/other")
 	if w.isHit("c1") {
 		w.mu.Lock()
 		g := w.served["c1"].sb.Template.Generation
@@ -84,23 +106,7 @@ func TestPlanChecksTheGenerationItServes(t *testing.T) {
 // TestPlanCompatibleNewGenerationServed: a newer generation the request matches as well
 // is served.
 func TestPlanCompatibleNewGenerationServed(t *testing.T) {
-	cfg := config.Default()
-	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
-	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{delay: 40 * time.Millisecond}, nil, pool.WithDrained())
-	defer p.Close(context.Background())
-	p.Prewarm(0)
-	w := planWarm(p, cfg)
-	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir(), Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
-	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
-	done := make(chan error, 1)
-	go func() {
-		done <- w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
-	}()
-	time.Sleep(10 * time.Millisecond)
-	p.SetTemplate(&store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 2})
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	w, p, _ := planDuringReplace(t, "app", "bind:/l")
 	if !w.isHit("c1") {
 		t.Fatal("not served")
 	}

@@ -63,12 +63,16 @@ type Template struct {
 
 // validName reports whether name is 1-63 letters, digits, '.', '_' or '-', starting
 // with a letter or digit. (A regexp with {0,62} costs every shim start ~1 ms to compile.)
-func validName(name string) bool {
-	if len(name) == 0 || len(name) > 63 {
+func validName(name string) bool { return validIdent(name, 63) }
+
+// validIdent reports whether s is 1 to max letters, digits, '.', '_' or '-', starting
+// with a letter or digit: never "", "." or "..", never a path.
+func validIdent(s string, max int) bool {
+	if len(s) == 0 || len(s) > max {
 		return false
 	}
-	for i := 0; i < len(name); i++ {
-		c := name[i]
+	for i := 0; i < len(s); i++ {
+		c := s[i]
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
 		case i > 0 && (c == '.' || c == '_' || c == '-'):
@@ -88,23 +92,8 @@ func ValidName(name string) error {
 }
 
 // validNamespace reports whether ns can be a directory name of the store: a containerd
-// namespace (letters, digits, '.', '_' and '-', starting with a letter or digit, at most
-// 76 characters), so never "", "." or ".." and never a path.
-func validNamespace(ns string) bool {
-	if len(ns) == 0 || len(ns) > 76 {
-		return false
-	}
-	for i := 0; i < len(ns); i++ {
-		c := ns[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
+// namespace (at most 76 characters).
+func validNamespace(ns string) bool { return validIdent(ns, 76) }
 
 // validRef checks the namespace and name of a template before they become a path.
 func validRef(ns, name string) error {
