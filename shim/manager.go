@@ -77,7 +77,11 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	if err != nil {
 		return nil, fmt.Errorf("read bundle spec: %w", err)
 	}
-	grouping := group.Key(id, group.Scope(sf.Annotations))
+	scoped := group.Scope(sf.Annotations)
+	if err := group.Check(scoped); err != nil {
+		return nil, err
+	}
+	grouping := group.Key(id, scoped)
 	if grouping == PoolGroup {
 		cmd.Env = append(cmd.Env, EnvPoolShim+"=1")
 	}

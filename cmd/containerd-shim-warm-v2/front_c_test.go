@@ -147,6 +147,11 @@ func TestCFrontStart(t *testing.T) {
 			`"io.kubernetes.cri.sandbox-id":"pod-1"}`), nil, nil, true},
 		{"escaped JSON in another annotation", cfg(`{"kubectl.kubernetes.io/last-applied-configuration":"{\"a\":\"\\u00e9\\n\"}",` +
 			`"io.containerd.warm.template":"py","n":null}`), nil, nil, true},
+		{"CRI container, its group", cfg(`{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"app",` +
+			`"io.containerd.warm.group/app":"g1","io.kubernetes.cri.sandbox-id":"pod-1"}`), nil, nil, false},
+		{"CRI container, another's group", cfg(`{"io.kubernetes.cri.container-type":"container","io.kubernetes.cri.container-name":"app",` +
+			`"io.containerd.warm.group/web":"g1","io.kubernetes.cri.sandbox-id":"pod-1"}`), nil, nil, false},
+		{"group that is a path", cfg(`{"io.containerd.warm.group":"../ns/g1"}`), nil, nil, false},
 		{"no annotations: a shim of its own", cfg(`null`), nil, nil, true},
 		{"no such group served", cfg(`{"io.containerd.warm.group":"nobody"}`), nil, nil, true},
 		{"empty socket dir is the default", cfg(tmpl), nil, bootstraptest.Params(t, "c1", "ns", grpc, &empty), true},

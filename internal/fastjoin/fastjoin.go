@@ -129,7 +129,11 @@ func Answer(a shimargs.Args, input []byte, dir string) (out []byte, ok bool) {
 	if json.Unmarshal(data, &spec) != nil {
 		return nil, false
 	}
-	key := group.Key(a.ID, group.Scope(spec.Annotations))
+	scoped := group.Scope(spec.Annotations)
+	if group.Check(scoped) != nil {
+		return nil, false // the shim says what is wrong
+	}
+	key := group.Key(a.ID, scoped)
 	if key == a.ID {
 		return nil, false // a shim of its own: the shim starts it
 	}

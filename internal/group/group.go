@@ -4,7 +4,10 @@
 // which answers a join without loading the shim) both decide with it.
 package group
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 const (
 	// Annotation puts containers that carry the same value into one shim process.
@@ -26,6 +29,33 @@ const (
 	criContainerName = "io.kubernetes.cri.container-name"
 	warmPrefix       = "io.containerd.warm."
 )
+
+// Check reports whether the group annotation of scoped annotations (Scope) can name a
+// shim: a value is a containerd identifier (letters, digits, '.', '_' and '-', at most
+// 76), so never a path that leads to another namespace's shim.
+func Check(scoped map[string]string) error {
+	v, ok := scoped[Annotation]
+	if !ok || v == "" || validIdent(v) {
+		return nil
+	}
+	return fmt.Errorf("annotation %s=%q: use letters, digits, '.', '_' or '-' (at most 76), starting with a letter or digit", Annotation, v)
+}
+
+func validIdent(s string) bool {
+	if len(s) > 76 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
 
 // Key is the group of container id, whose annotations are scoped (Scope): a group
 // annotation, the pool shim for template containers, a CRI sandbox, or the container's

@@ -2,6 +2,7 @@ package group
 
 import (
 	"maps"
+	"strings"
 	"testing"
 )
 
@@ -72,5 +73,23 @@ func TestScope(t *testing.T) {
 				t.Fatal("input modified")
 			}
 		})
+	}
+}
+
+// TestCheck: a group value that is not an identifier (a path leading to another
+// namespace's shim) is refused, naming the annotation.
+func TestCheck(t *testing.T) {
+	for _, v := range []string{"../victim/warm-pool", "a/b", ".", "..", "-x", string(make([]byte, 77))} {
+		if err := Check(map[string]string{Annotation: v}); err == nil || !strings.Contains(err.Error(), Annotation) {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	for _, v := range []string{"", "g1", "team.a_b-c", "pod-1"} {
+		if err := Check(map[string]string{Annotation: v}); err != nil {
+			t.Errorf("%q: %v", v, err)
+		}
+	}
+	if err := Check(map[string]string{"other": "../x"}); err != nil {
+		t.Error(err)
 	}
 }

@@ -645,6 +645,8 @@ static int group_key(const char *id, char *key, size_t cap)
 			char name[256];
 			memcpy(name, m[i].key, m[i].keyn);
 			name[m[i].keyn] = 0;
+			if (strncmp(name, ANN_GROUP "/", strlen(ANN_GROUP) + 1) == 0)
+				return -1; /* a group scoped to a container of a pod: the shim decides */
 			if (!relevant(name)) {
 				if (m[i].val[0] != '"' && !is_null(&m[i]))
 					return -1; /* not a string: Go fails */
