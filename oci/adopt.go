@@ -63,7 +63,7 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		}
 		_ = s.runc(sb.Bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true})
 		for _, p := range moved {
-			removeCgroup(p)
+			removeCgroupTree(p)
 		}
 	}()
 	began := time.Now()
@@ -88,24 +88,28 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	if err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
-	paths, migrated, mt, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath)
+	// A renamed cgroup keeps its device rules; a new one has its parent's (v1) or none
+	// (v2): it gets the rules runc gave the sandbox (the template's, which compatibility
+	// required the request's to be) before any process arrives.
+	deviceRules := func(paths map[string]string, migrated map[string]bool) error {
+		if !migrated["devices"] && !(migrated[""] && unified()) {
+			return nil
+		}
+		rules, err := st.deviceRules()
+		if err != nil {
+			return err
+		}
+		if err := applyDeviceRules(paths, rules); err != nil {
+			return fmt.Errorf("device rules: %w", err)
+		}
+		return nil
+	}
+	paths, _, mt, err := moveCgroups(sb.cgroupPaths, oldPath, sp.Linux.CgroupsPath, deviceRules)
 	if paths != nil {
 		moved = paths
 	}
 	if err != nil {
 		return fmt.Errorf("adopt: move cgroup: %w", err)
-	}
-	// A renamed cgroup keeps its device rules; a new one has its parent's (v1) or none
-	// (v2): it gets the rules runc gave the sandbox (the template's, which compatibility
-	// required the request's to be) before anything thaws.
-	if migrated["devices"] || (migrated[""] && unified()) {
-		rules, err := st.deviceRules()
-		if err != nil {
-			return fmt.Errorf("adopt: %w", err)
-		}
-		if err := applyDeviceRules(paths, rules); err != nil {
-			return fmt.Errorf("adopt: device rules: %w", err)
-		}
 	}
 	sb.cgroupPaths = paths
 	tMove = time.Since(began)
@@ -118,15 +122,23 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	}
 	renamed = true
 	tRename = time.Since(began) - tMove - tRes
-	if sp.Hostname != "" && sp.Hostname != sb.Template.Spec.Hostname && hasNamespace(sp, specs.UTSNamespace) {
-		if err := setHostname(sb.Pid, sp.Hostname); err != nil {
+	if hasNamespace(sp, specs.UTSNamespace) && sp.Hostname != sb.Template.Spec.Hostname {
+		// No hostname requested: a cold start's new UTS namespace has the runtime's.
+		name := sp.Hostname
+		if name == "" {
+			if name, err = os.Hostname(); err != nil {
+				return fmt.Errorf("adopt: hostname: %w", err)
+			}
+		}
+		if err := setHostname(sb.Pid, name); err != nil {
 			return fmt.Errorf("adopt: hostname: %w", err)
 		}
 	}
 	if err := rebindMounts(sb.Pid, req.Rebind); err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
-	state := specs.State{Version: specs.Version, ID: req.ContainerID, Status: specs.StateCreated, Pid: sb.Pid, Bundle: req.Bundle, Annotations: sp.Annotations}
+	// As runc gives them: the container is still being created.
+	state := specs.State{Version: specs.Version, ID: req.ContainerID, Status: specs.StateCreating, Pid: sb.Pid, Bundle: req.Bundle, Annotations: sp.Annotations}
 	if sp.Hooks != nil {
 		//nolint:staticcheck // runc still runs prestart hooks; so does warm
 		for _, h := range append(append([]specs.Hook{}, sp.Hooks.Prestart...), sp.Hooks.CreateRuntime...) {

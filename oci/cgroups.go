@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -22,25 +23,35 @@ func unified() bool { return cgroups.Mode() == cgroups.Unified }
 // hierarchy, as in runc's state) to newPath in each hierarchy, keeping them frozen: the
 // destination freezer is frozen before the first process arrives. It returns the new
 // paths, in the same form, and the hierarchies whose processes migrated to a new cgroup
-// (rather than going with their cgroup, renamed). Old cgroups are removed.
-func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]string, map[string]bool, moveTimes, error) {
+// (rather than going with their cgroup, renamed). Old cgroups are removed. prepare (if
+// not nil) runs once the new cgroups exist, before any cgroup below them and before any
+// process arrives, with the new paths and the migrated hierarchies.
+func moveCgroups(paths map[string]string, oldPath, newPath string, prepare func(moved map[string]string, migrated map[string]bool) error) (map[string]string, map[string]bool, moveTimes, error) {
 	var tm moveTimes
 	began := time.Now()
 	oldPath, newPath = "/"+strings.Trim(oldPath, "/"), "/"+strings.Trim(newPath, "/")
 	moved := map[string]string{}
-	migrate := map[string]string{}
+	migrate := map[string]string{} // old directory -> new, once per directory
 	migrated := map[string]bool{}
+	// Controllers mounted together (cpu,cpuacct; net_cls,net_prio) share a directory:
+	// it is renamed or migrated once.
+	renamed := map[string]string{}
 	sibling := filepath.Dir(oldPath) == filepath.Dir(newPath)
 	for subsys, p := range paths {
 		if !strings.HasSuffix(p, oldPath) {
 			return nil, nil, tm, fmt.Errorf("cgroup %s of %s does not end in %s", p, subsys, oldPath)
 		}
 		np := strings.TrimSuffix(p, oldPath) + newPath
+		if done, ok := renamed[p]; ok {
+			moved[subsys] = done
+			continue
+		}
 		// A v1 cgroup can be renamed to a sibling: no process moves (a v1 migration
 		// costs an RCU grace period per process and hierarchy), and the freezer state
-		// goes with it. cgroup2 refuses renames: its processes migrate below.
+		// and any cgroups below go with it. cgroup2 refuses renames: its processes
+		// migrate below.
 		if sibling && subsys != "" && os.Rename(p, np) == nil {
-			moved[subsys] = np
+			moved[subsys], renamed[p] = np, np
 			continue
 		}
 		// On a hybrid host the cgroup2 hierarchy carries no controller: the processes
@@ -50,51 +61,74 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 			moved[subsys] = p
 			continue
 		}
-		migrate[subsys] = p
+		moved[subsys] = np
+		migrate[p] = np
 		migrated[subsys] = true
 	}
 	if len(migrate) == 0 {
 		tm.Create = time.Since(began)
 		return moved, migrated, tm, nil
 	}
-	for subsys, p := range migrate {
-		np := strings.TrimSuffix(p, oldPath) + newPath
-		if subsys == "" && unified() {
-			if err := createCgroupV2(cgroupV2Root, newPath); err != nil {
-				return moved, migrated, tm, err
+	// The new cgroups, with the sandbox's cgroups below them (an application or its
+	// restore may have made some) at the same relative paths.
+	subs := map[string][]string{}
+	mkdir := func(np string, rels []string) error {
+		for _, rel := range rels {
+			dst := filepath.Join(np, rel)
+			if unified() {
+				if err := createCgroupV2(cgroupV2Root, strings.TrimPrefix(dst, cgroupV2Root)); err != nil {
+					return err
+				}
+			} else if err := os.MkdirAll(dst, 0o755); err != nil {
+				return fmt.Errorf("create cgroup %s: %w", dst, err)
 			}
-		} else if err := os.MkdirAll(np, 0o755); err != nil {
-			return moved, migrated, tm, fmt.Errorf("create cgroup %s: %w", np, err)
-		}
-		if subsys == "cpuset" {
-			if err := initCpuset(np); err != nil {
-				return moved, migrated, tm, err
+			if moved["cpuset"] == np {
+				if err := initCpuset(dst); err != nil {
+					return err
+				}
 			}
 		}
-		moved[subsys] = np
+		return nil
+	}
+	for p, np := range migrate {
+		subs[p] = subCgroups(p)
+		if err := mkdir(np, []string{"."}); err != nil {
+			return moved, migrated, tm, err
+		}
+	}
+	// Rules a cgroup's children copy when they are made (v1 devices) go first.
+	if prepare != nil {
+		if err := prepare(moved, migrated); err != nil {
+			return moved, migrated, tm, err
+		}
+	}
+	for p, np := range migrate {
+		if err := mkdir(np, subs[p]); err != nil {
+			return moved, migrated, tm, err
+		}
 	}
 	tm.Create = time.Since(began)
 	// Freeze the destination first (when the freezer itself migrates), so processes
-	// stay frozen as they move.
-	if _, ok := migrate["freezer"]; ok || unified() {
+	// stay frozen as they move (a freezer's state holds for the cgroups below it).
+	if migrated["freezer"] || unified() {
 		if err := freezeDir(moved, true); err != nil {
 			return moved, migrated, tm, err
 		}
 	}
 	tm.Freeze = time.Since(began) - tm.Create
-	// One migrating hierarchy's old cgroup lists the processes; every migrating
-	// hierarchy gets each of them.
-	pids, err := readPids(filepath.Join(pickProcsDir(migrate), "cgroup.procs"))
-	if err != nil {
-		return moved, migrated, tm, err
-	}
-	for _, pid := range pids {
-		for subsys := range migrate {
-			np := moved[subsys]
-			if err := os.WriteFile(filepath.Join(np, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
-				// ESRCH: the process exited meanwhile; anything else is fatal.
-				if !strings.Contains(err.Error(), "no such process") {
-					return moved, migrated, tm, fmt.Errorf("move pid %d to %s cgroup %s: %w", pid, subsys, np, err)
+	for p, np := range migrate {
+		for _, rel := range append([]string{"."}, subs[p]...) {
+			pids, err := readPids(filepath.Join(p, rel, "cgroup.procs"))
+			if err != nil {
+				return moved, migrated, tm, err
+			}
+			dst := filepath.Join(np, rel, "cgroup.procs")
+			for _, pid := range pids {
+				if err := os.WriteFile(dst, []byte(strconv.Itoa(pid)), 0); err != nil && !errors.Is(err, os.ErrNotExist) {
+					// ESRCH: the process exited meanwhile; anything else is fatal.
+					if !strings.Contains(err.Error(), "no such process") {
+						return moved, migrated, tm, fmt.Errorf("move pid %d to cgroup %s: %w", pid, dst, err)
+					}
 				}
 			}
 		}
@@ -103,11 +137,34 @@ func moveCgroups(paths map[string]string, oldPath, newPath string) (map[string]s
 	// The emptied cgroups go in the background: removing them is not on the hit's path,
 	// and an exiting task can keep one busy for a moment.
 	go func() {
-		for _, p := range migrate {
-			removeCgroup(p)
+		for p := range migrate {
+			removeCgroupTree(p)
 		}
 	}()
 	return moved, migrated, tm, nil
+}
+
+// subCgroups lists the cgroups below dir, relative to it, parents before children.
+func subCgroups(dir string) []string {
+	var out []string
+	_ = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || p == dir {
+			return nil
+		}
+		rel, _ := filepath.Rel(dir, p)
+		out = append(out, rel)
+		return nil
+	})
+	return out
+}
+
+// removeCgroupTree removes a cgroup and the cgroups below it, children first.
+func removeCgroupTree(p string) {
+	subs := subCgroups(p)
+	for i := len(subs) - 1; i >= 0; i-- {
+		removeCgroup(filepath.Join(p, subs[i]))
+	}
+	removeCgroup(p)
 }
 
 // moveTimes are the phases of a cgroup move, for the debug log: on cgroup v2 every write
@@ -315,7 +372,12 @@ func killCgroup(paths map[string]string) {
 	_ = freezeDir(paths, false)
 	list := pickProcsDir(paths)
 	for i := 0; i < 100; i++ {
+		// The cgroup's processes and those of the cgroups below it.
 		pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+		for _, rel := range subCgroups(list) {
+			more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
+			pids = append(pids, more...)
+		}
 		if err != nil || len(pids) == 0 {
 			return
 		}

@@ -202,3 +202,32 @@ func TestReleaseKilledRestoreCgroups(t *testing.T) {
 		t.Fatal("the task in the cgroups was not killed")
 	}
 }
+
+// runc's state on a v1 host where systemd co-mounts cpu,cpuacct (and net_cls,net_prio):
+// two keys name one directory. A sibling adoption renames it for the first key; the second
+// key's rename fails and falls to migration from a directory that is gone.
+func TestMoveCgroupsCoMounted(t *testing.T) {
+	if unified() {
+		t.Skip("cgroup v1 only (renames)")
+	}
+	d := t.TempDir()
+	old := "/parent/sb1"
+	paths := map[string]string{
+		"cpu":     d + "/cpu,cpuacct" + old,
+		"cpuacct": d + "/cpu,cpuacct" + old,
+		"freezer": d + "/freezer" + old,
+		"memory":  d + "/memory" + old,
+	}
+	for _, p := range paths {
+		os.MkdirAll(p, 0o755)
+		os.WriteFile(filepath.Join(p, "cgroup.procs"), nil, 0o644)
+	}
+	moved, migrated, _, err := moveCgroups(paths, old, "/parent/c1", nil)
+	if err != nil {
+		t.Fatalf("sibling adoption with co-mounted cpu,cpuacct: %v (moved %v)", err, moved)
+	}
+	if len(migrated) != 0 || moved["cpu"] != d+"/cpu,cpuacct/parent/c1" || moved["cpuacct"] != moved["cpu"] {
+		t.Fatalf("moved %v, migrated %v: want every hierarchy renamed", moved, migrated)
+	}
+}
+

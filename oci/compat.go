@@ -52,6 +52,9 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 	switch {
 	case req.Process.Terminal:
 		v.Reason, v.Restore = "tty requested", false
+	case req.Hostname != "" && !hasNamespace(req, specs.UTSNamespace):
+		// runc refuses it ("unable to set hostname without a private UTS namespace").
+		v.Reason, v.Restore = "hostname without a UTS namespace", false
 	case joins != "":
 		v.Reason = "request joins an existing " + joins + " namespace (e.g. a pod's); a pooled sandbox has namespaces of its own"
 	case bindDiff != "":

@@ -35,7 +35,7 @@ func TestCompare(t *testing.T) {
 		reason        string
 	}{
 		{name: "identical", change: func(*specs.Spec) {}, pool: true, restore: true},
-		{name: "other cgroup and hostname are fine", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "/ns/c2"; s.Hostname = "h" }, pool: true, restore: true},
+		{name: "other cgroup is fine", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "/ns/c2" }, pool: true, restore: true},
 		{name: "other image", change: func(*specs.Spec) {}, layers: "other", reason: "image layers differ"},
 		{name: "args", change: func(s *specs.Spec) { s.Process.Args = []string{"/other"} }, reason: "process args differ"},
 		{name: "env", change: func(s *specs.Spec) { s.Process.Env[1] = "MODE=dev" }, reason: "environment differs: MODE"},
@@ -184,5 +184,16 @@ func TestCompareEmptyAdditionalGids(t *testing.T) {
 	req.Process.User.AdditionalGids = []uint32{}
 	if v := Compare(tmpl, "l1:l2", req, "l1:l2", nil); !v.Pool {
 		t.Errorf("refused: %+v", v)
+	}
+}
+
+// TestCompareHostnameWithoutUTS: a request that names a hostname but has no UTS
+// namespace is one runc refuses: it is neither pooled nor restored (cold, runc says why).
+func TestCompareHostnameWithoutUTS(t *testing.T) {
+	tmpl := baseSpec() // no UTS namespace
+	req := clone(tmpl)
+	req.Hostname = "x"
+	if v := Compare(tmpl, "l1:l2", req, "l1:l2", nil); v.Pool || v.Restore {
+		t.Fatalf("%+v", v)
 	}
 }

@@ -109,15 +109,24 @@ func rebindMounts(pid int, mounts []specs.Mount) error {
 			return fmt.Errorf("open_tree %s: %w", m.Source, err)
 		}
 		trees = append(trees, fd)
+		// A clone keeps its source's propagation: made private (as runc makes the
+		// container's mounts), a mount over the source on the host never shows through,
+		// nor one the container makes on the host.
+		attr := &unix.MountAttr{Propagation: unix.MS_PRIVATE}
 		if slices.Contains(m.Options, "ro") {
-			attr := &unix.MountAttr{Attr_set: unix.MOUNT_ATTR_RDONLY}
-			if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH, attr); err != nil {
-				return fmt.Errorf("read-only %s: %w", m.Destination, err)
-			}
+			attr.Attr_set = unix.MOUNT_ATTR_RDONLY
+		}
+		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
+			return fmt.Errorf("mount attributes of %s: %w", m.Destination, err)
 		}
 	}
 	return inNamespace(pid, "mnt", func() error {
 		for i, m := range mounts {
+			// The template's file goes first (a bind mount as the request's is), so the
+			// container has one mount there, as a cold start would.
+			if err := unix.Unmount(m.Destination, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) {
+				return fmt.Errorf("unmount the template's %s: %w", m.Destination, err)
+			}
 			if err := unix.MoveMount(trees[i], "", unix.AT_FDCWD, m.Destination, unix.MOVE_MOUNT_F_EMPTY_PATH); err != nil {
 				return fmt.Errorf("move_mount %s: %w", m.Destination, err)
 			}

@@ -483,7 +483,7 @@ func (s *Sandboxes) Abandon(ctx context.Context, sb *Sandbox) {
 		log.G(ctx).WithError(err).WithField("container", id).Warn("abandoned sandbox: runc delete")
 	}
 	for _, p := range paths {
-		removeCgroup(p)
+		removeCgroupTree(p)
 	}
 }
 

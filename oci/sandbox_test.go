@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -319,6 +320,7 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 	req3.Linux = &specs.Linux{}
 	*req3.Linux = *sp.Linux
 	req3.Linux.CgroupsPath = "/" + tag + "-other/c3"
+	req3.Hostname = "" // a cold start's UTS namespace would have the host's name
 	o3R, o3W, _ := os.Pipe()
 	e3R, e3W, _ := os.Pipe()
 	defer o3R.Close()
@@ -327,6 +329,13 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 		t.Fatalf("adopt c3: %v", err)
 	}
 	checkDeviceRules(t, "/"+tag+"/tmpl", "/"+tag+"-other/c3")
+	var uts unix.Utsname
+	if err := inNamespace(sb3.Pid, "uts", func() error { return unix.Uname(&uts) }); err != nil {
+		t.Fatal(err)
+	}
+	if host, _ := os.Hostname(); unix.ByteSliceToString(uts.Nodename[:]) != host {
+		t.Fatalf("adopted without a hostname, the sandbox is %q, not the host's %q", unix.ByteSliceToString(uts.Nodename[:]), host)
+	}
 	if err := r.Delete(ctx, "c3", &runc.DeleteOpts{Force: true}); err != nil {
 		t.Fatal(err)
 	}
@@ -495,5 +504,113 @@ func TestSandboxRanBeforeFreeze(t *testing.T) {
 	}
 	if err := h.(*Sandbox).CheckFresh(); !errors.Is(err, ErrRanBeforeFreeze) {
 		t.Fatalf("an application that writes at once: %v, want ErrRanBeforeFreeze", err)
+	}
+}
+
+// TestSandboxAdoptMovesSubCgroups: a sandbox whose processes are not all in its top
+// cgroup (the application made a sub-cgroup) is adopted into a cgroup that is not a
+// sibling: every process migrates, into the same sub-cgroup of the new one, and thaws
+// with it; nothing stays in the sandbox's old cgroups.
+func TestSandboxAdoptMovesSubCgroups(t *testing.T) {
+	runcPath := needStack(t)
+	if unified() {
+		t.Skip("cgroup v1 sub-cgroups: a v2 cgroup with processes cannot have controllers below it")
+	}
+	ctx := context.Background()
+	b := newTemplateBundle(t, runcPath)
+	dir, root, tree, tag, r, tb := b.dir, b.root, b.tree, b.tag, b.r, b.bundle
+	defer func() {
+		for _, p := range []string{"/" + tag, "/" + tag + "-pool", "/" + tag + "-other"} {
+			removeCgroupEverywhere(p)
+		}
+	}()
+	sp := b.spec
+	sp.Process.Args = []string{"sh", "-c", `sleep 1000 & echo started; while read l; do echo "$l"; done`}
+	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
+	writeSpec(t, tb, sp)
+	inR, inW, _ := os.Pipe()
+	outR, outW, _ := os.Pipe()
+	defer inW.Close()
+	defer outR.Close()
+	if _, err := r.Run(ctx, "tmpl", tb, &runc.CreateOpts{IO: &pipeIO{in: inR, out: outW, err: outW}, Detach: true}); err != nil {
+		t.Fatalf("runc run: %v", err)
+	}
+	inR.Close()
+	outW.Close()
+	defer r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
+	if l, err := bufio.NewReader(outR).ReadString('\n'); err != nil || l != "started\n" {
+		t.Fatalf("template said %q %v", l, err)
+	}
+	st, err := store.New(filepath.Join(dir, "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm, err := st.Commit(store.Meta{Name: "n", Namespace: "t", Spec: sp}, func(images string) error {
+		return r.Checkpoint(ctx, "tmpl", &runc.CheckpointOpts{ImagePath: images, WorkDir: filepath.Join(dir, "ckwork")}, runc.LeaveRunning)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sbs := &Sandboxes{Runc: runcPath, Root: root, Dir: filepath.Join(dir, "sandboxes"), CgroupParent: "/" + tag + "-pool", Rootfs: bindRootfs{tree}}
+	defer sbs.RemoveCgroupParent()
+	h, _, err := sbs.Restore(ctx, tm, "sb1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sb := h.(*Sandbox)
+	pids, _ := readPids(filepath.Join(sb.cgroupPaths["freezer"], "cgroup.procs"))
+	child := 0
+	for _, p := range pids {
+		if p != sb.Pid {
+			child = p
+		}
+	}
+	if child == 0 {
+		t.Fatalf("no child process among %v", pids)
+	}
+	// The application's own sub-cgroup, in every hierarchy.
+	for k, p := range sb.cgroupPaths {
+		if k == "" {
+			continue
+		}
+		sub := filepath.Join(p, "sub")
+		if err := os.Mkdir(sub, 0o755); err != nil && !os.IsExist(err) {
+			t.Fatal(err)
+		}
+		if k == "cpuset" {
+			if err := initCpuset(sub); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := os.WriteFile(filepath.Join(sub, "cgroup.procs"), []byte(strconv.Itoa(child)), 0); err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+	}
+	var req specs.Spec
+	data, _ := json.Marshal(sp)
+	_ = json.Unmarshal(data, &req)
+	req.Linux.CgroupsPath = "/" + tag + "-other/c5"
+	cb := filepath.Join(dir, "c5")
+	if err := os.MkdirAll(cb, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	oR, oW, _ := os.Pipe()
+	eR, eW, _ := os.Pipe()
+	defer oR.Close()
+	defer eR.Close()
+	if err := sbs.Adopt(ctx, sb, AdoptRequest{ContainerID: "c5", Bundle: cb, Spec: &req, Stdout: oW, Stderr: eW}); err != nil {
+		t.Fatalf("adopt: %v", err)
+	}
+	defer sbs.Destroy(ctx, sb)
+	defer r.Delete(ctx, "c5", &runc.DeleteOpts{Force: true})
+	cg, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", child))
+	if strings.Contains(string(cg), tag+"-pool/") || !strings.Contains(string(cg), tag+"-other/c5/sub") {
+		t.Fatalf("the child process is not in the new cgroup's sub-cgroup:\n%s", cg)
+	}
+	if err := sbs.Thaw(ctx, sb, &req, cb); err != nil {
+		t.Fatal(err)
+	}
+	if fz, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", tag+"-other", "c5", "sub", "freezer.state")); strings.TrimSpace(string(fz)) != "THAWED" {
+		t.Fatalf("the sub-cgroup is %s after the thaw", fz)
 	}
 }
