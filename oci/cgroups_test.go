@@ -230,4 +230,3 @@ func TestMoveCgroupsCoMounted(t *testing.T) {
 		t.Fatalf("moved %v, migrated %v: want every hierarchy renamed", moved, migrated)
 	}
 }
-
