@@ -343,11 +343,52 @@ func applyResources(path string, res *specs.LinuxResources) error {
 		if err != nil {
 			return err
 		}
-		return m.Update(cgroupsv2.ToResources(res))
+		r2, unlimited := toResources2(res)
+		if err := m.Update(r2); err != nil {
+			return err
+		}
+		for _, f := range unlimited {
+			if err := os.WriteFile(filepath.Join(cgroupV2Root, path, f), []byte("max"), 0); err != nil {
+				return fmt.Errorf("%s: %w", f, err)
+			}
+		}
+		return nil
 	}
 	// Devices are already the template's (and compatibility required the same).
 	r.Devices = nil
 	return update1(path, &r)
+}
+
+// toResources2 is cgroupsv2.ToResources as runc converts: a quota without a period gets
+// runc's default period (ToResources wrote no cpu.max: no limit), and a memory limit,
+// swap or pids limit of -1 is "max" (ToResources gave the kernel "-1", or a negative
+// swap from -1 less the limit), returned as the files to write "max" into.
+func toResources2(res *specs.LinuxResources) (*cgroupsv2.Resources, []string) {
+	r := *res
+	var unlimited []string
+	if c := r.CPU; c != nil && c.Quota != nil && c.Period == nil {
+		cpu := *c
+		period := uint64(100000)
+		cpu.Period = &period
+		r.CPU = &cpu
+	}
+	if m := r.Memory; m != nil {
+		mem := *m
+		if mem.Limit != nil && *mem.Limit == -1 {
+			mem.Limit = nil
+			unlimited = append(unlimited, "memory.max")
+		}
+		if mem.Swap != nil && *mem.Swap == -1 {
+			mem.Swap = nil
+			unlimited = append(unlimited, "memory.swap.max")
+		}
+		r.Memory = &mem
+	}
+	if p := r.Pids; p != nil && p.Limit != nil && *p.Limit <= 0 {
+		r.Pids = nil
+		unlimited = append(unlimited, "pids.max")
+	}
+	return cgroupsv2.ToResources(&r), unlimited
 }
 
 // applyDeviceRules gives the container's new cgroup the device rules: on cgroup v2 an

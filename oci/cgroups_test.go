@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -228,5 +229,23 @@ func TestMoveCgroupsCoMounted(t *testing.T) {
 	}
 	if len(migrated) != 0 || moved["cpu"] != d+"/cpu,cpuacct/parent/c1" || moved["cpuacct"] != moved["cpu"] {
 		t.Fatalf("moved %v, migrated %v: want every hierarchy renamed", moved, migrated)
+	}
+}
+
+// TestToResources2: the cgroup v2 conversion of a request's limits, as runc makes it.
+func TestToResources2(t *testing.T) {
+	i64 := func(v int64) *int64 { return &v }
+	r, unlimited := toResources2(&specs.LinuxResources{CPU: &specs.LinuxCPU{Quota: i64(20000)}})
+	if r.CPU == nil || r.CPU.Max != "20000 100000" || len(unlimited) != 0 {
+		t.Fatalf("quota without period: %+v %v", r.CPU, unlimited)
+	}
+	r, unlimited = toResources2(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(64 << 20), Swap: i64(-1)}, Pids: &specs.LinuxPids{Limit: i64(-1)}})
+	if r.Memory == nil || r.Memory.Max == nil || *r.Memory.Max != 64<<20 || r.Memory.Swap != nil || r.Pids != nil ||
+		!slices.Equal(unlimited, []string{"memory.swap.max", "pids.max"}) {
+		t.Fatalf("unlimited swap and pids: %+v %v", r.Memory, unlimited)
+	}
+	r, _ = toResources2(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: i64(64 << 20), Swap: i64(128 << 20)}})
+	if r.Memory.Swap == nil || *r.Memory.Swap != 64<<20 {
+		t.Fatalf("swap: %+v", r.Memory)
 	}
 }
