@@ -147,6 +147,16 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 			}
 		}
 	}
+	// runc runs the poststart hooks once the container's process exists, at create,
+	// with status created; one that fails fails the create.
+	if sp.Hooks != nil && len(sp.Hooks.Poststart) > 0 {
+		state.Status = specs.StateCreated
+		for _, h := range sp.Hooks.Poststart {
+			if err := runHook(ctx, h, state); err != nil {
+				return fmt.Errorf("adopt: poststart hook %s: %w", h.Path, err)
+			}
+		}
+	}
 	tHooks = time.Since(began) - tMove - tRes - tRename
 	sb.splice(req)
 	sb.mu.Lock()
@@ -274,33 +284,22 @@ func (sb *Sandbox) OutputPending() bool {
 	return sb.outWatch.Unread() > 0
 }
 
-// Thaw starts an adopted sandbox: it thaws its cgroup and runs the poststart hooks.
-func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox, sp *specs.Spec, bundle string) error {
+// Thaw starts an adopted sandbox: it thaws its cgroup. (Its poststart hooks ran at
+// adoption, as runc runs them at create.)
+func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox) error {
 	sb.mu.Lock()
 	if sb.started {
 		sb.mu.Unlock()
 		return nil
 	}
-	id := sb.ContainerID
 	sb.mu.Unlock()
 	if err := freezeDir(sb.cgroupPaths, false); err != nil {
 		// Not started: a kill or delete thaws it again.
 		return fmt.Errorf("thaw: %w", err)
 	}
 	sb.mu.Lock()
-	already := sb.started
 	sb.started = true
 	sb.mu.Unlock()
-	if already {
-		return nil // another Thaw ran the hooks
-	}
-	if sp != nil && sp.Hooks != nil {
-		state := specs.State{Version: specs.Version, ID: id, Status: specs.StateRunning, Pid: sb.Pid, Bundle: bundle, Annotations: sp.Annotations}
-		for _, h := range sp.Hooks.Poststart {
-			// As with runc, a failing poststart hook is logged, not fatal.
-			_ = runHook(ctx, h, state)
-		}
-	}
 	return nil
 }
 

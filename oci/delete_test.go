@@ -30,7 +30,7 @@ func TestDeleteContainerGone(t *testing.T) {
 func TestFailedThawLeavesSandboxUnstarted(t *testing.T) {
 	sb := &Sandbox{ID: "x", ContainerID: "c", cgroupPaths: map[string]string{"freezer": "/nonexistent/warm-test", "": "/nonexistent/warm-test"}}
 	var s Sandboxes
-	if err := s.Thaw(context.Background(), sb, nil, ""); err == nil {
+	if err := s.Thaw(context.Background(), sb); err == nil {
 		t.Fatal("thaw of a cgroup that does not exist succeeded")
 	}
 	if sb.Started() {

@@ -235,6 +235,12 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 	req.Linux.CgroupsPath = "/" + tag + "/c1"
 	limit := int64(64 << 20)
 	req.Linux.Resources = &specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: &limit}}
+	// Hooks get the state runc gives them: createRuntime "creating", poststart (at
+	// create, as runc runs them) "created".
+	hook := func(name string) specs.Hook {
+		return specs.Hook{Path: "/bin/sh", Args: []string{"sh", "-c", "cat > " + filepath.Join(dir, name+".json")}}
+	}
+	req.Hooks = &specs.Hooks{CreateRuntime: []specs.Hook{hook("createRuntime")}, Poststart: []specs.Hook{hook("poststart")}}
 	cInR, cInW, _ := os.Pipe()
 	cOutR, cOutW, _ := os.Pipe()
 	cErrR, cErrW, _ := os.Pipe()
@@ -247,6 +253,13 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 	if s, err := r.State(ctx, "c1"); err != nil || s.Status != "paused" || s.Pid != sb.Pid {
 		t.Fatalf("adopted state %+v %v: want c1 paused with pid %d", s, err, sb.Pid)
 	}
+	for name, want := range map[string]string{"createRuntime": "creating", "poststart": "created"} {
+		var st specs.State
+		data, err := os.ReadFile(filepath.Join(dir, name+".json"))
+		if err != nil || json.Unmarshal(data, &st) != nil || string(st.Status) != want || st.ID != "c1" || st.Pid != sb.Pid {
+			t.Fatalf("%s hook got %q (%v): want status %s of c1", name, data, err, want)
+		}
+	}
 	if _, err := r.State(ctx, "sb1"); err == nil {
 		t.Fatal("the sandbox's old runc id still exists")
 	}
@@ -254,7 +267,7 @@ func TestSandboxRestoreAdoptThaw(t *testing.T) {
 	if !strings.Contains(string(cg), "/"+tag+"/c1") {
 		t.Fatalf("process not in the requested cgroup:\n%s", cg)
 	}
-	if err := sbs.Thaw(ctx, sb, &req, cb); err != nil {
+	if err := sbs.Thaw(ctx, sb); err != nil {
 		t.Fatal(err)
 	}
 	out := bufio.NewReader(cOutR)
@@ -607,7 +620,7 @@ func TestSandboxAdoptMovesSubCgroups(t *testing.T) {
 	if strings.Contains(string(cg), tag+"-pool/") || !strings.Contains(string(cg), tag+"-other/c5/sub") {
 		t.Fatalf("the child process is not in the new cgroup's sub-cgroup:\n%s", cg)
 	}
-	if err := sbs.Thaw(ctx, sb, &req, cb); err != nil {
+	if err := sbs.Thaw(ctx, sb); err != nil {
 		t.Fatal(err)
 	}
 	if fz, _ := os.ReadFile(filepath.Join("/sys/fs/cgroup/freezer", tag+"-other", "c5", "sub", "freezer.state")); strings.TrimSpace(string(fz)) != "THAWED" {

@@ -674,7 +674,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		defer func() {
 			log.G(ctx).WithField("container", req.ID).WithField("thaw", time.Since(began)).Debug("sandbox thawed")
 		}()
-		if err := w.sandboxesOf(s).Thaw(ctx, sb, s.spec, s.bundle); err != nil {
+		if err := w.sandboxesOf(s).Thaw(ctx, sb); err != nil {
 			resp.Error = err.Error()
 			break
 		}
@@ -683,7 +683,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		// A signal must reach a process that never started; runc delete refuses a
 		// paused container. Thaw first, then let runc act.
 		if !sb.Started() && sb.Adopted() {
-			if err := w.sandboxesOf(s).Thaw(ctx, sb, nil, s.bundle); err != nil {
+			if err := w.sandboxesOf(s).Thaw(ctx, sb); err != nil {
 				resp.Error = err.Error()
 			}
 		}
