@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/pipewatch"
+	"github.com/warmshim/warm/internal/procfs"
 )
 
 // AdoptRequest is a container that takes over a frozen sandbox.
@@ -44,6 +45,11 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	sp := req.Spec
 	if sp.Linux == nil || sp.Linux.CgroupsPath == "" || strings.Contains(sp.Linux.CgroupsPath, ":") {
 		return fmt.Errorf("adopt: cgroupsPath %q is not a cgroupfs path", cgroupsPathOf(sp))
+	}
+	// A sandbox whose process died (a frozen one can be killed, or OOM-killed on v2) is
+	// never handed out as a live container.
+	if procfs.Dying(sb.Pid) {
+		return fmt.Errorf("adopt: the sandbox's process %d has exited", sb.Pid)
 	}
 	renamed := false
 	var moved map[string]string

@@ -3,10 +3,13 @@ package oci
 import (
 	"context"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	runc "github.com/containerd/go-runc"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
 // TestDeleteContainerGone: runc is not run for a container whose state directory is
@@ -35,5 +38,20 @@ func TestFailedThawLeavesSandboxUnstarted(t *testing.T) {
 	}
 	if sb.Started() {
 		t.Error("failed Thaw marked the sandbox started")
+	}
+}
+
+// TestAdoptRefusesDeadSandbox: a sandbox whose process is gone is not adopted.
+func TestAdoptRefusesDeadSandbox(t *testing.T) {
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	sb := &Sandbox{ID: "x", Pid: cmd.Process.Pid, Bundle: t.TempDir()}
+	s := Sandboxes{Runc: "/bin/false", Root: t.TempDir()}
+	sp := &specs.Spec{Linux: &specs.Linux{CgroupsPath: "/ns/c1"}}
+	err := s.Adopt(context.Background(), sb, AdoptRequest{ContainerID: "c1", Spec: sp})
+	if err == nil || !strings.Contains(err.Error(), "has exited") {
+		t.Fatalf("adopt of a dead sandbox: %v", err)
 	}
 }

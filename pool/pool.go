@@ -379,7 +379,8 @@ func (p *Pool) Release(ctx context.Context, sb *Sandbox) error {
 	return p.destroy(ctx, e)
 }
 
-// Died tells the pool that a frozen sandbox's process exited: it is destroyed.
+// Died tells the pool that a frozen sandbox's process exited: no Acquire takes it from
+// the moment Died returns, and it is destroyed in the background.
 func (p *Pool) Died(ctx context.Context, id string) {
 	p.mu.Lock()
 	e, ok := p.entries[id]
@@ -388,10 +389,16 @@ func (p *Pool) Died(ctx context.Context, id string) {
 		return
 	}
 	p.removeFrozenLocked(e)
+	p.doomed++
 	p.mu.Unlock()
 	log.G(ctx).WithField("sandbox", id).Warn("pooled sandbox died while frozen")
-	_ = p.destroy(ctx, e)
-	p.Kick()
+	go func() {
+		_ = p.destroy(ctx, e)
+		p.mu.Lock()
+		p.doomed--
+		p.mu.Unlock()
+		p.Kick()
+	}()
 }
 
 func (p *Pool) removeFrozenLocked(e *entry) {

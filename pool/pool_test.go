@@ -274,7 +274,16 @@ func TestDiedWhileFrozen(t *testing.T) {
 	p.mu.Lock()
 	id = p.frozen[0].sb.ID
 	p.mu.Unlock()
+	rt.mu.Lock()
+	rt.slowKill = 50 * time.Millisecond // the destroy is still running below
+	rt.mu.Unlock()
 	p.Died(context.Background(), id)
+	// Once Died returns, the dead sandbox is never served.
+	if sb, err := p.Acquire(context.Background(), 0); err == nil && sb.ID == id {
+		t.Fatal("a sandbox that died was served")
+	} else if err == nil {
+		_ = p.Release(context.Background(), sb)
+	}
 	eventually(t, "replaced", func() bool {
 		p.mu.Lock()
 		defer p.mu.Unlock()

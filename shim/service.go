@@ -80,6 +80,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		exitSubscribers:      make(map[*map[int][]runcC.Exit]struct{}),
 		warm:                 newWarm(grpcAddress),
 		makers:               make(map[string]*maker),
+		stdio:                make(map[string]stdio.Stdio),
 		recover:              make(map[string]*recoverable),
 		healthReady:          make(map[string]chan struct{}),
 		outputs:              make(map[process.Process]*outputDrain),
@@ -123,6 +124,8 @@ type service struct {
 
 	containers map[string]*runctask.Container // guarded by mu
 	makers     map[string]*maker              // containers that make a template once started; guarded by mu
+	// stdio holds containerd's FIFOs of containers whose process got others; guarded by mu
+	stdio map[string]stdio.Stdio
 	recover    map[string]*recoverable        // containers that opted in to crash recovery; guarded by mu
 	// healthReady is closed when a restored task's stdout health text appears; guarded by mu
 	healthReady map[string]chan struct{}
@@ -253,6 +256,13 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 			}
 		}()
 	}
+	// Exits are collected from here on, before plan takes a pooled sandbox (whose process
+	// then stops being the pool's): an exit of it in between reaches handleStarted.
+	s.lifecycleMu.Lock()
+	handleStarted, cleanup := s.preStart(nil)
+	s.lifecycleMu.Unlock()
+	defer cleanup()
+
 	var mk *maker
 	if ann[AnnTemplate] == "" && ann[AnnReady] != "" {
 		log.G(ctx).WithField("container", r.ID).Warnf("annotation %s has no effect without %s=NAME: no template is made", AnnReady, AnnTemplate)
@@ -271,11 +281,6 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		s.warm.unplan(ctx, r.ID)
 		return nil, errgrpc.ToGRPC(err)
 	}
-
-	s.lifecycleMu.Lock()
-	handleStarted, cleanup := s.preStart(nil)
-	s.lifecycleMu.Unlock()
-	defer cleanup()
 
 	tNew := time.Now()
 	container, err := runctask.NewContainer(ctx, s.platform, r)
@@ -310,6 +315,11 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if mk != nil {
 		s.makers[r.ID] = mk
 	}
+	// State reports containerd's FIFOs, not those warm put between them and the process
+	// (a stdout readiness tee, a stdin relay): a client reattaches to what it is told.
+	if r.Stdin != cold.Stdin || r.Stdout != cold.Stdout || r.Stderr != cold.Stderr {
+		s.stdio[r.ID] = stdio.Stdio{Stdin: cold.Stdin, Stdout: cold.Stdout, Stderr: cold.Stderr, Terminal: cold.Terminal}
+	}
 	if rec != nil {
 		s.recover[r.ID] = rec
 	}
@@ -323,10 +333,10 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		Bundle:      r.Bundle,
 		Rootfs:      cold.Rootfs,
 		IO: &eventstypes.TaskIO{
-			Stdin:    r.Stdin,
+			Stdin:    cold.Stdin,
 			Stdout:   cold.Stdout,
-			Stderr:   r.Stderr,
-			Terminal: r.Terminal,
+			Stderr:   cold.Stderr,
+			Terminal: cold.Terminal,
 		},
 		Checkpoint: cold.Checkpoint,
 		Pid:        uint32(container.Pid()),
@@ -506,6 +516,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.mu.Lock()
 		delete(s.containers, r.ID)
 		delete(s.makers, r.ID)
+		delete(s.stdio, r.ID)
 		s.mu.Unlock()
 		s.forgetRecovery(r.ID)
 		s.warm.deleted(ctx, r.ID)
@@ -572,6 +583,13 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 		return nil, err
 	}
 	sio := p.Stdio()
+	if r.ExecID == "" {
+		s.mu.Lock()
+		if o, ok := s.stdio[r.ID]; ok {
+			sio = o
+		}
+		s.mu.Unlock()
+	}
 	return &taskAPI.StateResponse{
 		ID:         p.ID(),
 		Bundle:     container.Bundle,

@@ -287,8 +287,10 @@ func (w *warm) exited(pid int) {
 		delete(w.frozen, pid)
 	}
 	w.mu.Unlock()
+	// At once (it only takes the pool's lock), so that no Create is served the dead
+	// sandbox meanwhile.
 	if ok && ref.pool != nil {
-		go ref.pool.Died(context.Background(), ref.id)
+		ref.pool.Died(context.Background(), ref.id)
 	}
 }
 

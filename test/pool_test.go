@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"golang.org/x/sys/unix"
@@ -586,9 +587,18 @@ func TestTemplateReadyRules(t *testing.T) {
 			r, w := io.Pipe()
 			defer w.Close()
 			var out syncBuffer
-			e.start(c, streams(r, &out, io.Discard))
+			task, _ := e.start(c, streams(r, &out, io.Discard))
 			// The maker's own output still reaches its client through the tee.
 			seed := askSeed(t, w, &out, "maker")
+			// Its state names containerd's FIFOs, not the tee's, which a client would
+			// reattach to.
+			got, err := e.client.TaskService().Get(e.ctx, &tasks.GetRequest{ContainerID: c.ID()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cfg := task.IO().Config(); got.Process.Stdout != cfg.Stdout || got.Process.Stdin != cfg.Stdin {
+				t.Fatalf("state stdio %q %q, want the client's %q %q", got.Process.Stdin, got.Process.Stdout, cfg.Stdin, cfg.Stdout)
+			}
 			ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
 			waitFor(t, "pool filled", func() bool { s, ok, _ := ctl.Pool(name); return ok && s.Frozen >= 1 })
 			c2 := e.container(echoApp, templateAnn(name, false))
