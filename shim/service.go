@@ -125,8 +125,8 @@ type service struct {
 	containers map[string]*runctask.Container // guarded by mu
 	makers     map[string]*maker              // containers that make a template once started; guarded by mu
 	// stdio holds containerd's FIFOs of containers whose process got others; guarded by mu
-	stdio map[string]stdio.Stdio
-	recover    map[string]*recoverable        // containers that opted in to crash recovery; guarded by mu
+	stdio   map[string]stdio.Stdio
+	recover map[string]*recoverable // containers that opted in to crash recovery; guarded by mu
 	// healthReady is closed when a restored task's stdout health text appears; guarded by mu
 	healthReady map[string]chan struct{}
 	// outputs: processes whose exit waits for their output to drain; guarded by mu
