@@ -75,7 +75,7 @@ func moveCgroups(paths map[string]string, oldPath, newPath string, prepare func(
 	mkdir := func(np string, rels []string) error {
 		for _, rel := range rels {
 			dst := filepath.Join(np, rel)
-			if unified() {
+			if unified() && rel == "." {
 				if err := createCgroupV2(cgroupV2Root, strings.TrimPrefix(dst, cgroupV2Root)); err != nil {
 					return err
 				}
@@ -105,6 +105,23 @@ func moveCgroups(paths map[string]string, oldPath, newPath string, prepare func(
 	for p, np := range migrate {
 		if err := mkdir(np, subs[p]); err != nil {
 			return moved, migrated, tm, err
+		}
+		// v2: the controllers the sandbox's cgroups gave their children, as they were (a
+		// cgroup with processes cannot give any).
+		if unified() && len(subs[p]) > 0 {
+			for _, rel := range append([]string{"."}, subs[p]...) {
+				on, err := os.ReadFile(filepath.Join(p, rel, "cgroup.subtree_control"))
+				if err != nil || len(strings.Fields(string(on))) == 0 {
+					continue
+				}
+				var add []string
+				for _, c := range strings.Fields(string(on)) {
+					add = append(add, "+"+c)
+				}
+				if err := os.WriteFile(filepath.Join(np, rel, "cgroup.subtree_control"), []byte(strings.Join(add, " ")), 0); err != nil {
+					return moved, migrated, tm, fmt.Errorf("cgroup %s: subtree_control: %w", filepath.Join(np, rel), err)
+				}
+			}
 		}
 	}
 	tm.Create = time.Since(began)

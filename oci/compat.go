@@ -242,7 +242,6 @@ func nsDiff(t, r []specs.LinuxNamespace) string {
 	return "namespaces differ"
 }
 
-// joined names the first namespace a spec joins by path ("" when none).
 // ownNamespace reports whether ns creates a namespace of type typ (rather than joining
 // one or sharing the runtime's).
 func ownNamespace(ns []specs.LinuxNamespace, typ specs.LinuxNamespaceType) bool {
@@ -254,6 +253,7 @@ func ownNamespace(ns []specs.LinuxNamespace, typ specs.LinuxNamespaceType) bool 
 	return false
 }
 
+// joined names the first namespace a spec joins by path ("" when none).
 func joined(ns []specs.LinuxNamespace) string {
 	for _, n := range ns {
 		if n.Path != "" {

@@ -117,7 +117,10 @@ func rebindMounts(pid int, mounts []specs.Mount) error {
 			attr.Attr_set = unix.MOUNT_ATTR_RDONLY
 		}
 		if err := unix.MountSetattr(fd, "", unix.AT_EMPTY_PATH|unix.AT_RECURSIVE, attr); err != nil {
-			return fmt.Errorf("mount attributes of %s: %w", m.Destination, err)
+			// Before Linux 5.12 (no mount_setattr) a read-write file stays as cloned.
+			if !errors.Is(err, unix.ENOSYS) || attr.Attr_set != 0 {
+				return fmt.Errorf("mount attributes of %s: %w", m.Destination, err)
+			}
 		}
 	}
 	return inNamespace(pid, "mnt", func() error {

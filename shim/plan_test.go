@@ -55,8 +55,11 @@ func planWarm(p *pool.Pool, cfg config.Config) *warm {
 func planDuringReplace(t *testing.T, args, layers string) (*warm, *pool.Pool, *taskAPI.CreateTaskRequest) {
 	t.Helper()
 	cfg := config.Default()
+	// min 0: nothing is restored until the Create waits (plan gives the pool this
+	// configuration again).
+	zero := 0
+	cfg.Pools = map[string]config.Pool{"app": {Min: &zero, Initial: &zero}}
 	pc := cfg.PoolFor("app")
-	pc.Min, pc.Initial = 0, 0
 	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
 	rt := fakeSandboxes{delay: 40 * time.Millisecond, started: make(chan struct{}, 1)}
 	p := pool.New("ns", tm, pc, rt, nil)

@@ -317,7 +317,8 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 	// State reports containerd's FIFOs, not those warm put between them and the process
 	// (a stdout readiness tee, a stdin relay): a client reattaches to what it is told.
-	if r.Stdin != cold.Stdin || r.Stdout != cold.Stdout || r.Stderr != cold.Stderr {
+	// (A recovered container's restored process may get a health tee later.)
+	if r.Stdin != cold.Stdin || r.Stdout != cold.Stdout || r.Stderr != cold.Stderr || pol.Enabled {
 		s.stdio[r.ID] = stdio.Stdio{Stdin: cold.Stdin, Stdout: cold.Stdout, Stderr: cold.Stderr, Terminal: cold.Terminal}
 	}
 	if rec != nil {

@@ -3,6 +3,7 @@ package shim
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -218,6 +219,11 @@ func existsUnder(rootDir, path string) bool {
 		Flags:   unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
+	if errors.Is(err, unix.ENOSYS) {
+		// Before Linux 5.6: through the host's view of the root (links not confined).
+		_, err := os.Stat(filepath.Join(rootDir, path))
+		return err == nil
+	}
 	if err != nil {
 		return false
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -180,5 +181,67 @@ func TestCommitRefusesFifo(t *testing.T) {
 		}
 	case <-time.After(3 * time.Second):
 		t.Fatal("Commit hangs forever in SyncTree on a FIFO in the images")
+	}
+}
+
+// TestDeleteAndPruneTakeLocksInOneOrder: Delete and pruneOld take the name's lock and the
+// store's mutex in the same order (they deadlocked within a few rounds otherwise).
+func TestDeleteAndPruneTakeLocksInOneOrder(t *testing.T) {
+	s, _ := New(t.TempDir())
+	var iter atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < 100; i++ {
+			iter.Store(int64(i))
+			if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages); err != nil {
+				t.Error(err)
+				return
+			}
+			var wg sync.WaitGroup
+			wg.Add(2)
+			go func() { defer wg.Done(); s.pruneOld("ns", "app") }()
+			go func() { defer wg.Done(); _ = s.Delete("ns", "app") }()
+			wg.Wait()
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("deadlock at iteration %d", iter.Load())
+	}
+}
+
+// TestCommitDuringPrunes: a commit's new directory is never pruned under it (it was
+// between its creation and its flock).
+func TestCommitDuringPrunes(t *testing.T) {
+	s, _ := New(t.TempDir())
+	if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				s.pruneOld("ns", "app")
+			}
+		}
+	}()
+	fails := 0
+	for i := 0; i < 200; i++ {
+		if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages); err != nil {
+			fails++
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if fails > 0 {
+		t.Fatalf("%d of 200 commits failed: a prune removed their directory before its flock", fails)
 	}
 }

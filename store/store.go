@@ -152,26 +152,16 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
 	}
-	tmp, err := os.MkdirTemp(dir, ".tmp-")
+	tmp, held, err := newCommitDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
 	}
+	defer held.Close()
 	defer func() {
 		if retErr != nil {
 			os.RemoveAll(tmp)
 		}
 	}()
-	// The commit holds the directory's flock until it returns: a prune (of this process
-	// or another) leaves it alone while it is written, and once renamed into a generation
-	// until it is current (the flock goes with the directory).
-	held, err := os.Open(tmp)
-	if err != nil {
-		return nil, err
-	}
-	defer held.Close()
-	if err := syscall.Flock(int(held.Fd()), syscall.LOCK_EX); err != nil {
-		return nil, fmt.Errorf("template %s: lock: %w", meta.Name, err)
-	}
 	if err := os.Chmod(tmp, 0o700); err != nil {
 		return nil, err
 	}
@@ -201,6 +191,32 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	}
 	s.pruneOld(meta.Namespace, meta.Name)
 	return &Template{Meta: meta, Generation: gen, Dir: final, Images: filepath.Join(final, "images")}, nil
+}
+
+// newCommitDir makes a commit's temporary directory and takes its flock, under the
+// name's lock (so no prune sees it unlocked). The commit holds the flock until it
+// returns: a prune (of this process or another) leaves the directory alone while it is
+// written, and once renamed into a generation until it is current (the flock goes with
+// the directory).
+func newCommitDir(dir string) (tmp string, held *os.File, err error) {
+	unlock, err := lockName(dir)
+	if err != nil {
+		return "", nil, err
+	}
+	defer unlock()
+	if tmp, err = os.MkdirTemp(dir, ".tmp-"); err != nil {
+		return "", nil, err
+	}
+	if held, err = os.Open(tmp); err == nil {
+		if err = syscall.Flock(int(held.Fd()), syscall.LOCK_EX); err != nil {
+			held.Close()
+		}
+	}
+	if err != nil {
+		os.RemoveAll(tmp)
+		return "", nil, fmt.Errorf("lock: %w", err)
+	}
+	return tmp, held, nil
 }
 
 // publish renames the written generation tmp into place and makes it current, under the
@@ -442,6 +458,15 @@ func (s *Store) Delete(ns, name string) error {
 		return err
 	}
 	dir := s.nameDir(ns, name)
+	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s/%s: %w", ns, name, ErrNotFound)
+	}
+	// The name's lock, then mu: the order pruneOld takes them in.
+	unlockName, err := lockName(dir)
+	if err != nil {
+		return err
+	}
+	defer unlockName()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for d, n := range s.inUse {
@@ -449,14 +474,6 @@ func (s *Store) Delete(ns, name string) error {
 			return fmt.Errorf("%s/%s: %w by %d sandbox(es); drain its pool first", ns, name, ErrInUse, n)
 		}
 	}
-	if _, err := os.Lstat(dir); errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s/%s: %w", ns, name, ErrNotFound)
-	}
-	unlockName, err := lockName(dir)
-	if err != nil {
-		return err
-	}
-	defer unlockName()
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if !strings.HasPrefix(e.Name(), "g") && !strings.HasPrefix(e.Name(), ".tmp-") {
