@@ -148,27 +148,35 @@ func newTemplateBundle(t *testing.T, runcPath string) *templateBundle {
 	return b
 }
 
-func TestSandboxRestoreAdoptThaw(t *testing.T) {
-	runcPath := needStack(t)
-	ctx := context.Background()
-	b := newTemplateBundle(t, runcPath)
-	dir, root, tree, tag, r, tb := b.dir, b.root, b.tree, b.tag, b.r, b.bundle
-
-	// The template: a counter that answers lines on stdin with its state.
-	sp := b.spec
-	sp.Process.Args = []string{"sh", "-c", `seed=$$$RANDOM; echo noise; while read l; do echo "$l seed=$seed host=$(hostname)"; done`}
-	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
-	writeSpec(t, tb, sp)
+// run starts the template container "tmpl" with args in cgroup /<tag>/tmpl (deleted at
+// the end) and returns its stdin and stdout.
+func (b *templateBundle) run(t *testing.T, args ...string) (stdin io.WriteCloser, stdout io.ReadCloser) {
+	t.Helper()
+	b.spec.Process.Args = args
+	b.spec.Linux.CgroupsPath = "/" + b.tag + "/tmpl"
+	writeSpec(t, b.bundle, b.spec)
 	inR, inW, _ := os.Pipe()
 	outR, outW, _ := os.Pipe()
-	defer inW.Close()
-	defer outR.Close()
-	if _, err := r.Run(ctx, "tmpl", tb, &runc.CreateOpts{IO: &pipeIO{in: inR, out: outW, err: outW}, Detach: true}); err != nil {
+	t.Cleanup(func() { inW.Close(); outR.Close() })
+	ctx := context.Background()
+	if _, err := b.r.Run(ctx, "tmpl", b.bundle, &runc.CreateOpts{IO: &pipeIO{in: inR, out: outW, err: outW}, Detach: true}); err != nil {
 		t.Fatalf("runc run: %v", err)
 	}
 	inR.Close()
 	outW.Close()
-	defer r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
+	t.Cleanup(func() { _ = b.r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true}) })
+	return inW, outR
+}
+
+func TestSandboxRestoreAdoptThaw(t *testing.T) {
+	runcPath := needStack(t)
+	ctx := context.Background()
+	b := newTemplateBundle(t, runcPath)
+	dir, root, tree, tag, r := b.dir, b.root, b.tree, b.tag, b.r
+
+	// The template: a counter that answers lines on stdin with its state.
+	inW, outR := b.run(t, "sh", "-c", `seed=$$$RANDOM; echo noise; while read l; do echo "$l seed=$seed host=$(hostname)"; done`)
+	sp := b.spec
 	tmplOut := bufio.NewReader(outR)
 	readLine := func(rd *bufio.Reader) string {
 		t.Helper()
@@ -531,26 +539,14 @@ func TestSandboxAdoptMovesSubCgroups(t *testing.T) {
 	}
 	ctx := context.Background()
 	b := newTemplateBundle(t, runcPath)
-	dir, root, tree, tag, r, tb := b.dir, b.root, b.tree, b.tag, b.r, b.bundle
+	dir, root, tree, tag, r := b.dir, b.root, b.tree, b.tag, b.r
 	defer func() {
 		for _, p := range []string{"/" + tag, "/" + tag + "-pool", "/" + tag + "-other"} {
 			removeCgroupEverywhere(p)
 		}
 	}()
+	_, outR := b.run(t, "sh", "-c", `sleep 1000 & echo started; while read l; do echo "$l"; done`)
 	sp := b.spec
-	sp.Process.Args = []string{"sh", "-c", `sleep 1000 & echo started; while read l; do echo "$l"; done`}
-	sp.Linux.CgroupsPath = "/" + tag + "/tmpl"
-	writeSpec(t, tb, sp)
-	inR, inW, _ := os.Pipe()
-	outR, outW, _ := os.Pipe()
-	defer inW.Close()
-	defer outR.Close()
-	if _, err := r.Run(ctx, "tmpl", tb, &runc.CreateOpts{IO: &pipeIO{in: inR, out: outW, err: outW}, Detach: true}); err != nil {
-		t.Fatalf("runc run: %v", err)
-	}
-	inR.Close()
-	outW.Close()
-	defer r.Delete(ctx, "tmpl", &runc.DeleteOpts{Force: true})
 	if l, err := bufio.NewReader(outR).ReadString('\n'); err != nil || l != "started\n" {
 		t.Fatalf("template said %q %v", l, err)
 	}

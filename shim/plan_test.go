@@ -119,21 +119,29 @@ func TestPlanCompatibleNewGenerationServed(t *testing.T) {
 	}
 }
 
-// TestPlanErrorAfterAcquireReleases: plan fails after it took a sandbox (the bundle
-// cannot be written): the sandbox is released, not left in use for ever.
-func TestPlanErrorAfterAcquireReleases(t *testing.T) {
+// planOnFrozen runs plan for "c1" (bundle given) once the template's pool holds a frozen
+// sandbox.
+func planOnFrozen(t *testing.T, bundle string) (*warm, *pool.Pool, error) {
+	t.Helper()
 	cfg := config.Default()
 	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
 	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{}, nil)
-	defer p.Close(context.Background())
+	t.Cleanup(func() { p.Close(context.Background()) })
 	deadline := time.Now().Add(5 * time.Second)
 	for p.Stats().Frozen == 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	w := planWarm(p, cfg)
-	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: "/nonexistent/bundle", Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
+	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle, Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
 	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
-	if err := w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts); err == nil {
+	return w, p, w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
+}
+
+// TestPlanErrorAfterAcquireReleases: plan fails after it took a sandbox (the bundle
+// cannot be written): the sandbox is released, not left in use for ever.
+func TestPlanErrorAfterAcquireReleases(t *testing.T) {
+	w, p, err := planOnFrozen(t, "/nonexistent/bundle")
+	if err == nil {
 		t.Fatal("plan succeeded")
 	}
 	if st := p.Stats(); st.InUse != 0 || w.isHit("c1") {
@@ -145,18 +153,8 @@ func TestPlanErrorAfterAcquireReleases(t *testing.T) {
 // handleOp is carrying out on the sandbox, and marks the entry gone so that no adoption
 // starts after it.
 func TestReleaseWaitsForOp(t *testing.T) {
-	cfg := config.Default()
-	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
-	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{}, nil)
-	defer p.Close(context.Background())
-	deadline := time.Now().Add(5 * time.Second)
-	for p.Stats().Frozen == 0 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	w := planWarm(p, cfg)
-	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: t.TempDir(), Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
-	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
-	if err := w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts); err != nil || !w.isHit("c1") {
+	w, p, err := planOnFrozen(t, t.TempDir())
+	if err != nil || !w.isHit("c1") {
 		t.Fatalf("not a hit: %v", err)
 	}
 	w.mu.Lock()

@@ -24,6 +24,8 @@ import (
 	"github.com/checkpoint-restore/go-criu/v7/magic"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/warmshim/warm/internal/ident"
 )
 
 // ErrNotFound is returned for a template that does not exist.
@@ -62,26 +64,8 @@ type Template struct {
 }
 
 // validName reports whether name is 1-63 letters, digits, '.', '_' or '-', starting
-// with a letter or digit. (A regexp with {0,62} costs every shim start ~1 ms to compile.)
-func validName(name string) bool { return validIdent(name, 63) }
-
-// validIdent reports whether s is 1 to max letters, digits, '.', '_' or '-', starting
-// with a letter or digit: never "", "." or "..", never a path.
-func validIdent(s string, max int) bool {
-	if len(s) == 0 || len(s) > max {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
-}
+// with a letter or digit.
+func validName(name string) bool { return ident.Valid(name, 63) }
 
 // ValidName checks a template name, with a message that says what is allowed.
 func ValidName(name string) error {
@@ -93,7 +77,7 @@ func ValidName(name string) error {
 
 // validNamespace reports whether ns can be a directory name of the store: a containerd
 // namespace (at most 76 characters).
-func validNamespace(ns string) bool { return validIdent(ns, 76) }
+func validNamespace(ns string) bool { return ident.Valid(ns, 76) }
 
 // validRef checks the namespace and name of a template before they become a path.
 func validRef(ns, name string) error {

@@ -7,6 +7,8 @@ package group
 import (
 	"fmt"
 	"strings"
+
+	"github.com/warmshim/warm/internal/ident"
 )
 
 const (
@@ -35,26 +37,10 @@ const (
 // 76), so never a path that leads to another namespace's shim.
 func Check(scoped map[string]string) error {
 	v, ok := scoped[Annotation]
-	if !ok || v == "" || validIdent(v) {
+	if !ok || v == "" || ident.Valid(v, 76) {
 		return nil
 	}
 	return fmt.Errorf("annotation %s=%q: use letters, digits, '.', '_' or '-' (at most 76), starting with a letter or digit", Annotation, v)
-}
-
-func validIdent(s string) bool {
-	if len(s) > 76 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case i > 0 && (c == '.' || c == '_' || c == '-'):
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // Key is the group of container id, whose annotations are scoped (Scope): a group
