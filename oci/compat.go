@@ -61,6 +61,9 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 		v.Reason = "bind mount source of " + bindDiff + " differs (a pooled sandbox has the template's mounted)"
 	case req.Linux.CgroupsPath == "" || strings.Contains(req.Linux.CgroupsPath, ":"):
 		v.Reason = "systemd cgroup path (pooled sandboxes move between cgroupfs paths)"
+	case !strings.HasPrefix(req.Linux.CgroupsPath, "/"):
+		// runc puts a relative path under its own cgroup; adoption would not.
+		v.Reason = "relative cgroup path (pooled sandboxes move between absolute cgroupfs paths)"
 	case req.Hooks != nil && (len(req.Hooks.CreateContainer) > 0 || len(req.Hooks.StartContainer) > 0):
 		v.Reason = "createContainer/startContainer hooks (they run inside the container at create)"
 	default:

@@ -36,6 +36,7 @@ func TestCompare(t *testing.T) {
 	}{
 		{name: "identical", change: func(*specs.Spec) {}, pool: true, restore: true},
 		{name: "other cgroup is fine", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "/ns/c2" }, pool: true, restore: true},
+		{name: "relative cgroup path", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "ns/c2" }, restore: true, reason: "relative cgroup path"},
 		{name: "other image", change: func(*specs.Spec) {}, layers: "other", reason: "image layers differ"},
 		{name: "args", change: func(s *specs.Spec) { s.Process.Args = []string{"/other"} }, reason: "process args differ"},
 		{name: "env", change: func(s *specs.Spec) { s.Process.Env[1] = "MODE=dev" }, reason: "environment differs: MODE"},

@@ -2,6 +2,9 @@ package shim
 
 import (
 	"context"
+	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -181,5 +184,30 @@ func TestReleaseWaitsForOp(t *testing.T) {
 	s.opMu.Unlock()
 	if !gone || p.Stats().InUse != 0 {
 		t.Fatalf("after unplan: gone %v, in use %d", gone, p.Stats().InUse)
+	}
+}
+
+// TestPeerUID: the adoption socket knows who connects (root in the tests that run as
+// root, as the shim does; it refuses anyone else).
+func TestPeerUID(t *testing.T) {
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(t.TempDir(), "s"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		c, err := net.Dial("unix", l.Addr().String())
+		if err == nil {
+			defer c.Close()
+			_, _ = c.Read(make([]byte, 1))
+		}
+	}()
+	c, err := l.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if uid, err := peerUID(c); err != nil || uid != os.Getuid() {
+		t.Fatalf("peer uid %d %v, want %d", uid, err, os.Getuid())
 	}
 }

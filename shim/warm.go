@@ -21,6 +21,7 @@ import (
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/logfile"
@@ -604,12 +605,35 @@ func (w *warm) serveAdoptions(l *net.UnixListener) {
 
 func (w *warm) handleWrapper(c *net.UnixConn) {
 	defer c.Close()
+	// Only root's runc (the shim's children, or runc run by root beside it) acts on a
+	// served container; the socket's directory is root's too.
+	if uid, err := peerUID(c); err != nil || uid != 0 {
+		_ = wrap.Reply(c, wrap.Response{Error: fmt.Sprintf("adoption socket: peer is not root (uid %d, %v)", uid, err)})
+		return
+	}
 	req, files, err := wrap.ReadRequest(c)
 	if err != nil {
 		_ = wrap.Reply(c, wrap.Response{Error: err.Error()})
 		return
 	}
 	_ = wrap.Reply(c, w.handleOp(context.Background(), req, files))
+}
+
+// peerUID is the uid of the process at the other end of a unix socket (SO_PEERCRED).
+func peerUID(c *net.UnixConn) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	var cred *unix.Ucred
+	var cerr error
+	if err := raw.Control(func(fd uintptr) { cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil {
+		return -1, err
+	}
+	if cerr != nil {
+		return -1, cerr
+	}
+	return int(cred.Uid), nil
 }
 
 // handleOp carries out a runc command of a container served from the pool: create
