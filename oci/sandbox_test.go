@@ -540,11 +540,13 @@ func TestSandboxAdoptMovesSubCgroups(t *testing.T) {
 	ctx := context.Background()
 	b := newTemplateBundle(t, runcPath)
 	dir, root, tree, tag, r := b.dir, b.root, b.tree, b.tag, b.r
-	defer func() {
+	// After the template container is deleted (a cleanup b.run registers later, which
+	// runs first).
+	t.Cleanup(func() {
 		for _, p := range []string{"/" + tag, "/" + tag + "-pool", "/" + tag + "-other"} {
 			removeCgroupEverywhere(p)
 		}
-	}()
+	})
 	_, outR := b.run(t, "sh", "-c", `sleep 1000 & echo started; while read l; do echo "$l"; done`)
 	sp := b.spec
 	if l, err := bufio.NewReader(outR).ReadString('\n'); err != nil || l != "started\n" {
