@@ -128,3 +128,25 @@ func TestCheckpoints(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestIncrementalCheckpointCommits: a dump on top of a pre-dump holds CRIU's "parent"
+// link to it; such a checkpoint commits and verifies (only a template's images must be
+// plain files).
+func TestIncrementalCheckpointCommits(t *testing.T) {
+	cs, err := OpenCheckpoints(filepath.Join(t.TempDir(), "c1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := cs.Commit(func(images string) error {
+		if err := criutest.WriteImages(images); err != nil {
+			return err
+		}
+		return os.Symlink("../../pre/images", filepath.Join(images, "parent"))
+	})
+	if err != nil {
+		t.Fatalf("a checkpoint with a parent link: %v", err)
+	}
+	if err := Verify(cp.Images); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -156,6 +156,9 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	if err := fill(images); err != nil {
 		return nil, fmt.Errorf("template %s: write checkpoint: %w", meta.Name, err)
 	}
+	if err := plainFiles(images); err != nil {
+		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	}
 	if err := Verify(images); err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
 	}
@@ -244,20 +247,6 @@ func (s *Store) publish(dir, tmp string) (gen int64, final string, err error) {
 // magic, then one entry whose protobuf carries img_version. (Decoding by hand rather than
 // with go-criu's crit keeps crit's ~60 registered protobuf files out of the shim's start.)
 func Verify(images string) error {
-	// Only plain files and directories: a symbolic link would have CRIU read another
-	// file at restore, and opening a FIFO or a device to sync it blocks or acts.
-	if err := filepath.WalkDir(images, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if t := d.Type(); t&^fs.ModeDir != 0 {
-			rel, _ := filepath.Rel(images, p)
-			return fmt.Errorf("checkpoint in %s holds %s, which is not a regular file (%s): refused", images, rel, t.Type())
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
 	if fi, err := os.Stat(filepath.Join(images, "descriptors.json")); err != nil || fi.Size() == 0 {
 		return fmt.Errorf("checkpoint in %s is incomplete: descriptors.json missing or empty", images)
 	}
@@ -269,6 +258,24 @@ func Verify(images string) error {
 		return fmt.Errorf("checkpoint in %s is unreadable: inventory.img: %w", images, err)
 	}
 	return nil
+}
+
+// plainFiles refuses a template's images that hold anything but plain files and
+// directories (a checkpoint image pulled from a registry is not trusted): a symbolic
+// link would have CRIU read another file at restore, and opening a FIFO or a device to
+// verify or sync it blocks or acts. (A recovery checkpoint, CRIU's own dump, may hold
+// CRIU's "parent" link to a pre-dump.)
+func plainFiles(images string) error {
+	return filepath.WalkDir(images, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if t := d.Type(); t&^fs.ModeDir != 0 {
+			rel, _ := filepath.Rel(images, p)
+			return fmt.Errorf("checkpoint in %s holds %s, which is not a regular file (%s): refused", images, rel, t.Type())
+		}
+		return nil
+	})
 }
 
 // criuMagic is built on first use: a map of every CRIU image magic, which a cold
