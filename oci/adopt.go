@@ -16,7 +16,6 @@ import (
 	"time"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
-	runc "github.com/containerd/go-runc"
 	"github.com/containerd/log"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -57,20 +56,12 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 		if retErr == nil {
 			return
 		}
-		// Leave nothing that could stop a cold start of the same container: the
-		// processes die (thawed, or SIGKILL stays pending), then runc forgets them and
-		// the cgroups they were moved to go.
-		if moved != nil {
-			killCgroup(moved)
-		}
+		// Leave nothing that could stop a cold start of the same container.
 		id := sb.ID
 		if renamed {
 			id = req.ContainerID
 		}
-		_ = s.runc(sb.Bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true})
-		for _, p := range moved {
-			removeCgroupTree(p)
-		}
+		s.discard(ctx, sb.Bundle, id, moved)
 	}()
 	began := time.Now()
 	var tMove, tRes, tRename, tHooks time.Duration

@@ -478,9 +478,17 @@ func (s *Sandboxes) Abandon(ctx context.Context, sb *Sandbox) {
 	if id == "" {
 		return
 	}
-	killCgroup(paths)
-	if err := s.runc(sb.Bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "does not exist") {
-		log.G(ctx).WithError(err).WithField("container", id).Warn("abandoned sandbox: runc delete")
+	s.discard(ctx, sb.Bundle, id, paths)
+}
+
+// discard kills the processes in the cgroups paths (thawed, or SIGKILL stays pending),
+// has runc forget container id, and removes the cgroups.
+func (s *Sandboxes) discard(ctx context.Context, bundle, id string, paths map[string]string) {
+	if paths != nil {
+		killCgroup(paths)
+	}
+	if err := s.runc(bundle).Delete(context.WithoutCancel(ctx), id, &runc.DeleteOpts{Force: true}); err != nil && !strings.Contains(err.Error(), "does not exist") {
+		log.G(ctx).WithError(err).WithField("container", id).Warn("discard sandbox: runc delete")
 	}
 	for _, p := range paths {
 		removeCgroupTree(p)

@@ -115,13 +115,11 @@ type Pool struct {
 	fails       int               // consecutive failed restores; guarded by mu
 	retryAt     time.Time         // no restore before, after failures; guarded by mu
 	wg          sync.WaitGroup    // refiller and in-flight restores/destroys
-	// destroying counts destroys in flight (their entry is already gone from entries):
-	// Drain waits for them, so a drained pool holds no snapshot or lease; guarded by mu.
+	// destroying counts destroys decided and not finished (their entry is already gone
+	// from entries): Drain waits for them, so a drained pool holds no snapshot or lease;
+	// guarded by mu.
 	destroying int
-	// doomed counts sandboxes a refill round took out of frozen to destroy and has not
-	// begun to (Drain waits for them too); guarded by mu.
-	doomed int
-	stop   chan struct{}
+	stop       chan struct{}
 }
 
 type stats struct {
@@ -389,14 +387,14 @@ func (p *Pool) Died(ctx context.Context, id string) {
 		return
 	}
 	p.removeFrozenLocked(e)
-	p.doomed++
+	err := p.beginDestroyLocked(e)
 	p.mu.Unlock()
+	if err != nil {
+		return
+	}
 	log.G(ctx).WithField("sandbox", id).Warn("pooled sandbox died while frozen")
 	go func() {
-		_ = p.destroy(ctx, e)
-		p.mu.Lock()
-		p.doomed--
-		p.mu.Unlock()
+		_ = p.finishDestroy(ctx, e)
 		p.Kick()
 	}()
 }
@@ -413,23 +411,38 @@ func (p *Pool) removeFrozenLocked(e *entry) {
 // destroy moves e to Destroyed and has the runtime remove it.
 func (p *Pool) destroy(ctx context.Context, e *entry) error {
 	p.mu.Lock()
+	err := p.beginDestroyLocked(e)
+	p.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return p.finishDestroy(ctx, e)
+}
+
+// beginDestroyLocked moves e to Destroyed: no one takes it from here, and Drain waits
+// until finishDestroy ran.
+func (p *Pool) beginDestroyLocked(e *entry) error {
 	st, err := transition(e.state, Destroyed)
 	if err != nil {
-		p.mu.Unlock()
 		return err
 	}
 	e.state = st
 	delete(p.entries, e.sb.ID)
 	p.stats.destroyed++
 	p.destroying++
-	p.mu.Unlock()
-	err = p.rt.Destroy(ctx, e.sb.Handle)
-	p.mu.Lock()
-	p.destroying--
-	p.mu.Unlock()
+	return nil
+}
+
+// finishDestroy has the runtime remove a sandbox beginDestroyLocked moved to Destroyed,
+// and releases its template generation.
+func (p *Pool) finishDestroy(ctx context.Context, e *entry) error {
+	err := p.rt.Destroy(ctx, e.sb.Handle)
 	if e.release != nil {
 		e.release()
 	}
+	p.mu.Lock()
+	p.destroying--
+	p.mu.Unlock()
 	if err != nil {
 		return fmt.Errorf("destroy sandbox %s: %w", e.sb.ID, err)
 	}
@@ -452,7 +465,7 @@ func (p *Pool) Drain(ctx context.Context) error {
 	// them and for destroys in flight, so a drained pool holds nothing.
 	for {
 		p.mu.Lock()
-		restoring := p.destroying + p.doomed
+		restoring := p.destroying
 		for _, e := range p.entries {
 			if e.state == Restoring {
 				restoring++
@@ -620,15 +633,13 @@ func (p *Pool) round(ctx context.Context) {
 		todo = append(todo, e)
 	}
 	p.wg.Add(len(todo))
-	p.doomed += len(victims)
+	for _, e := range victims {
+		_ = p.beginDestroyLocked(e) // frozen until now: the transition holds
+	}
 	p.mu.Unlock()
 
 	for _, e := range victims {
-		err := p.destroy(ctx, e)
-		p.mu.Lock()
-		p.doomed--
-		p.mu.Unlock()
-		if err != nil {
+		if err := p.finishDestroy(ctx, e); err != nil {
 			log.G(ctx).WithError(err).Warn("destroy surplus sandbox")
 		}
 	}
