@@ -208,9 +208,6 @@ func TestReleaseKilledRestoreCgroups(t *testing.T) {
 // two keys name one directory. A sibling adoption renames it for the first key; the second
 // key's rename fails and falls to migration from a directory that is gone.
 func TestMoveCgroupsCoMounted(t *testing.T) {
-	if unified() {
-		t.Skip("cgroup v1 only (renames)")
-	}
 	d := t.TempDir()
 	old := "/parent/sb1"
 	paths := map[string]string{
