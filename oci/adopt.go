@@ -39,8 +39,18 @@ type AdoptRequest struct {
 // requested cgroup with the requested resources (still frozen), becomes that runc
 // container, takes the requested hostname, runs the createRuntime hooks with its state,
 // and has its stdio spliced to the container's. It stays frozen until Thaw (Start).
-// On error the sandbox is killed and must be destroyed.
+// Adopt owns req's stdio files: spliced in on success, closed on error. On error the
+// sandbox is killed and must be destroyed.
 func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (retErr error) {
+	defer func() {
+		if retErr != nil {
+			for _, f := range []*os.File{req.Stdin, req.Stdout, req.Stderr} {
+				if f != nil {
+					f.Close()
+				}
+			}
+		}
+	}()
 	sp := req.Spec
 	if sp.Linux == nil || sp.Linux.CgroupsPath == "" || strings.Contains(sp.Linux.CgroupsPath, ":") {
 		return fmt.Errorf("adopt: cgroupsPath %q is not a cgroupfs path", cgroupsPathOf(sp))

@@ -679,12 +679,6 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		// The output files now belong to the sandbox's copies.
 		files[1], files[2] = nil, nil
 		if err := w.sandboxesOf(s).Adopt(ctx, sb, ar); err != nil {
-			// Adopt fails before it splices the files in: they are still ours.
-			for _, f := range []*os.File{ar.Stdin, ar.Stdout, ar.Stderr} {
-				if f != nil {
-					f.Close()
-				}
-			}
 			resp.Error = err.Error()
 			break
 		}
