@@ -122,9 +122,9 @@ func TestPlanCompatibleNewGenerationServed(t *testing.T) {
 	}
 }
 
-// planOnFrozen runs plan for "c1" (bundle given) once the template's pool holds a frozen
-// sandbox.
-func planOnFrozen(t *testing.T, bundle string) (*warm, *pool.Pool, error) {
+// planOnFrozen runs plan for "c1" (bundle given, restoring checkpoint unless "") once the
+// template's pool holds a frozen sandbox.
+func planOnFrozen(t *testing.T, bundle, checkpoint string) (*warm, *pool.Pool, *taskAPI.CreateTaskRequest, error) {
 	t.Helper()
 	cfg := config.Default()
 	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
@@ -135,15 +135,34 @@ func planOnFrozen(t *testing.T, bundle string) (*warm, *pool.Pool, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	w := planWarm(p, cfg)
-	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle, Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}}
+	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle, Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}, Checkpoint: checkpoint}
 	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
-	return w, p, w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
+	return w, p, r, w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
+}
+
+// TestPlanLeavesAnOwnCheckpointAlone: a Create that restores a checkpoint of its own
+// (containerd's restore) is neither served from the pool nor given the template's
+// checkpoint, however well it matches; the miss is counted with its reason.
+func TestPlanLeavesAnOwnCheckpointAlone(t *testing.T) {
+	w, p, r, err := planOnFrozen(t, t.TempDir(), "/var/lib/checkpoints/c1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.isHit("c1") {
+		t.Fatal("a Create restoring its own checkpoint was served a sandbox of the template")
+	}
+	if r.Checkpoint != "/var/lib/checkpoints/c1" || r.Rootfs == nil {
+		t.Fatalf("the request was changed: checkpoint %q, rootfs %v", r.Checkpoint, r.Rootfs)
+	}
+	if st := p.Stats(); st.InUse != 0 || st.Misses["the Create restores a checkpoint of its own"] != 1 {
+		t.Fatalf("want no sandbox in use and the miss counted: %+v", st)
+	}
 }
 
 // TestPlanErrorAfterAcquireReleases: plan fails after it took a sandbox (the bundle
 // cannot be written): the sandbox is released, not left in use for ever.
 func TestPlanErrorAfterAcquireReleases(t *testing.T) {
-	w, p, err := planOnFrozen(t, "/nonexistent/bundle")
+	w, p, _, err := planOnFrozen(t, "/nonexistent/bundle", "")
 	if err == nil {
 		t.Fatal("plan succeeded")
 	}
@@ -156,7 +175,7 @@ func TestPlanErrorAfterAcquireReleases(t *testing.T) {
 // handleOp is carrying out on the sandbox, and marks the entry gone so that no adoption
 // starts after it.
 func TestReleaseWaitsForOp(t *testing.T) {
-	w, p, err := planOnFrozen(t, t.TempDir())
+	w, p, _, err := planOnFrozen(t, t.TempDir(), "")
 	if err != nil || !w.isHit("c1") {
 		t.Fatalf("not a hit: %v", err)
 	}

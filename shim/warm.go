@@ -317,6 +317,12 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		return nil
 	}
 	v := oci.Compare(t.Spec, t.Layers, spec, layersOf(r), cfg.AllowEnv)
+	if r.Checkpoint != "" {
+		// containerd restores the container from a checkpoint of its own (ctr task
+		// start --checkpoint, a restore of a checkpoint image): its state is that
+		// checkpoint's, never the template's.
+		v = oci.Verdict{Reason: "the Create restores a checkpoint of its own"}
+	}
 	if v.Pool && p == nil {
 		v.Pool = false
 		v.Reason = "the container's shim is its pod's or group's, not the namespace's pool shim"

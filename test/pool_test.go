@@ -18,6 +18,7 @@ import (
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/procfs"
@@ -891,6 +892,75 @@ func TestPoolHitResources(t *testing.T) {
 	if st, _, _ := ctl.Pool(name); st.Hits != 2 {
 		t.Fatalf("want 2 hits: %+v", st)
 	}
+}
+
+// TestPoolHitUpdateAndCheckpoint: a served container's resources can be updated (runc
+// update acts on the cgroup it was moved to), and it can be checkpointed and restored
+// into a new task that carries on from its state, as a cold container can.
+func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "upd-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	c := e.container(echoApp, templateAnn(name, false), oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	if got := askSeed(t, w, &out, "served"); got != seed {
+		t.Fatalf("served seed %s, template's %s: not a hit", got, seed)
+	}
+	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 {
+		t.Fatalf("want one hit: %+v", st)
+	}
+	// A memory update, then a pids update that names no memory (as ctr task update
+	// sends): the first limit stays.
+	if err := task.Update(e.ctx, containerd.WithResources(&specs.LinuxResources{Memory: &specs.LinuxMemory{Limit: ptr(int64(128 << 20))}})); err != nil {
+		t.Fatalf("update memory: %v", err)
+	}
+	if err := task.Update(e.ctx, containerd.WithResources(&specs.LinuxResources{Pids: &specs.LinuxPids{Limit: ptr(int64(40))}})); err != nil {
+		t.Fatalf("update pids: %v", err)
+	}
+	if _, mem, pids := cgroupLimits(t, int(task.Pid())); mem != strconv.Itoa(128<<20) || pids != "40" {
+		t.Fatalf("after updates to memory %d and pids 40, the cgroup has %s and %s", 128<<20, mem, pids)
+	}
+	if got := askSeed(t, w, &out, "updated"); got != seed {
+		t.Fatalf("seed changed after update: %s", got)
+	}
+	ckpt, err := task.Checkpoint(e.ctx)
+	if err != nil {
+		t.Fatalf("checkpoint of a served container: %v", err)
+	}
+	t.Cleanup(func() {
+		_ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ckpt.Name(), imagesSync())
+	})
+	// The checkpoint leaves it running.
+	if got := askSeed(t, w, &out, "checkpointed"); got != seed {
+		t.Fatalf("seed changed after checkpoint: %s", got)
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exitOf(t, exit)
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	r2, w2 := io.Pipe()
+	defer w2.Close()
+	var out2 syncBuffer
+	task2, exit2 := e.start(c, streams(r2, &out2, io.Discard), containerd.WithTaskCheckpoint(ckpt))
+	if got := askSeed(t, w2, &out2, "restored"); got != seed {
+		t.Fatalf("restored from the served container's checkpoint with seed %s, want %s", got, seed)
+	}
+	// Restored from its own checkpoint, not served again from the pool (which has the
+	// same seed).
+	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 || st.Misses["the Create restores a checkpoint of its own"] != 1 {
+		t.Fatalf("want the restore counted as a miss, not a hit: %+v", st)
+	}
+	if err := task2.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exitOf(t, exit2)
 }
 
 // unlimited reports whether a memory limit read from cgroupfs is "no limit" (v2 "max",
