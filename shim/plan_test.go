@@ -126,8 +126,20 @@ func TestPlanCompatibleNewGenerationServed(t *testing.T) {
 // template's pool holds a frozen sandbox.
 func planOnFrozen(t *testing.T, bundle, checkpoint string) (*warm, *pool.Pool, *taskAPI.CreateTaskRequest, error) {
 	t.Helper()
+	return planOnFrozenWith(t, bundle, checkpoint, &options.Options{}, "", "")
+}
+
+// planOnFrozenWith is planOnFrozen with the request's runc options, and the pool's
+// sandboxes in runc root sandboxRoot run by the runc binary real (the defaults if "").
+func planOnFrozenWith(t *testing.T, bundle, checkpoint string, ropts *options.Options, sandboxRoot, real string) (*warm, *pool.Pool, *taskAPI.CreateTaskRequest, error) {
+	t.Helper()
 	cfg := config.Default()
-	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1}
+	// A generation on disk (its images' inventory) for a restore on create to read.
+	gen := t.TempDir()
+	if err := os.WriteFile(filepath.Join(gen, "inventory.img"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tm := &store.Template{Meta: store.Meta{Name: "app", Namespace: "ns", Spec: planSpec("app"), Layers: "bind:/l"}, Generation: 1, Dir: gen, Images: gen}
 	p := pool.New("ns", tm, cfg.PoolFor("app"), fakeSandboxes{}, nil)
 	t.Cleanup(func() { p.Close(context.Background()) })
 	deadline := time.Now().Add(5 * time.Second)
@@ -135,8 +147,19 @@ func planOnFrozen(t *testing.T, bundle, checkpoint string) (*warm, *pool.Pool, *
 		time.Sleep(5 * time.Millisecond)
 	}
 	w := planWarm(p, cfg)
+	st, err := store.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.store = st
+	if sandboxRoot != "" {
+		w.sandboxes = &oci.Sandboxes{Root: sandboxRoot}
+	}
+	if real != "" {
+		w.runc = real
+	}
 	r := &taskAPI.CreateTaskRequest{ID: "c1", Bundle: bundle, Rootfs: []*types.Mount{{Type: "bind", Source: "/l"}}, Checkpoint: checkpoint}
-	topts := taskOptions{cfg: cfg, runc: &options.Options{}}
+	topts := taskOptions{cfg: cfg, runc: ropts}
 	return w, p, r, w.plan(namespaces.WithNamespace(context.Background(), "ns"), r, planSpec("app"), &topts)
 }
 
@@ -228,5 +251,60 @@ func TestPeerUID(t *testing.T) {
 	defer c.Close()
 	if uid, err := peerUID(c); err != nil || uid != os.Getuid() {
 		t.Fatalf("peer uid %d %v, want %d", uid, err, os.Getuid())
+	}
+}
+
+// TestPlanRuntimeOptions: a request whose runc options name another runc binary or root
+// than the pool's is not served from the pool (the container's later runc commands would
+// not find the sandbox); another binary starts cold, another root is restored on create
+// into that root. The pool's own, named as configured, by path or by a link, is served.
+func TestPlanRuntimeOptions(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "runc")
+	if err := os.WriteFile(real, []byte("#!/bin/sh\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "runc-link")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "crun")
+	if err := os.WriteFile(other, []byte("#!/bin/sh\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		binary, root  string
+		hit, restored bool
+		reason        string
+	}{
+		{"the pool's runc and root", real, "/run/warm-runc", true, false, ""},
+		{"the pool's runc by a link", link, "/run/warm-runc", true, false, ""},
+		{"another runc binary", other, "/run/warm-runc", false, false, "binary_name"},
+		{"another runc root", real, "/run/other-root", false, true, "root"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ropts := &options.Options{BinaryName: tc.binary, Root: tc.root}
+			w, p, r, err := planOnFrozenWith(t, t.TempDir(), "", ropts, "/run/warm-runc/ns", real)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if hit := w.isHit("c1"); hit != tc.hit {
+				t.Fatalf("hit %v, want %v", hit, tc.hit)
+			}
+			if restored := r.Checkpoint != ""; restored != tc.restored {
+				t.Fatalf("restore on create %v, want %v", restored, tc.restored)
+			}
+			if tc.reason != "" {
+				found := false
+				for reason := range p.Stats().Misses {
+					found = found || strings.Contains(reason, tc.reason)
+				}
+				if !found {
+					t.Fatalf("miss not counted with a reason naming %s: %+v", tc.reason, p.Stats().Misses)
+				}
+			}
+			w.unplan(context.Background(), "c1")
+		})
 	}
 }

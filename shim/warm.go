@@ -16,6 +16,7 @@ import (
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
+	"github.com/containerd/containerd/api/types/runc/options"
 	"github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2/process"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
@@ -48,6 +49,7 @@ type warm struct {
 	cfg       config.Config         // guarded by mu
 	self      string                // this binary, the runc of adopted containers; guarded by mu
 	runc      string                // the real runc; guarded by mu
+	runcName  string                // the configured runc that runc was found from; guarded by mu
 	dynmods   *dynmodsKeeper        // keeps favordynmods on (cgroup_favordynmods); guarded by mu
 	store     *store.Store          // guarded by mu
 	sandboxes *oci.Sandboxes        // guarded by mu
@@ -147,7 +149,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	if !w.poolShim {
 		// A pod's or a group's shim: no pool, socket or log of the pool shim's (which
 		// may run beside it).
-		w.ns, w.cfg, w.self, w.runc, w.store, w.ready = ns, cfg, self, realRunc, st, true
+		w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
 		return nil
 	}
 	run := filepath.Join(cfg.RunDir, ns)
@@ -211,7 +213,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	os.Setenv(wrap.EnvRunc, realRunc)
 	w.listener = l
 	go w.serveAdoptions(l)
-	w.ns, w.cfg, w.self, w.runc, w.store, w.ready = ns, cfg, self, realRunc, st, true
+	w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
 	ctl, err := startCtl(filepath.Join(run, "ctl.sock"), w)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("warm control socket")
@@ -323,6 +325,10 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		// checkpoint's, never the template's.
 		v = oci.Verdict{Reason: "the Create restores a checkpoint of its own"}
 	}
+	if why, cold := w.runtimeDiffers(topts.runc, ns); why != "" && (v.Pool || v.Restore) {
+		v.Pool, v.Reason = false, why
+		v.Restore = v.Restore && !cold
+	}
 	if v.Pool && p == nil {
 		v.Pool = false
 		v.Reason = "the container's shim is its pod's or group's, not the namespace's pool shim"
@@ -394,6 +400,46 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	}
 	l.WithField("reason", v.Reason).Info("cold start: request does not match the template")
 	return nil
+}
+
+// runtimeDiffers says why the runc a request's options name cannot act on the pool's
+// sandboxes ("" when it can), and whether the request must then start cold: another
+// runc binary (it is not given the template's checkpoint either) rather than another
+// runc root (a restore on create goes to the request's own root).
+func (w *warm) runtimeDiffers(o *options.Options, ns string) (why string, cold bool) {
+	w.mu.Lock()
+	real, name := w.runc, w.runcName
+	var sandboxRoot string
+	if w.sandboxes != nil {
+		sandboxRoot = w.sandboxes.Root
+	}
+	w.mu.Unlock()
+	if b := o.BinaryName; b != "" && b != real && b != name && !samePath(b, real) {
+		return fmt.Sprintf("runtime option binary_name %q is not the pool's runc (%s)", b, real), true
+	}
+	root := o.Root
+	if root == "" {
+		root = process.RuncRoot
+	}
+	if sandboxRoot != "" && filepath.Join(root, ns) != filepath.Clean(sandboxRoot) {
+		return fmt.Sprintf("runtime option root %q is not the pool's runc root (%s)", o.Root, filepath.Dir(sandboxRoot)), false
+	}
+	return "", false
+}
+
+// samePath reports whether the binary name (a path, or a name looked up in PATH) is the
+// file at path.
+func samePath(name, path string) bool {
+	p, err := exec.LookPath(name)
+	if err != nil {
+		return false
+	}
+	a, err := os.Stat(p)
+	if err != nil {
+		return false
+	}
+	b, err := os.Stat(path)
+	return err == nil && os.SameFile(a, b)
 }
 
 // templateFor finds the template a Create names: the pool shim's pool of it (made
@@ -794,6 +840,7 @@ func (w *warm) useRuntime(cfg config.Config) (wrapper, real string, err error) {
 	if w.self, w.runc, err = runtimePaths(cfg); err != nil {
 		return "", "", err
 	}
+	w.runcName = cfg.Runc
 	return w.self, w.runc, nil
 }
 
