@@ -310,6 +310,44 @@ func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox) error {
 	return nil
 }
 
+// ErrNotRunning is SignalUnstarted's error for a sandbox whose process is gone (its text
+// is runc's, which containerd reads as "process already finished").
+var ErrNotRunning = errors.New("container not running")
+
+// SignalUnstarted sends sig to an adopted sandbox that was never started (to its process,
+// or with all to every process of its cgroups) while it is still frozen, and then thaws
+// it. The signal is pending when the application runs again, so it acts before any of
+// the application's code does: a container that never started runs none (a cold one's
+// runc init never reached it). A thaw first, then runc's kill, let the application run
+// in between: enough to read an EOF on stdin and exit before a SIGKILL came.
+func (s *Sandboxes) SignalUnstarted(ctx context.Context, sb *Sandbox, sig unix.Signal, all bool) error {
+	sb.mu.Lock()
+	paths := sb.cgroupPaths
+	sb.mu.Unlock()
+	if procfs.Dead(sb.Pid) {
+		return ErrNotRunning
+	}
+	pids := []int{sb.Pid}
+	if all {
+		// The cgroup's processes and those of the cgroups below it, as runc kill --all.
+		list := pickProcsDir(paths)
+		var err error
+		if pids, err = readPids(filepath.Join(list, "cgroup.procs")); err != nil {
+			return fmt.Errorf("kill --all: %w", err)
+		}
+		for _, rel := range subCgroups(list) {
+			more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
+			pids = append(pids, more...)
+		}
+	}
+	for _, pid := range pids {
+		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+			return fmt.Errorf("kill %d: %w", pid, err)
+		}
+	}
+	return s.Thaw(ctx, sb)
+}
+
 // Adopted reports whether a container took the sandbox over.
 func (sb *Sandbox) Adopted() bool {
 	sb.mu.Lock()

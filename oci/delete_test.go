@@ -2,14 +2,18 @@ package oci
 
 import (
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 
 	runc "github.com/containerd/go-runc"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 )
 
 // TestDeleteContainerGone: runc is not run for a container whose state directory is
@@ -53,5 +57,73 @@ func TestAdoptRefusesDeadSandbox(t *testing.T) {
 	err := s.Adopt(context.Background(), sb, AdoptRequest{ContainerID: "c1", Spec: sp})
 	if err == nil || !strings.Contains(err.Error(), "has exited") {
 		t.Fatalf("adopt of a dead sandbox: %v", err)
+	}
+}
+
+// TestSignalUnstarted: a never-started sandbox's kill signals its process (with all,
+// every process its cgroup lists, and those of the cgroups below), then thaws it; a
+// sandbox whose process is gone gets runc's "container not running".
+func TestSignalUnstarted(t *testing.T) {
+	start := func() *exec.Cmd {
+		cmd := exec.Command("sleep", "100")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+		return cmd
+	}
+	// A cgroup directory whose freezer files read as thawed once written.
+	cgroup := func(pids ...int) map[string]string {
+		dir := t.TempDir()
+		var list, below []string
+		for i, p := range pids {
+			if i == 0 {
+				list = append(list, strconv.Itoa(p))
+			} else {
+				below = append(below, strconv.Itoa(p))
+			}
+		}
+		for path, data := range map[string]string{
+			"freezer.state": "FROZEN", "cgroup.freeze": "1", "cgroup.events": "populated 1\nfrozen 0\n",
+			"cgroup.procs": strings.Join(list, "\n"), "sub/cgroup.procs": strings.Join(below, "\n"),
+		} {
+			_ = os.MkdirAll(filepath.Dir(filepath.Join(dir, path)), 0o700)
+			if err := os.WriteFile(filepath.Join(dir, path), []byte(data), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return map[string]string{"freezer": dir, "": dir}
+	}
+	exited := func(cmd *exec.Cmd) bool {
+		err := cmd.Wait()
+		ee, ok := err.(*exec.ExitError)
+		return ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM
+	}
+	var s Sandboxes
+	a, b := start(), start()
+	sb := &Sandbox{ID: "x", ContainerID: "c", Pid: a.Process.Pid, cgroupPaths: cgroup(a.Process.Pid, b.Process.Pid)}
+	if err := s.SignalUnstarted(context.Background(), sb, unix.SIGTERM, false); err != nil {
+		t.Fatal(err)
+	}
+	if !exited(a) {
+		t.Fatal("the sandbox's process did not get the signal")
+	}
+	if err := unix.Kill(b.Process.Pid, 0); err != nil {
+		t.Fatalf("a kill without --all reached another process: %v", err)
+	}
+	if !sb.Started() {
+		t.Fatal("not thawed after the signal")
+	}
+	c := start()
+	sb = &Sandbox{ID: "y", ContainerID: "d", Pid: c.Process.Pid, cgroupPaths: cgroup(c.Process.Pid, b.Process.Pid)}
+	if err := s.SignalUnstarted(context.Background(), sb, unix.SIGTERM, true); err != nil {
+		t.Fatal(err)
+	}
+	if !exited(c) || !exited(b) {
+		t.Fatal("kill --all missed a process of the cgroup or of the one below it")
+	}
+	sb = &Sandbox{ID: "z", ContainerID: "e", Pid: c.Process.Pid, cgroupPaths: cgroup(c.Process.Pid)}
+	if err := s.SignalUnstarted(context.Background(), sb, unix.SIGTERM, false); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "container not running") {
+		t.Fatalf("signal to a sandbox whose process is gone: %v", err)
 	}
 }

@@ -22,8 +22,9 @@ import (
 // monitor is go-runc's process monitor in this shim: the reaper's, except for the runc
 // commands of containers served from a pool. Those name the wrapper (warm-runc) as their
 // runc; create and start are carried out here, with no process at all (adopt, thaw: a
-// pool hit forks nothing), and every other command goes straight to the real runc, after
-// the thaw a kill or delete of a never-started sandbox needs. The wrapper binary stays
+// pool hit forks nothing), and so is a kill of a never-started sandbox (signal, then
+// thaw); every other command goes straight to the real runc, a delete of a never-started
+// sandbox once it was killed. The wrapper binary stays
 // the runc recorded in the bundle, for whatever runs runc outside this process.
 type monitor struct {
 	inner runcC.ProcessMonitor
@@ -189,6 +190,9 @@ func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 	}
 	sub, id, pidFile := wrap.ParseArgs(cmd.Args)
 	req := wrap.Request{Op: sub, ID: id, PidFile: pidFile}
+	if sub == "kill" {
+		req.Signal, req.All = wrap.KillArgs(cmd.Args)
+	}
 	switch sub {
 	case "create", "start", "kill", "delete":
 		var files []*os.File

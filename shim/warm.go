@@ -26,6 +26,7 @@ import (
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/logfile"
+	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
@@ -751,13 +752,35 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 			break
 		}
 		resp.Handled = true
-	case "kill", "delete":
-		// A signal must reach a process that never started; runc delete refuses a
-		// paused container. Thaw first, then let runc act.
-		if !sb.Started() && sb.Adopted() {
-			if err := w.sandboxesOf(s).Thaw(ctx, sb); err != nil {
-				resp.Error = err.Error()
-			}
+	case "kill":
+		// A sandbox that never started is frozen: the signal is sent first and the
+		// sandbox thawed after, so no code of the application runs before it acts.
+		if sb.Started() || !sb.Adopted() {
+			break
+		}
+		sig, err := wrap.ParseSignal(req.Signal)
+		if err == nil {
+			err = w.sandboxesOf(s).SignalUnstarted(ctx, sb, sig, req.All)
+		}
+		if err != nil {
+			resp.Error = err.Error()
+			break
+		}
+		resp.Handled = true
+	case "delete":
+		// runc delete refuses a paused container and kills a created one: a sandbox
+		// that never started is killed (before its thaw, as above) and runc deletes it
+		// once it is dead.
+		if sb.Started() || !sb.Adopted() {
+			break
+		}
+		if err := w.sandboxesOf(s).SignalUnstarted(ctx, sb, unix.SIGKILL, true); err != nil && !errors.Is(err, oci.ErrNotRunning) {
+			resp.Error = err.Error()
+			break
+		}
+		// As runc waits for a created container it killed: up to 10 s.
+		for i := 0; i < 1000 && !procfs.Dead(sb.Pid); i++ {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	return resp

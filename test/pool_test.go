@@ -963,6 +963,56 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	exitOf(t, exit2)
 }
 
+// TestPoolHitNeverStarted: a served container that was created and never started can be
+// killed and deleted like a cold one (Delete with a kill, as CRI's RemoveContainer does,
+// and a Kill, then Delete); its sandbox is not used again.
+func TestPoolHitNeverStarted(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "unstarted-" + shortName(t)
+	makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	create := func() (containerd.Container, containerd.Task) {
+		t.Helper()
+		c := e.container(echoApp, templateAnn(name, false))
+		task, err := c.NewTask(e.ctx, streams(nil, io.Discard, io.Discard))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Created {
+			t.Fatalf("status %+v, %v: want created", st, err)
+		}
+		return c, task
+	}
+	hits := func() int { st, _, _ := ctl.Pool(name); return st.Hits }
+	_, task := create()
+	if hits() != 1 {
+		t.Fatal("not a hit")
+	}
+	if _, err := task.Delete(e.ctx, containerd.WithProcessKill); err != nil {
+		t.Fatalf("delete of a created, never started hit: %v", err)
+	}
+	// Killed, then deleted.
+	_, task = create()
+	if hits() != 2 {
+		t.Fatal("not a hit")
+	}
+	exit, err := task.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatalf("kill of a created, never started hit: %v", err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d, want 137", code)
+	}
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "no sandbox in use", func() bool { st, _, _ := ctl.Pool(name); return st.InUse == 0 })
+}
+
 // unlimited reports whether a memory limit read from cgroupfs is "no limit" (v2 "max",
 // v1 the page-rounded maximum).
 func unlimited(mem string) bool {

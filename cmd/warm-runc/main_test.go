@@ -148,11 +148,24 @@ func TestWrappers(t *testing.T) {
 			if errOut, code := run(bin, []string{wrap.EnvSocket + "=" + other.sock, wrap.EnvRunc + "=" + runc}, "--root", "/r", "kill", "c4", "9"); code != 0 {
 				t.Fatalf("kill: exit %d: %s", code, errOut)
 			}
-			if r := <-other.reqs; r.Op != "kill" || r.ID != "c4" {
+			if r := <-other.reqs; r.Op != "kill" || r.ID != "c4" || r.Signal != "9" || r.All {
 				t.Fatalf("kill request %+v: the id is the argument before the signal", r)
 			}
 			if data, _ := os.ReadFile(argsFile); string(data) != runc+"\n--root\n/r\nkill\nc4\n9\n" {
 				t.Fatalf("real runc got %q", data)
+			}
+			// kill --all, and a kill with runc's default signal.
+			if errOut, code := run(bin, []string{wrap.EnvSocket + "=" + other.sock, wrap.EnvRunc + "=" + runc}, "--root", "/r", "kill", "--all", "c4", "KILL"); code != 0 {
+				t.Fatalf("kill --all: exit %d: %s", code, errOut)
+			}
+			if r := <-other.reqs; r.ID != "c4" || r.Signal != "KILL" || !r.All {
+				t.Fatalf("kill --all request %+v", r)
+			}
+			if errOut, code := run(bin, []string{wrap.EnvSocket + "=" + other.sock, wrap.EnvRunc + "=" + runc}, "--root", "/r", "kill", "c4"); code != 0 {
+				t.Fatalf("kill: exit %d: %s", code, errOut)
+			}
+			if r := <-other.reqs; r.ID != "c4" || r.Signal != "" || r.All {
+				t.Fatalf("kill request without a signal %+v", r)
 			}
 			// Other commands never ask the shim.
 			if errOut, code := run(bin, []string{wrap.EnvSocket + "=" + other.sock, wrap.EnvRunc + "=" + runc}, "--root", "/r", "state", "c5"); code != 0 {

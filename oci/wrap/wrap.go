@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -31,6 +32,10 @@ type Request struct {
 	Op      string `json:"op"` // create, start, kill, delete
 	ID      string `json:"id"`
 	PidFile string `json:"pid_file,omitempty"`
+	// Kill's signal as runc got it (a number or a name; "" is runc's default, SIGTERM)
+	// and its --all.
+	Signal string `json:"signal,omitempty"`
+	All    bool   `json:"all,omitempty"`
 }
 
 // Response is the shim's answer. Handled false means: run the real runc.
@@ -117,6 +122,50 @@ func ParseArgs(args []string) (sub, id, pidFile string) {
 	return sub, id, SubFlag(args, "--pid-file")
 }
 
+// KillArgs returns the signal ("" when none is given) and --all of a runc kill command
+// line ("kill [--all|-a] ID [SIGNAL]").
+func KillArgs(args []string) (signal string, all bool) {
+	i := subcommand(args)
+	if i >= len(args) || args[i] != "kill" {
+		return "", false
+	}
+	seenID := false
+	for _, a := range args[i+1:] {
+		switch {
+		case a == "--all" || a == "-a":
+			all = true
+		case strings.HasPrefix(a, "-"):
+		case !seenID:
+			seenID = true
+		case signal == "":
+			signal = a
+		}
+	}
+	return signal, all
+}
+
+// ParseSignal reads a signal as runc kill takes it: a number, or a name with or without
+// its SIG prefix, in any case; "" is SIGTERM.
+func ParseSignal(s string) (unix.Signal, error) {
+	if s == "" {
+		return unix.SIGTERM, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		if n <= 0 || n > 64 {
+			return 0, fmt.Errorf("signal %d out of range", n)
+		}
+		return unix.Signal(n), nil
+	}
+	name := strings.ToUpper(s)
+	if !strings.HasPrefix(name, "SIG") {
+		name = "SIG" + name
+	}
+	if sig := unix.SignalNum(name); sig != 0 {
+		return sig, nil
+	}
+	return 0, fmt.Errorf("unknown signal %q", s)
+}
+
 // subcommand returns the index of the subcommand in a runc command line (len(args) if
 // there is none).
 func subcommand(args []string) int {
@@ -157,7 +206,11 @@ func Main(args []string) int {
 	if sock := os.Getenv(EnvSocket); sock != "" && id != "" {
 		switch sub {
 		case "create", "start", "kill", "delete":
-			resp, err := ask(sock, Request{Op: sub, ID: id, PidFile: pidFile}, sub == "create")
+			req := Request{Op: sub, ID: id, PidFile: pidFile}
+			if sub == "kill" {
+				req.Signal, req.All = KillArgs(args)
+			}
+			resp, err := ask(sock, req, sub == "create")
 			if err != nil {
 				return fail(args, fmt.Sprintf("warm: %s %s: %v", sub, id, err))
 			}

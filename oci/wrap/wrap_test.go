@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func TestParse(t *testing.T) {
@@ -23,6 +25,38 @@ func TestParse(t *testing.T) {
 		sub, id, pf := ParseArgs(tc.args)
 		if sub != tc.sub || id != tc.id || pf != tc.pidFile {
 			t.Errorf("%v: got %q %q %q", tc.args, sub, id, pf)
+		}
+	}
+}
+
+func TestKillArgs(t *testing.T) {
+	cases := []struct {
+		args   []string
+		signal string
+		all    bool
+	}{
+		{[]string{"x", "--root", "/r", "kill", "--all", "c3", "9"}, "9", true},
+		{[]string{"x", "--root", "/r", "kill", "c4", "15"}, "15", false},
+		{[]string{"x", "--root", "/r", "kill", "-a", "c5"}, "", true},
+		{[]string{"x", "--root", "/r", "kill", "c5", "SIGHUP"}, "SIGHUP", false},
+		{[]string{"x", "--root", "/r", "start", "c6"}, "", false},
+	}
+	for _, tc := range cases {
+		if sig, all := KillArgs(tc.args); sig != tc.signal || all != tc.all {
+			t.Errorf("%v: got %q %v", tc.args, sig, all)
+		}
+	}
+}
+
+func TestParseSignal(t *testing.T) {
+	for in, want := range map[string]unix.Signal{"": unix.SIGTERM, "9": unix.SIGKILL, "KILL": unix.SIGKILL, "sigkill": unix.SIGKILL, "SIGHUP": unix.SIGHUP, "usr1": unix.SIGUSR1} {
+		if got, err := ParseSignal(in); err != nil || got != want {
+			t.Errorf("ParseSignal(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"0", "-1", "65", "NOPE", "SIG"} {
+		if got, err := ParseSignal(bad); err == nil {
+			t.Errorf("ParseSignal(%q) = %v, want an error", bad, got)
 		}
 	}
 }

@@ -175,7 +175,8 @@ int main(int argc, char **argv)
 			i++;
 	}
 	const char *sub = i < argc ? argv[i] : NULL;
-	const char *id = NULL, *pid_file = "";
+	const char *id = NULL, *pid_file = "", *sig = "";
+	int all = 0;
 	if (sub) {
 		for (int j = i + 1; j < argc; j++) {
 			if (strcmp(argv[j], "--pid-file") == 0 && j + 1 < argc)
@@ -184,12 +185,18 @@ int main(int argc, char **argv)
 				pid_file = argv[j] + 11;
 		}
 		if (strcmp(sub, "kill") == 0) {
-			/* kill [--all] ID [SIGNAL]: the first argument that is not a flag */
-			for (int j = i + 1; j < argc; j++)
-				if (argv[j][0] != '-') {
+			/* kill [--all|-a] ID [SIGNAL]: the id is the first argument that is not a
+			 * flag, the signal the next one */
+			for (int j = i + 1; j < argc; j++) {
+				if (strcmp(argv[j], "--all") == 0 || strcmp(argv[j], "-a") == 0)
+					all = 1;
+				else if (argv[j][0] == '-')
+					continue;
+				else if (!id)
 					id = argv[j];
-					break;
-				}
+				else if (!*sig)
+					sig = argv[j];
+			}
 		} else if (i + 1 < argc)
 			id = argv[argc - 1];
 	}
@@ -206,6 +213,13 @@ int main(int argc, char **argv)
 			n = json_escape(req, n, sizeof(req) - 8, pid_file);
 			n += (size_t)snprintf(req + n, sizeof(req) - n, "\"");
 		}
+		if (*sig) {
+			n += (size_t)snprintf(req + n, sizeof(req) - n, ",\"signal\":\"");
+			n = json_escape(req, n, sizeof(req) - 8, sig);
+			n += (size_t)snprintf(req + n, sizeof(req) - n, "\"");
+		}
+		if (all)
+			n += (size_t)snprintf(req + n, sizeof(req) - n, ",\"all\":true");
 		snprintf(req + n, sizeof(req) - n, "}");
 		if (ask(sock, req, strcmp(sub, "create") == 0, reply, sizeof(reply)) < 0)
 			return fail(argc, argv, "warm: %s %s: %s", sub, id, strerror(errno));
