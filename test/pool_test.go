@@ -1013,6 +1013,77 @@ func TestPoolHitNeverStarted(t *testing.T) {
 	waitFor(t, "no sandbox in use", func() bool { st, _, _ := ctl.Pool(name); return st.InUse == 0 })
 }
 
+// TestPoolHitAcrossContainerdRestart: containerd restarts while a served container runs;
+// it finds the container running in the pool shim afterwards, can still talk to it and
+// stop it, and the pool serves the next container.
+func TestPoolHitAcrossContainerdRestart(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	name := "restart-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	c := e.container(echoApp, templateAnn(name, false))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, _ := e.start(c, streams(r, &out, io.Discard))
+	if got := askSeed(t, w, &out, "before"); got != seed {
+		t.Fatalf("served seed %s, template's %s: not a hit", got, seed)
+	}
+	pid := task.Pid()
+	if err := cd.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	client, err := cd.Client()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Closed after the cleanups of the containers made with it below.
+	t.Cleanup(func() { client.Close() })
+	c2, err := client.LoadContainer(e.ctx, c.ID())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t2, err := c2.Task(e.ctx, nil)
+	if err != nil {
+		t.Fatalf("task after restart: %v", err)
+	}
+	if st, err := t2.Status(e.ctx); err != nil || st.Status != containerd.Running || t2.Pid() != pid {
+		t.Fatalf("after restart: status %v pid %d (was %d) err %v", st.Status, t2.Pid(), pid, err)
+	}
+	// The process still answers through the FIFOs the first client holds.
+	if got := askSeed(t, w, &out, "after"); got != seed {
+		t.Fatalf("seed after restart %s", got)
+	}
+	exit, err := t2.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := t2.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d after restart, want 137", code)
+	}
+	if _, err := t2.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The pool shim kept its pool: the next container is a hit too.
+	e.client = client
+	next := e.container(echoApp, templateAnn(name, false))
+	r3, w3 := io.Pipe()
+	defer w3.Close()
+	var out3 syncBuffer
+	task3, exit3 := e.start(next, streams(r3, &out3, io.Discard))
+	if got := askSeed(t, w3, &out3, "next"); got != seed {
+		t.Fatalf("after the restart, served seed %s, template's %s", got, seed)
+	}
+	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 2 {
+		t.Fatalf("want 2 hits: %+v", st)
+	}
+	_ = task3.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit3)
+}
+
 // unlimited reports whether a memory limit read from cgroupfs is "no limit" (v2 "max",
 // v1 the page-rounded maximum).
 func unlimited(mem string) bool {
