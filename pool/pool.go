@@ -496,11 +496,30 @@ func (p *Pool) Prewarm(n int) {
 
 // Close stops the refiller and destroys every sandbox that is not in use. Sandboxes
 // in use stay with their containers until Release.
-func (p *Pool) Close(ctx context.Context) error {
+func (p *Pool) Close(ctx context.Context) error { return p.close(ctx, false) }
+
+// CloseUnused is Close for a pool none of whose sandboxes a container uses: with one in
+// use it fails (store.ErrInUse) and closes nothing. It checks and closes under the lock
+// Acquire hands sandboxes out under, so no Create takes one in between.
+func (p *Pool) CloseUnused(ctx context.Context) error { return p.close(ctx, true) }
+
+func (p *Pool) close(ctx context.Context, unused bool) error {
 	p.mu.Lock()
 	if p.closed {
 		p.mu.Unlock()
 		return nil
+	}
+	if unused {
+		n := 0
+		for _, e := range p.entries {
+			if e.state == Acquired {
+				n++
+			}
+		}
+		if n > 0 {
+			p.mu.Unlock()
+			return fmt.Errorf("%w by %d container(s)", store.ErrInUse, n)
+		}
 	}
 	p.closed = true
 	close(p.stop)

@@ -579,3 +579,34 @@ func TestWaitingCountsWhenIdle(t *testing.T) {
 	}
 	_ = p.Release(context.Background(), sb)
 }
+
+// TestCloseUnused: a pool with a sandbox in use is not closed (its Creates go on being
+// served); once released, it closes.
+func TestCloseUnused(t *testing.T) {
+	rt := newFake()
+	p := New("ns", tmpl(1), cfg(2, 2), rt, nil)
+	eventually(t, "2 frozen", func() bool { return p.Stats().Frozen == 2 })
+	sb, err := p.Acquire(context.Background(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.CloseUnused(context.Background()); !errors.Is(err, store.ErrInUse) {
+		t.Fatalf("close of a pool with a sandbox in use: %v", err)
+	}
+	other, err := p.Acquire(context.Background(), time.Second)
+	if err != nil {
+		t.Fatalf("the pool was closed by a refused CloseUnused: %v", err)
+	}
+	for _, x := range []*Sandbox{sb, other} {
+		if err := p.Release(context.Background(), x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.CloseUnused(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Acquire(context.Background(), 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("acquire after CloseUnused: %v", err)
+	}
+	eventually(t, "nothing live", func() bool { return rt.count() == 0 })
+}

@@ -235,11 +235,8 @@ func (w *warm) deleteTemplate(ctx context.Context, name string) error {
 	p, st, ns := w.pools[name], w.store, w.ns
 	w.mu.Unlock()
 	if p != nil {
-		if in := p.Stats().InUse; in > 0 {
-			return fmt.Errorf("%s: %w by %d container(s)", name, store.ErrInUse, in)
-		}
-		if err := p.Close(ctx); err != nil {
-			return err
+		if err := p.CloseUnused(ctx); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
 		}
 		w.mu.Lock()
 		delete(w.pools, name)
