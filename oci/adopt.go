@@ -314,38 +314,56 @@ func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox) error {
 // is runc's, which containerd reads as "process already finished").
 var ErrNotRunning = errors.New("container not running")
 
-// SignalUnstarted sends sig to an adopted sandbox that was never started (to its process,
-// or with all to every process of its cgroups) while it is still frozen, and then thaws
-// it. The signal is pending when the application runs again, so it acts before any of
-// the application's code does: a container that never started runs none (a cold one's
-// runc init never reached it). A thaw first, then runc's kill, let the application run
-// in between: enough to read an EOF on stdin and exit before a SIGKILL came.
-func (s *Sandboxes) SignalUnstarted(ctx context.Context, sb *Sandbox, sig unix.Signal, all bool) error {
+// KillUnstarted carries out a kill of an adopted sandbox that was never started as it
+// goes on a cold container that was never started. There the process is runc init,
+// waiting to run the application; Go's runtime in it ends it on SIGHUP, SIGINT, SIGTERM,
+// the core-dumping signals and SIGKILL, and catches and ignores the others. So such a
+// signal kills every process of the sandbox (SIGKILL while it is frozen, then a thaw: no
+// more of the application's code runs, and the exit status is 137 where runc init's Go
+// exits with 2), 0 only checks that the sandbox lives, and any other signal leaves it
+// frozen until its Start. (A thaw before the signal let the application run in between:
+// enough to read an EOF on stdin and exit 0 before a SIGKILL came.) A sandbox whose
+// process is gone is thawed, as runc deletes no paused container, and gets runc's
+// "container not running".
+func (s *Sandboxes) KillUnstarted(ctx context.Context, sb *Sandbox, sig unix.Signal) error {
+	if procfs.Dead(sb.Pid) {
+		_ = s.Thaw(ctx, sb)
+		return ErrNotRunning
+	}
+	if !endsRuncInit(sig) {
+		return nil
+	}
 	sb.mu.Lock()
 	paths := sb.cgroupPaths
 	sb.mu.Unlock()
-	if procfs.Dead(sb.Pid) {
-		return ErrNotRunning
+	// The cgroup's processes and those of the cgroups below it.
+	list := pickProcsDir(paths)
+	pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+	if err != nil {
+		return fmt.Errorf("kill: %w", err)
 	}
-	pids := []int{sb.Pid}
-	if all {
-		// The cgroup's processes and those of the cgroups below it, as runc kill --all.
-		list := pickProcsDir(paths)
-		var err error
-		if pids, err = readPids(filepath.Join(list, "cgroup.procs")); err != nil {
-			return fmt.Errorf("kill --all: %w", err)
-		}
-		for _, rel := range subCgroups(list) {
-			more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
-			pids = append(pids, more...)
-		}
+	for _, rel := range subCgroups(list) {
+		more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
+		pids = append(pids, more...)
 	}
-	for _, pid := range pids {
-		if err := unix.Kill(pid, sig); err != nil && !errors.Is(err, unix.ESRCH) {
+	for _, pid := range append(pids, sb.Pid) {
+		if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("kill %d: %w", pid, err)
 		}
 	}
 	return s.Thaw(ctx, sb)
+}
+
+// endsRuncInit reports whether sig ends runc init while it waits to run a container's
+// application (Go's default handling of signals, and SIGKILL).
+func endsRuncInit(sig unix.Signal) bool {
+	switch sig {
+	case unix.SIGKILL, unix.SIGHUP, unix.SIGINT, unix.SIGTERM,
+		unix.SIGQUIT, unix.SIGILL, unix.SIGTRAP, unix.SIGABRT, unix.SIGBUS, unix.SIGFPE,
+		unix.SIGSEGV, unix.SIGSTKFLT, unix.SIGSYS:
+		return true
+	}
+	return false
 }
 
 // Adopted reports whether a container took the sandbox over.

@@ -60,10 +60,11 @@ func TestAdoptRefusesDeadSandbox(t *testing.T) {
 	}
 }
 
-// TestSignalUnstarted: a never-started sandbox's kill signals its process (with all,
-// every process its cgroup lists, and those of the cgroups below), then thaws it; a
-// sandbox whose process is gone gets runc's "container not running".
-func TestSignalUnstarted(t *testing.T) {
+// TestKillUnstarted: a never-started sandbox's kill with a signal that ends runc init
+// SIGKILLs every process its cgroup lists (and those of the cgroups below), then thaws
+// it; 0 and the signals runc init ignores leave it frozen; a sandbox whose process is
+// gone is thawed (runc then deletes it) and gets runc's "container not running".
+func TestKillUnstarted(t *testing.T) {
 	start := func() *exec.Cmd {
 		cmd := exec.Command("sleep", "100")
 		if err := cmd.Start(); err != nil {
@@ -72,7 +73,8 @@ func TestSignalUnstarted(t *testing.T) {
 		t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
 		return cmd
 	}
-	// A cgroup directory whose freezer files read as thawed once written.
+	// A cgroup directory whose freezer files read as thawed once written: pids[0] in it,
+	// the others in a cgroup below it.
 	cgroup := func(pids ...int) map[string]string {
 		dir := t.TempDir()
 		var list, below []string
@@ -94,36 +96,45 @@ func TestSignalUnstarted(t *testing.T) {
 		}
 		return map[string]string{"freezer": dir, "": dir}
 	}
-	exited := func(cmd *exec.Cmd) bool {
+	killed := func(cmd *exec.Cmd) bool {
 		err := cmd.Wait()
 		ee, ok := err.(*exec.ExitError)
-		return ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGTERM
+		return ok && ee.Sys().(syscall.WaitStatus).Signal() == syscall.SIGKILL
 	}
 	var s Sandboxes
 	a, b := start(), start()
 	sb := &Sandbox{ID: "x", ContainerID: "c", Pid: a.Process.Pid, cgroupPaths: cgroup(a.Process.Pid, b.Process.Pid)}
-	if err := s.SignalUnstarted(context.Background(), sb, unix.SIGTERM, false); err != nil {
+	for _, sig := range []unix.Signal{0, unix.SIGWINCH, unix.SIGCHLD, unix.SIGUSR1, unix.SIGCONT} {
+		if err := s.KillUnstarted(context.Background(), sb, sig); err != nil {
+			t.Fatalf("signal %d: %v", sig, err)
+		}
+	}
+	if sb.Started() {
+		t.Fatal("a signal runc init ignores thawed the sandbox")
+	}
+	for _, c := range []*exec.Cmd{a, b} {
+		if err := unix.Kill(c.Process.Pid, 0); err != nil {
+			t.Fatalf("a signal runc init ignores ended a process: %v", err)
+		}
+	}
+	if err := s.KillUnstarted(context.Background(), sb, unix.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	if !exited(a) {
-		t.Fatal("the sandbox's process did not get the signal")
-	}
-	if err := unix.Kill(b.Process.Pid, 0); err != nil {
-		t.Fatalf("a kill without --all reached another process: %v", err)
+	if !killed(a) || !killed(b) {
+		t.Fatal("SIGTERM did not kill every process of the sandbox's cgroups")
 	}
 	if !sb.Started() {
-		t.Fatal("not thawed after the signal")
+		t.Fatal("not thawed after the kill")
 	}
 	c := start()
-	sb = &Sandbox{ID: "y", ContainerID: "d", Pid: c.Process.Pid, cgroupPaths: cgroup(c.Process.Pid, b.Process.Pid)}
-	if err := s.SignalUnstarted(context.Background(), sb, unix.SIGTERM, true); err != nil {
-		t.Fatal(err)
+	paths := cgroup(c.Process.Pid)
+	_ = c.Process.Kill()
+	_ = c.Wait()
+	sb = &Sandbox{ID: "z", ContainerID: "e", Pid: c.Process.Pid, cgroupPaths: paths}
+	if err := s.KillUnstarted(context.Background(), sb, unix.SIGTERM); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "container not running") {
+		t.Fatalf("kill of a sandbox whose process is gone: %v", err)
 	}
-	if !exited(c) || !exited(b) {
-		t.Fatal("kill --all missed a process of the cgroup or of the one below it")
-	}
-	sb = &Sandbox{ID: "z", ContainerID: "e", Pid: c.Process.Pid, cgroupPaths: cgroup(c.Process.Pid)}
-	if err := s.SignalUnstarted(context.Background(), sb, unix.SIGTERM, false); !errors.Is(err, ErrNotRunning) || !strings.Contains(err.Error(), "container not running") {
-		t.Fatalf("signal to a sandbox whose process is gone: %v", err)
+	if !sb.Started() {
+		t.Fatal("a sandbox whose process died frozen was left frozen (runc deletes no paused container)")
 	}
 }

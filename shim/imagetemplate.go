@@ -1,9 +1,11 @@
 package shim
 
 import (
+	"archive/tar"
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,11 +32,15 @@ import (
 
 // syncImageTemplates makes a template of every [pools.NAME] that names a checkpoint
 // image (what `ctr c checkpoint --task` makes) and has none from that image yet. It runs
-// in the background: a Create that names such a template meanwhile starts cold.
+// in the background: a Create that names such a template meanwhile starts cold. Only the
+// pool shim imports (a pod's or group's shim holds no pool).
 func (w *warm) syncImageTemplates(ctx context.Context) {
 	w.mu.Lock()
-	cfg, st, ns := w.cfg, w.store, w.ns
+	cfg, ns, poolShim := w.cfg, w.ns, w.poolShim
 	w.mu.Unlock()
+	if !poolShim {
+		return
+	}
 	for name := range cfg.Pools {
 		ref := cfg.PoolFor(name).Image
 		if ref == "" {
@@ -45,41 +51,78 @@ func (w *warm) syncImageTemplates(ctx context.Context) {
 		w.importing[name] = true
 		w.mu.Unlock()
 		if busy {
-			continue
+			continue // the import in flight reads the configuration again when it ends
 		}
-		go func(name, ref string) {
-			defer func() {
-				w.mu.Lock()
-				delete(w.importing, name)
-				w.mu.Unlock()
-			}()
-			l := log.G(ctx).WithField("template", name).WithField("image", ref)
-			t, err := w.importImage(namespaces.WithNamespace(context.WithoutCancel(ctx), ns), st, ns, name, ref)
-			if err != nil {
-				l.WithError(err).Error("template from checkpoint image")
-				return
-			}
-			if t == nil {
-				return // already current
-			}
+		go w.importLoop(namespaces.WithNamespace(context.WithoutCancel(ctx), ns), ns, name, ref)
+	}
+}
+
+// Import retries: a checkpoint image not pulled or unpacked yet (a node that boots before
+// its images are there) is tried again, from importRetry up to importRetryMax apart.
+var (
+	importRetry    = 30 * time.Second
+	importRetryMax = 10 * time.Minute
+)
+
+// importLoop imports the checkpoint image ref as template name until the template comes
+// from the image the configuration names: it imports again when the configuration
+// changed during an import, and retries a failed one while the configuration still names
+// an image. It owns importing[name] until it returns.
+func (w *warm) importLoop(ctx context.Context, ns, name, ref string) {
+	backoff := importRetry
+	for {
+		l := log.G(ctx).WithField("template", name).WithField("image", ref)
+		w.mu.Lock()
+		st := w.store
+		w.mu.Unlock()
+		t, err := w.importImage(ctx, st, ns, name, ref)
+		switch {
+		case err != nil:
+			l.WithError(err).Error("template from checkpoint image")
+		case t != nil:
 			l.WithField("generation", t.Generation).Info("template registered from checkpoint image")
 			w.mu.Lock()
 			w.poolLocked(t)
 			w.mu.Unlock()
-		}(name, ref)
+		}
+		w.mu.Lock()
+		cur := ""
+		if _, ok := w.cfg.Pools[name]; ok {
+			cur = w.cfg.PoolFor(name).Image
+		}
+		if cur != "" && cur != ref {
+			w.mu.Unlock()
+			l.WithField("now", cur).Info("the configuration names another checkpoint image: importing it")
+			ref, backoff = cur, importRetry
+			continue
+		}
+		if err == nil || cur == "" {
+			delete(w.importing, name)
+			w.mu.Unlock()
+			return
+		}
+		w.mu.Unlock()
+		l.WithField("retry_in", backoff).Info("template from checkpoint image: retrying")
+		time.Sleep(backoff)
+		backoff = min(2*backoff, importRetryMax)
 	}
 }
+
+// importTimeout bounds one import (the lease that keeps its content lives as long).
+const importTimeout = 10 * time.Minute
 
 // importImage reads a containerd checkpoint image through containerd's content store
 // and commits it as a template (nil if the current one already comes from it).
 func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error) {
+	ctx, cancel := context.WithTimeout(ctx, importTimeout)
+	defer cancel()
 	c, err := w.rootfs.get()
 	if err != nil {
 		return nil, err
 	}
 	// A lease keeps what is read (and the layer view) from the garbage collector.
 	ls := c.LeasesService()
-	l, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(10*time.Minute))
+	l, err := ls.Create(ctx, leases.WithRandomID(), leases.WithExpiration(importTimeout))
 	if err != nil {
 		return nil, err
 	}
@@ -88,12 +131,9 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 
 	img, err := imageTarget(ctx, c, ref)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint image %s: %w", ref, err)
+		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: %w (give the name containerd lists in `ctr -n %s images ls`, e.g. docker.io/library/NAME:TAG, after pulling it)", name, ref, err, ns)
 	}
 	source := "image:" + ref + "@" + img.Digest.String()
-	if cur, err := st.Get(ns, name); err == nil && cur.Source == source {
-		return nil, nil
-	}
 	cs := c.ContentStore()
 	data, err := content.ReadBlob(ctx, cs, img)
 	if err != nil {
@@ -101,15 +141,20 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("checkpoint image %s: not an index: %w", ref, err)
+		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: not an index: %w (make it with `ctr c checkpoint --task`)", name, ref, err)
 	}
-	var ckpt, cfgDesc *ocispec.Descriptor
+	var ckpt, cfgDesc, pinned *ocispec.Descriptor
 	for i := range idx.Manifests {
-		switch idx.Manifests[i].MediaType {
+		switch d := &idx.Manifests[i]; d.MediaType {
 		case images.MediaTypeContainerd1Checkpoint:
-			ckpt = &idx.Manifests[i]
+			ckpt = d
 		case images.MediaTypeContainerd1CheckpointConfig:
-			cfgDesc = &idx.Manifests[i]
+			cfgDesc = d
+		case images.MediaTypeContainerd1RW:
+			// The container's writes: a sandbox's rootfs is the image's layers alone.
+			log.G(ctx).WithField("template", name).Warn("checkpoint image " + ref + " carries the container's writes (--rw): they are not applied; a file the application keeps open among them fails the restore")
+		case ocispec.MediaTypeImageManifest, ocispec.MediaTypeImageIndex, images.MediaTypeDockerSchema2Manifest, images.MediaTypeDockerSchema2ManifestList:
+			pinned = d // `ctr c checkpoint --image`: the application image itself
 		}
 	}
 	// ctr c checkpoint names the application's image in the index's ref.name (the
@@ -119,24 +164,36 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 		appImage = idx.Annotations["image.name"]
 	}
 	if ckpt == nil || cfgDesc == nil || appImage == "" {
-		return nil, fmt.Errorf("checkpoint image %s: needs a CRIU checkpoint, its config and the name of the application image (make it with `ctr c checkpoint --task`)", ref)
+		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: needs a CRIU checkpoint, its config and the name of the application image (make it with `ctr c checkpoint --task`)", name, ref)
 	}
 	spec, err := readCheckpointSpec(ctx, cs, *cfgDesc)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: %w", name, ref, err)
 	}
-	// The application's image gives the layers a sandbox's rootfs is prepared from.
-	app, err := imageTarget(ctx, c, appImage)
-	if err != nil {
-		return nil, fmt.Errorf("image %s of checkpoint %s: %w", appImage, ref, err)
+	// The application's image gives the layers a sandbox's rootfs is prepared from: the
+	// one the checkpoint pins (--image), else the image its name has now.
+	var app ocispec.Descriptor
+	if pinned != nil {
+		app = *pinned
+	} else {
+		if app, err = imageTarget(ctx, c, appImage); err != nil {
+			return nil, fmt.Errorf("pools.%s.image: image %s of checkpoint %s: %w", name, appImage, ref, err)
+		}
+		log.G(ctx).WithField("template", name).Info("checkpoint image " + ref + " names its application image " + appImage + " without pinning it: the image that name has now is used (`ctr c checkpoint --task --image` pins it)")
 	}
 	cfgD, err := images.Config(ctx, cs, app, platforms.Default())
 	if err != nil {
-		return nil, fmt.Errorf("image %s: %w", appImage, err)
+		return nil, fmt.Errorf("pools.%s.image: image %s of checkpoint %s: %w", name, appImage, ref, err)
 	}
 	diffIDs, err := images.RootFS(ctx, cs, cfgD)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("pools.%s.image: image %s: %w", name, appImage, err)
+	}
+	// The source names the application image's digest too: a template is made again
+	// when either changes.
+	source += " app:" + app.Digest.String()
+	if cur, err := st.Get(ns, name); err == nil && cur.Source == source {
+		return nil, nil
 	}
 	const snapshotter = "overlayfs"
 	parent := identity.ChainID(diffIDs).String()
@@ -155,9 +212,42 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 			return err
 		}
 		defer ra.Close()
-		_, err = archive.Apply(ctx, images, content.NewReader(ra))
-		return err
+		_, err = archive.Apply(ctx, images, content.NewReader(ra), archive.WithFilter(checkpointEntries(ckpt.Size)), archive.WithNoSameOwner())
+		if err != nil {
+			return fmt.Errorf("pools.%s.image: checkpoint image %s: %w", name, ref, err)
+		}
+		return nil
 	})
+}
+
+// checkpointEntries admits what a CRIU image set in a tar holds (an uncompressed layer,
+// whose files add up to no more than its size): regular files and directories, without
+// their extended attributes. Anything else (links, devices, sparse files that unpack to
+// far more than they weigh, whiteouts) or more bytes than size fails the import.
+func checkpointEntries(size int64) archive.Filter {
+	var total int64
+	return func(hdr *tar.Header) (bool, error) {
+		switch {
+		case hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeDir:
+			return false, fmt.Errorf("checkpoint entry %s is of tar type %q, not a file or directory: refused", hdr.Name, hdr.Typeflag)
+		case strings.Contains(hdr.Name, ".wh."):
+			return false, fmt.Errorf("checkpoint entry %s is a whiteout: refused", hdr.Name)
+		}
+		for k := range hdr.PAXRecords {
+			if strings.HasPrefix(k, "GNU.sparse.") {
+				return false, fmt.Errorf("checkpoint entry %s is a sparse file: refused", hdr.Name)
+			}
+			if strings.HasPrefix(k, "SCHILY.xattr.") {
+				delete(hdr.PAXRecords, k)
+			}
+		}
+		hdr.Xattrs = nil //nolint:staticcheck // Apply still reads the deprecated field
+		total += hdr.Size
+		if total > size {
+			return false, fmt.Errorf("checkpoint files add up to more than the %d bytes of its layer: refused", size)
+		}
+		return true, nil
+	}
 }
 
 // imageTarget is the target descriptor of an image in containerd's image store.
@@ -198,7 +288,8 @@ func (w *warm) layersOfParent(ctx context.Context, snapshotter, parent string) (
 		return "", err
 	}
 	sn := c.SnapshotService(snapshotter)
-	key := "warm-layers-" + strings.ReplaceAll(parent, ":", "-")
+	// Unique: two pools' imports may view the same layers at once.
+	key := "warm-layers-" + strings.ReplaceAll(parent, ":", "-") + "-" + strconv.FormatInt(time.Now().UnixNano(), 36)
 	ms, err := sn.View(ctx, key, parent)
 	if err != nil {
 		return "", fmt.Errorf("view %s: %w", parent, err)

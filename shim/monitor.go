@@ -22,8 +22,7 @@ import (
 // monitor is go-runc's process monitor in this shim: the reaper's, except for the runc
 // commands of containers served from a pool. Those name the wrapper (warm-runc) as their
 // runc; create and start are carried out here, with no process at all (adopt, thaw: a
-// pool hit forks nothing), and so is a kill of a never-started sandbox (signal, then
-// thaw); every other command goes straight to the real runc, a delete of a never-started
+// pool hit forks nothing), and so is a kill of a never-started sandbox; every other command goes straight to the real runc, a delete of a never-started
 // sandbox once it was killed. The wrapper binary stays
 // the runc recorded in the bundle, for whatever runs runc outside this process.
 type monitor struct {
@@ -191,7 +190,7 @@ func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 	sub, id, pidFile := wrap.ParseArgs(cmd.Args)
 	req := wrap.Request{Op: sub, ID: id, PidFile: pidFile}
 	if sub == "kill" {
-		req.Signal, req.All = wrap.KillArgs(cmd.Args)
+		req.Signal = wrap.KillSignal(cmd.Args)
 	}
 	switch sub {
 	case "create", "start", "kill", "delete":

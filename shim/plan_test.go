@@ -268,6 +268,14 @@ func TestPlanRuntimeOptions(t *testing.T) {
 	if err := os.Symlink(real, link); err != nil {
 		t.Fatal(err)
 	}
+	// The pool's runc root, also reached through a link (as /var/run is /run).
+	runcRoot := filepath.Join(dir, "run", "warm-runc")
+	if err := os.MkdirAll(filepath.Join(runcRoot, "ns"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(dir, "run"), filepath.Join(dir, "var-run")); err != nil {
+		t.Fatal(err)
+	}
 	other := filepath.Join(dir, "crun")
 	if err := os.WriteFile(other, []byte("#!/bin/sh\n"), 0o700); err != nil {
 		t.Fatal(err)
@@ -278,14 +286,15 @@ func TestPlanRuntimeOptions(t *testing.T) {
 		hit, restored bool
 		reason        string
 	}{
-		{"the pool's runc and root", real, "/run/warm-runc", true, false, ""},
-		{"the pool's runc by a link", link, "/run/warm-runc", true, false, ""},
-		{"another runc binary", other, "/run/warm-runc", false, false, "binary_name"},
+		{"the pool's runc and root", real, runcRoot, true, false, ""},
+		{"the pool's runc by a link", link, runcRoot, true, false, ""},
+		{"the pool's root by a link", real, filepath.Join(dir, "var-run", "warm-runc"), true, false, ""},
+		{"another runc binary", other, runcRoot, false, false, "binary_name"},
 		{"another runc root", real, "/run/other-root", false, true, "root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ropts := &options.Options{BinaryName: tc.binary, Root: tc.root}
-			w, p, r, err := planOnFrozenWith(t, t.TempDir(), "", ropts, "/run/warm-runc/ns", real)
+			w, p, r, err := planOnFrozenWith(t, t.TempDir(), "", ropts, filepath.Join(runcRoot, "ns"), real)
 			if err != nil {
 				t.Fatal(err)
 			}

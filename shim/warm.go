@@ -235,6 +235,9 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 
 // poolLocked returns the pool of t's name, creating it or moving it to t's generation.
 func (w *warm) poolLocked(t *store.Template) *pool.Pool {
+	if !w.poolShim || w.sandboxes == nil {
+		return nil // a pod's or group's shim restores on create only
+	}
 	if p, ok := w.pools[t.Name]; ok {
 		p.SetTemplate(t)
 		p.SetConfig(w.cfg.PoolFor(t.Name))
@@ -422,10 +425,21 @@ func (w *warm) runtimeDiffers(o *options.Options, ns string) (why string, cold b
 	if root == "" {
 		root = process.RuncRoot
 	}
-	if sandboxRoot != "" && filepath.Join(root, ns) != filepath.Clean(sandboxRoot) {
-		return fmt.Sprintf("runtime option root %q is not the pool's runc root (%s)", o.Root, filepath.Dir(sandboxRoot)), false
+	if sandboxRoot != "" && filepath.Join(root, ns) != filepath.Clean(sandboxRoot) && !sameDir(filepath.Join(root, ns), sandboxRoot) {
+		return fmt.Sprintf("runtime option root %q is not the pool's runc root (%s)", root, filepath.Dir(sandboxRoot)), false
 	}
 	return "", false
+}
+
+// sameDir reports whether two paths name the same directory through symbolic links
+// (/var/run and /run); a path that does not exist is not the same as any.
+func sameDir(a, b string) bool {
+	ra, err := filepath.EvalSymlinks(a)
+	if err != nil {
+		return false
+	}
+	rb, err := filepath.EvalSymlinks(b)
+	return err == nil && ra == rb
 }
 
 // samePath reports whether the binary name (a path, or a name looked up in PATH) is the
@@ -753,14 +767,14 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		}
 		resp.Handled = true
 	case "kill":
-		// A sandbox that never started is frozen: the signal is sent first and the
-		// sandbox thawed after, so no code of the application runs before it acts.
+		// A sandbox that never started is frozen: killed as a cold container that never
+		// started is (oci.KillUnstarted), no code of the application runs.
 		if sb.Started() || !sb.Adopted() {
 			break
 		}
 		sig, err := wrap.ParseSignal(req.Signal)
 		if err == nil {
-			err = w.sandboxesOf(s).SignalUnstarted(ctx, sb, sig, req.All)
+			err = w.sandboxesOf(s).KillUnstarted(ctx, sb, sig)
 		}
 		if err != nil {
 			resp.Error = err.Error()
@@ -774,7 +788,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		if sb.Started() || !sb.Adopted() {
 			break
 		}
-		if err := w.sandboxesOf(s).SignalUnstarted(ctx, sb, unix.SIGKILL, true); err != nil && !errors.Is(err, oci.ErrNotRunning) {
+		if err := w.sandboxesOf(s).KillUnstarted(ctx, sb, unix.SIGKILL); err != nil && !errors.Is(err, oci.ErrNotRunning) {
 			resp.Error = err.Error()
 			break
 		}

@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -236,9 +237,9 @@ func (s *Store) publish(dir, tmp string) (gen int64, final string, err error) {
 		os.RemoveAll(final)
 		return 0, "", err
 	}
-	if err := syncDir(dir); err != nil {
-		return 0, "", err
-	}
+	// The generation is current now whatever follows: a failed sync of the directory
+	// (the link's durability across a crash) must not report it as not made.
+	_ = syncDir(dir)
 	return gen, final, nil
 }
 
@@ -250,7 +251,7 @@ func Verify(images string) error {
 	if fi, err := os.Stat(filepath.Join(images, "descriptors.json")); err != nil || fi.Size() == 0 {
 		return fmt.Errorf("checkpoint in %s is incomplete: descriptors.json missing or empty", images)
 	}
-	data, err := os.ReadFile(filepath.Join(images, "inventory.img"))
+	data, err := readAtMost(filepath.Join(images, "inventory.img"), 64<<10) // CRIU writes about 100 bytes
 	if err != nil {
 		return fmt.Errorf("checkpoint in %s is incomplete: %w", images, err)
 	}
@@ -258,6 +259,16 @@ func Verify(images string) error {
 		return fmt.Errorf("checkpoint in %s is unreadable: inventory.img: %w", images, err)
 	}
 	return nil
+}
+
+// readAtMost reads a file, or its first n bytes.
+func readAtMost(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, n))
 }
 
 // plainFiles refuses a template's images that hold anything but plain files and
@@ -541,6 +552,10 @@ func SyncTree(dir string) error {
 			return nil
 		}
 		if err := os.Chmod(p, mode); err != nil {
+			return err
+		}
+		// The shim's own (root's): an image unpacked from a tar may carry other owners.
+		if err := os.Lchown(p, os.Geteuid(), os.Getegid()); err != nil {
 			return err
 		}
 		f, err := os.Open(p)

@@ -963,50 +963,78 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	exitOf(t, exit2)
 }
 
-// TestPoolHitNeverStarted: a served container that was created and never started can be
-// killed and deleted like a cold one (Delete with a kill, as CRI's RemoveContainer does,
-// and a Kill, then Delete); its sandbox is not used again.
+// TestPoolHitNeverStarted: a served container that was created and never started is
+// killed and deleted as a cold one is (Delete with a kill, as CRI's RemoveContainer does;
+// a SIGKILL or a SIGTERM its application does not handle, then Delete), and a signal
+// runc init ignores leaves it to start normally; a sandbox is never used again.
 func TestPoolHitNeverStarted(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
 	name := "unstarted-" + shortName(t)
-	makeTemplate(t, e, name)
+	seed := makeTemplate(t, e, name)
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
-	create := func() (containerd.Container, containerd.Task) {
+	n := 0
+	create := func(stdin io.Reader, out io.Writer) containerd.Task {
 		t.Helper()
 		c := e.container(echoApp, templateAnn(name, false))
-		task, err := c.NewTask(e.ctx, streams(nil, io.Discard, io.Discard))
+		task, err := c.NewTask(e.ctx, streams(stdin, out, io.Discard))
 		if err != nil {
 			t.Fatal(err)
 		}
 		if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Created {
 			t.Fatalf("status %+v, %v: want created", st, err)
 		}
-		return c, task
+		n++
+		if st, _, _ := ctl.Pool(name); st.Hits != n {
+			t.Fatalf("not a hit: %+v", st)
+		}
+		return task
 	}
-	hits := func() int { st, _, _ := ctl.Pool(name); return st.Hits }
-	_, task := create()
-	if hits() != 1 {
-		t.Fatal("not a hit")
-	}
+	task := create(nil, io.Discard)
 	if _, err := task.Delete(e.ctx, containerd.WithProcessKill); err != nil {
 		t.Fatalf("delete of a created, never started hit: %v", err)
 	}
-	// Killed, then deleted.
-	_, task = create()
-	if hits() != 2 {
-		t.Fatal("not a hit")
+	// Killed, then deleted. echoApp's shell, its PID namespace's init, would ignore a
+	// SIGTERM: runc init, a cold container's process until Start, does not.
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
+		task := create(nil, io.Discard)
+		exit, err := task.Wait(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := task.Kill(e.ctx, sig); err != nil {
+			t.Fatalf("kill (%v) of a created, never started hit: %v", sig, err)
+		}
+		if code := exitOf(t, exit); code != 137 {
+			t.Fatalf("exit %d after %v, want 137 (killed before the application ran again)", code, sig)
+		}
+		if _, err := task.Delete(e.ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
+	// A signal runc init ignores: the container starts afterwards, from the template.
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task = create(r, &out)
 	exit, err := task.Wait(e.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
-		t.Fatalf("kill of a created, never started hit: %v", err)
+	if err := task.Kill(e.ctx, syscall.SIGWINCH); err != nil {
+		t.Fatalf("SIGWINCH to a created, never started hit: %v", err)
 	}
-	if code := exitOf(t, exit); code != 137 {
-		t.Fatalf("exit %d, want 137", code)
+	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Created {
+		t.Fatalf("status %+v, %v after SIGWINCH: want created", st, err)
 	}
+	if err := task.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := askSeed(t, w, &out, "started"); got != seed {
+		t.Fatalf("seed %s after a SIGWINCH before Start, template's %s", got, seed)
+	}
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
 	if _, err := task.Delete(e.ctx); err != nil {
 		t.Fatal(err)
 	}

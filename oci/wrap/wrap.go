@@ -32,10 +32,8 @@ type Request struct {
 	Op      string `json:"op"` // create, start, kill, delete
 	ID      string `json:"id"`
 	PidFile string `json:"pid_file,omitempty"`
-	// Kill's signal as runc got it (a number or a name; "" is runc's default, SIGTERM)
-	// and its --all.
+	// Kill's signal as runc got it (a number or a name; "" is runc's default, SIGTERM).
 	Signal string `json:"signal,omitempty"`
-	All    bool   `json:"all,omitempty"`
 }
 
 // Response is the shim's answer. Handled false means: run the real runc.
@@ -122,36 +120,35 @@ func ParseArgs(args []string) (sub, id, pidFile string) {
 	return sub, id, SubFlag(args, "--pid-file")
 }
 
-// KillArgs returns the signal ("" when none is given) and --all of a runc kill command
-// line ("kill [--all|-a] ID [SIGNAL]").
-func KillArgs(args []string) (signal string, all bool) {
+// KillSignal returns the signal of a runc kill command line ("kill [--all|-a] ID
+// [SIGNAL]"; "" when none is given).
+func KillSignal(args []string) string {
 	i := subcommand(args)
 	if i >= len(args) || args[i] != "kill" {
-		return "", false
+		return ""
 	}
 	seenID := false
 	for _, a := range args[i+1:] {
 		switch {
-		case a == "--all" || a == "-a":
-			all = true
 		case strings.HasPrefix(a, "-"):
 		case !seenID:
 			seenID = true
-		case signal == "":
-			signal = a
+		default:
+			return a
 		}
 	}
-	return signal, all
+	return ""
 }
 
-// ParseSignal reads a signal as runc kill takes it: a number, or a name with or without
-// its SIG prefix, in any case; "" is SIGTERM.
+// ParseSignal reads a signal as runc kill takes it: a number (0 checks that the
+// container lives), or a name with or without its SIG prefix, in any case; "" is
+// SIGTERM.
 func ParseSignal(s string) (unix.Signal, error) {
 	if s == "" {
 		return unix.SIGTERM, nil
 	}
 	if n, err := strconv.Atoi(s); err == nil {
-		if n <= 0 || n > 64 {
+		if n < 0 || n > 64 {
 			return 0, fmt.Errorf("signal %d out of range", n)
 		}
 		return unix.Signal(n), nil
@@ -208,7 +205,7 @@ func Main(args []string) int {
 		case "create", "start", "kill", "delete":
 			req := Request{Op: sub, ID: id, PidFile: pidFile}
 			if sub == "kill" {
-				req.Signal, req.All = KillArgs(args)
+				req.Signal = KillSignal(args)
 			}
 			resp, err := ask(sock, req, sub == "create")
 			if err != nil {

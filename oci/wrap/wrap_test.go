@@ -29,32 +29,31 @@ func TestParse(t *testing.T) {
 	}
 }
 
-func TestKillArgs(t *testing.T) {
+func TestKillSignal(t *testing.T) {
 	cases := []struct {
 		args   []string
 		signal string
-		all    bool
 	}{
-		{[]string{"x", "--root", "/r", "kill", "--all", "c3", "9"}, "9", true},
-		{[]string{"x", "--root", "/r", "kill", "c4", "15"}, "15", false},
-		{[]string{"x", "--root", "/r", "kill", "-a", "c5"}, "", true},
-		{[]string{"x", "--root", "/r", "kill", "c5", "SIGHUP"}, "SIGHUP", false},
-		{[]string{"x", "--root", "/r", "start", "c6"}, "", false},
+		{[]string{"x", "--root", "/r", "kill", "--all", "c3", "9"}, "9"},
+		{[]string{"x", "--root", "/r", "--log-format", "json", "kill", "c4", "15"}, "15"},
+		{[]string{"x", "--root", "/r", "kill", "-a", "c5"}, ""},
+		{[]string{"x", "--root", "/r", "kill", "c5", "SIGHUP"}, "SIGHUP"},
+		{[]string{"x", "--root", "/r", "start", "c6"}, ""},
 	}
 	for _, tc := range cases {
-		if sig, all := KillArgs(tc.args); sig != tc.signal || all != tc.all {
-			t.Errorf("%v: got %q %v", tc.args, sig, all)
+		if sig := KillSignal(tc.args); sig != tc.signal {
+			t.Errorf("%v: got %q", tc.args, sig)
 		}
 	}
 }
 
 func TestParseSignal(t *testing.T) {
-	for in, want := range map[string]unix.Signal{"": unix.SIGTERM, "9": unix.SIGKILL, "KILL": unix.SIGKILL, "sigkill": unix.SIGKILL, "SIGHUP": unix.SIGHUP, "usr1": unix.SIGUSR1} {
+	for in, want := range map[string]unix.Signal{"": unix.SIGTERM, "0": 0, "9": unix.SIGKILL, "KILL": unix.SIGKILL, "sigkill": unix.SIGKILL, "SIGHUP": unix.SIGHUP, "usr1": unix.SIGUSR1} {
 		if got, err := ParseSignal(in); err != nil || got != want {
 			t.Errorf("ParseSignal(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
-	for _, bad := range []string{"0", "-1", "65", "NOPE", "SIG"} {
+	for _, bad := range []string{"-1", "65", "NOPE", "SIG"} {
 		if got, err := ParseSignal(bad); err == nil {
 			t.Errorf("ParseSignal(%q) = %v, want an error", bad, got)
 		}

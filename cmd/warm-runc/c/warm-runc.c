@@ -57,6 +57,37 @@ static size_t json_escape(char *out, size_t n, size_t cap, const char *s)
 	return n;
 }
 
+/* add appends s to out (capacity cap, n bytes used) and returns the new length, or cap
+ * if it does not fit (out is then left as it was). */
+static size_t add(char *out, size_t n, size_t cap, const char *s)
+{
+	size_t l = strlen(s);
+	if (n >= cap || l >= cap - n)
+		return cap;
+	memcpy(out + n, s, l + 1);
+	return n + l;
+}
+
+/* add_field appends ,"name":"value" (value escaped) to out, or returns cap if it does
+ * not fit. */
+static size_t add_field(char *out, size_t n, size_t cap, const char *name, const char *value)
+{
+	char buf[8];
+	n = add(out, n, cap, ",\"");
+	n = add(out, n, cap, name);
+	n = add(out, n, cap, "\":\"");
+	for (const unsigned char *p = (const unsigned char *)value; *p && n < cap; p++) {
+		if (*p == '"' || *p == '\\')
+			snprintf(buf, sizeof(buf), "\\%c", *p);
+		else if (*p < 0x20)
+			snprintf(buf, sizeof(buf), "\\u%04x", *p);
+		else
+			snprintf(buf, sizeof(buf), "%c", *p);
+		n = add(out, n, cap, buf);
+	}
+	return add(out, n, cap, "\"");
+}
+
 static int fail(int argc, char **argv, const char *fmt, ...)
 {
 	char msg[4096], line[8192], ts[64];
@@ -176,7 +207,6 @@ int main(int argc, char **argv)
 	}
 	const char *sub = i < argc ? argv[i] : NULL;
 	const char *id = NULL, *pid_file = "", *sig = "";
-	int all = 0;
 	if (sub) {
 		for (int j = i + 1; j < argc; j++) {
 			if (strcmp(argv[j], "--pid-file") == 0 && j + 1 < argc)
@@ -188,9 +218,7 @@ int main(int argc, char **argv)
 			/* kill [--all|-a] ID [SIGNAL]: the id is the first argument that is not a
 			 * flag, the signal the next one */
 			for (int j = i + 1; j < argc; j++) {
-				if (strcmp(argv[j], "--all") == 0 || strcmp(argv[j], "-a") == 0)
-					all = 1;
-				else if (argv[j][0] == '-')
+				if (argv[j][0] == '-')
 					continue;
 				else if (!id)
 					id = argv[j];
@@ -205,22 +233,17 @@ int main(int argc, char **argv)
 	    (strcmp(sub, "create") == 0 || strcmp(sub, "start") == 0 || strcmp(sub, "kill") == 0 ||
 	     strcmp(sub, "delete") == 0)) {
 		char req[16384], reply[8192], err[4096];
-		size_t n = (size_t)snprintf(req, sizeof(req), "{\"op\":\"%s\",\"id\":\"", sub);
-		n = json_escape(req, n, sizeof(req) - 32, id);
-		n += (size_t)snprintf(req + n, sizeof(req) - n, "\"");
-		if (*pid_file) {
-			n += (size_t)snprintf(req + n, sizeof(req) - n, ",\"pid_file\":\"");
-			n = json_escape(req, n, sizeof(req) - 8, pid_file);
-			n += (size_t)snprintf(req + n, sizeof(req) - n, "\"");
-		}
-		if (*sig) {
-			n += (size_t)snprintf(req + n, sizeof(req) - n, ",\"signal\":\"");
-			n = json_escape(req, n, sizeof(req) - 8, sig);
-			n += (size_t)snprintf(req + n, sizeof(req) - n, "\"");
-		}
-		if (all)
-			n += (size_t)snprintf(req + n, sizeof(req) - n, ",\"all\":true");
-		snprintf(req + n, sizeof(req) - n, "}");
+		size_t cap = sizeof(req), n = add(req, 0, cap, "{\"op\":\"");
+		n = add(req, n, cap, sub);
+		n = add(req, n, cap, "\"");
+		n = add_field(req, n, cap, "id", id);
+		if (*pid_file)
+			n = add_field(req, n, cap, "pid_file", pid_file);
+		if (*sig)
+			n = add_field(req, n, cap, "signal", sig);
+		n = add(req, n, cap, "}");
+		if (n >= cap)
+			return fail(argc, argv, "warm: %s: request too long", sub);
 		if (ask(sock, req, strcmp(sub, "create") == 0, reply, sizeof(reply)) < 0)
 			return fail(argc, argv, "warm: %s %s: %s", sub, id, strerror(errno));
 		if (reply_error(reply, err, sizeof(err)))
