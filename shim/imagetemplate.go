@@ -75,7 +75,11 @@ func (w *warm) importLoop(ctx context.Context, ns, name, ref string) {
 		w.mu.Lock()
 		st := w.store
 		w.mu.Unlock()
-		t, err := w.importImage(ctx, st, ns, name, ref)
+		imp := w.importImage
+		if w.importFn != nil {
+			imp = w.importFn
+		}
+		t, err := imp(ctx, st, ns, name, ref)
 		switch {
 		case err != nil:
 			l.WithError(err).Error("template from checkpoint image")

@@ -64,6 +64,8 @@ type warm struct {
 	importing map[string]bool       // templates being imported from images; guarded by mu
 	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
 	syncedImages string
+	// importFn replaces importImage in tests (nil: importImage).
+	importFn func(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error)
 	// onIdle is called after an operator drained every pool: the service exits if no
 	// container remains.
 	onIdle func()
