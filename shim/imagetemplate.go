@@ -57,6 +57,21 @@ func (w *warm) syncImageTemplates(ctx context.Context) {
 	}
 }
 
+// imageResync is how often the pool shim looks again at the checkpoint images its
+// configuration names: a tag pulled again with another digest (of the checkpoint or of
+// the application image it pins) makes a new generation.
+const imageResync = 5 * time.Minute
+
+// resyncImages syncs the configured checkpoint images every interval, for the pool
+// shim's life.
+func (w *warm) resyncImages(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for range t.C {
+		w.syncImageTemplates(ctx)
+	}
+}
+
 // Import retries: a checkpoint image not pulled or unpacked yet (a node that boots before
 // its images are there) is tried again, from importRetry up to importRetryMax apart.
 var (

@@ -170,3 +170,27 @@ func TestOnlyThePoolShimImports(t *testing.T) {
 		t.Fatal("a pod's shim made a pool")
 	}
 }
+
+// TestResyncImages: the pool shim looks at its checkpoint images again on its own (a tag
+// pulled again is imported without a configuration change or a restart).
+func TestResyncImages(t *testing.T) {
+	cfg := config.Default()
+	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
+	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]bool{}, pools: map[string]*pool.Pool{}}
+	looked := make(chan string, 16)
+	w.importFn = func(_ context.Context, _ *store.Store, _, _, ref string) (*store.Template, error) {
+		looked <- ref
+		return nil, nil
+	}
+	go w.resyncImages(context.Background(), time.Millisecond)
+	for i := 0; i < 3; i++ {
+		select {
+		case ref := <-looked:
+			if ref != "reg/ckpt:a" {
+				t.Fatalf("looked at %s", ref)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d looks at the image, want 3", i)
+		}
+	}
+}

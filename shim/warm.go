@@ -232,6 +232,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	log.G(ctx).WithField("namespace", ns).WithField("templates", len(tmpls)).Info("warm pools started")
 	w.syncedImages = imagesOf(cfg)
 	go w.syncImageTemplates(ctx)
+	go w.resyncImages(ctx, imageResync)
 	return nil
 }
 
