@@ -152,7 +152,14 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	if err != nil {
 		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: %w (give the name containerd lists in `ctr -n %s images ls`, e.g. docker.io/library/NAME:TAG, after pulling it)", name, ref, err, ns)
 	}
+	// The checkpoint image's digest covers the application image it pins (--image). An
+	// application image named only (no --image) is read by its name at import, and a
+	// move of that name alone makes no new template: the checkpoint's memory is of the
+	// old image's files, and requests on the new one differ in their layers (cold).
 	source := "image:" + ref + "@" + img.Digest.String()
+	if cur, err := st.Get(ns, name); err == nil && cur.Source == source {
+		return nil, nil
+	}
 	cs := c.ContentStore()
 	data, err := content.ReadBlob(ctx, cs, img)
 	if err != nil {
@@ -207,12 +214,6 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	diffIDs, err := images.RootFS(ctx, cs, cfgD)
 	if err != nil {
 		return nil, fmt.Errorf("pools.%s.image: image %s: %w", name, appImage, err)
-	}
-	// The source names the application image's digest too: a template is made again
-	// when either changes.
-	source += " app:" + app.Digest.String()
-	if cur, err := st.Get(ns, name); err == nil && cur.Source == source {
-		return nil, nil
 	}
 	const snapshotter = "overlayfs"
 	parent := identity.ChainID(diffIDs).String()
