@@ -245,5 +245,13 @@ func (w *warm) deleteTemplate(ctx context.Context, name string) error {
 	if err := st.Delete(ns, name); err != nil {
 		return err
 	}
+	w.mu.Lock()
+	rootfs := w.rootfs
+	w.mu.Unlock()
+	if rootfs != nil {
+		if err := rootfs.ForgetTemplate(ctx, name, ""); err != nil {
+			log.G(ctx).WithError(err).WithField("template", name).Warn("lease on the deleted template's image snapshot")
+		}
+	}
 	return nil
 }

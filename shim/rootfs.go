@@ -3,6 +3,7 @@ package shim
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"sync"
 
 	containersapi "github.com/containerd/containerd/api/services/containers/v1"
@@ -34,6 +35,11 @@ type snapshotRootfs struct {
 	mu    sync.Mutex
 	conn  *cdClient         // guarded by mu
 	snaps map[string]string // sandbox id -> snapshotter; guarded by mu
+
+	// keepMu serialises KeepTemplate and ForgetTemplate: a late call for an older
+	// generation must not drop a newer generation's lease.
+	keepMu sync.Mutex
+	kept   map[string]int64 // template name -> newest generation leased; guarded by keepMu
 }
 
 // cdClient is containerd's gRPC services the shim uses, through their proxies (the client
@@ -129,6 +135,82 @@ func (s *snapshotRootfs) Remove(ctx context.Context, id string) error {
 	}
 	if err := c.LeasesService().Delete(ctx, leases.Lease{ID: sandboxPrefix + id}, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove lease: %w", err)
+	}
+	return nil
+}
+
+// templateLease names the lease that keeps a template generation's image snapshot.
+const templateLease = "warm-template-"
+
+// templateLeaseLabel labels a template's leases with its name.
+const templateLeaseLabel = "io.containerd.warm.template-snapshot"
+
+// KeepTemplate holds the image snapshot a template generation's sandboxes are prepared
+// from under a lease (warm-template-NAME-gGEN), so that containerd's garbage collector
+// keeps it while no sandbox's snapshot does (a drained pool, its application image
+// removed or its tag moved), and drops the leases of the template's other generations.
+func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template) error {
+	if t.Snapshotter == "" || t.SnapshotParent == "" {
+		return nil
+	}
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	if s.kept[t.Name] >= t.Generation {
+		return nil // leased already, or a newer generation is
+	}
+	c, err := s.get()
+	if err != nil {
+		return err
+	}
+	ctx = namespaces.WithNamespace(ctx, s.ns)
+	ls := c.LeasesService()
+	id := templateLease + t.Name + "-g" + strconv.FormatInt(t.Generation, 10)
+	l, err := ls.Create(ctx, leases.WithID(id), leases.WithLabels(map[string]string{templateLeaseLabel: t.Name}))
+	switch {
+	case errdefs.IsAlreadyExists(err):
+		l = leases.Lease{ID: id}
+	case err != nil:
+		return fmt.Errorf("lease %s: %w", id, err)
+	}
+	if err := ls.AddResource(ctx, l, leases.Resource{ID: t.SnapshotParent, Type: "snapshots/" + t.Snapshotter}); err != nil {
+		return fmt.Errorf("lease %s: snapshot %s: %w", id, t.SnapshotParent, err)
+	}
+	if s.kept == nil {
+		s.kept = map[string]int64{}
+	}
+	s.kept[t.Name] = t.Generation
+	return s.forgetTemplate(ctx, t.Name, id)
+}
+
+// ForgetTemplate deletes the leases KeepTemplate made for template name, but keep (a
+// deleted template: all of them).
+func (s *snapshotRootfs) ForgetTemplate(ctx context.Context, name, keep string) error {
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	if keep == "" {
+		delete(s.kept, name)
+	}
+	return s.forgetTemplate(ctx, name, keep)
+}
+
+func (s *snapshotRootfs) forgetTemplate(ctx context.Context, name, keep string) error {
+	c, err := s.get()
+	if err != nil {
+		return err
+	}
+	ctx = namespaces.WithNamespace(ctx, s.ns)
+	ls := c.LeasesService()
+	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%q", templateLeaseLabel, name))
+	if err != nil {
+		return err
+	}
+	for _, l := range all {
+		if l.ID == keep {
+			continue
+		}
+		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("lease %s: %w", l.ID, err)
+		}
 	}
 	return nil
 }

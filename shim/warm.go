@@ -241,6 +241,7 @@ func (w *warm) poolLocked(t *store.Template) *pool.Pool {
 	if !w.poolShim || w.sandboxes == nil {
 		return nil // a pod's or group's shim restores on create only
 	}
+	w.keepTemplateSnapshot(t)
 	if p, ok := w.pools[t.Name]; ok {
 		p.SetTemplate(t)
 		p.SetConfig(w.cfg.PoolFor(t.Name))
@@ -253,6 +254,20 @@ func (w *warm) poolLocked(t *store.Template) *pool.Pool {
 	p := pool.New(w.ns, t, w.cfg.PoolFor(t.Name), &trackedRuntime{w: w}, w.store.Use, opts...)
 	w.pools[t.Name] = p
 	return p
+}
+
+// keepTemplateSnapshot leases the image snapshot of a pool's template in the background.
+// Called with mu held.
+func (w *warm) keepTemplateSnapshot(t *store.Template) {
+	if w.rootfs == nil {
+		return
+	}
+	rootfs := w.rootfs
+	go func() {
+		if err := rootfs.KeepTemplate(context.Background(), t); err != nil {
+			log.L.WithError(err).WithField("template", t.Name).Warn("lease on the template's image snapshot")
+		}
+	}()
 }
 
 // trackedRuntime records which pid each frozen sandbox has, so the reaper's exits reach
