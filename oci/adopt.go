@@ -333,25 +333,45 @@ func (s *Sandboxes) KillUnstarted(ctx context.Context, sb *Sandbox, sig unix.Sig
 	if !endsRuncInit(sig) {
 		return nil
 	}
-	sb.mu.Lock()
-	paths := sb.cgroupPaths
-	sb.mu.Unlock()
-	// The cgroup's processes and those of the cgroups below it.
-	list := pickProcsDir(paths)
-	pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+	// The cgroups' processes, sb.Pid among them while it lives (by pid alone a process
+	// that died meanwhile and was reaped could be another one by now).
+	pids, err := sb.processes()
 	if err != nil {
 		return fmt.Errorf("kill: %w", err)
 	}
-	for _, rel := range subCgroups(list) {
-		more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
-		pids = append(pids, more...)
-	}
-	for _, pid := range append(pids, sb.Pid) {
+	for _, pid := range pids {
 		if err := unix.Kill(pid, unix.SIGKILL); err != nil && !errors.Is(err, unix.ESRCH) {
 			return fmt.Errorf("kill %d: %w", pid, err)
 		}
 	}
 	return s.Thaw(ctx, sb)
+}
+
+// processes lists the processes of the sandbox's cgroup and of the cgroups below it.
+func (sb *Sandbox) processes() ([]int, error) {
+	sb.mu.Lock()
+	paths := sb.cgroupPaths
+	sb.mu.Unlock()
+	list := pickProcsDir(paths)
+	pids, err := readPids(filepath.Join(list, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	for _, rel := range subCgroups(list) {
+		more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
+		pids = append(pids, more...)
+	}
+	return pids, nil
+}
+
+// Gone reports whether the sandbox's process has exited (a zombie, or reaped) or its
+// cgroups hold no process any more.
+func (sb *Sandbox) Gone() bool {
+	if procfs.Dead(sb.Pid) {
+		return true
+	}
+	pids, err := sb.processes()
+	return err == nil && len(pids) == 0
 }
 
 // endsRuncInit reports whether sig ends runc init while it waits to run a container's

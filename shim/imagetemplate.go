@@ -33,63 +33,82 @@ import (
 // syncImageTemplates makes a template of every [pools.NAME] that names a checkpoint
 // image (what `ctr c checkpoint --task` makes) and has none from that image yet. It runs
 // in the background: a Create that names such a template meanwhile starts cold. Only the
-// pool shim imports (a pod's or group's shim holds no pool).
+// pool shim imports (a pod's or group's shim holds no pool). A pool whose import is in
+// flight has it woken (one waiting to retry tries at once, with the configuration's
+// image of now).
 func (w *warm) syncImageTemplates(ctx context.Context) {
 	w.mu.Lock()
-	cfg, ns, poolShim := w.cfg, w.ns, w.poolShim
-	w.mu.Unlock()
-	if !poolShim {
+	defer w.mu.Unlock()
+	if !w.poolShim {
 		return
 	}
-	for name := range cfg.Pools {
-		ref := cfg.PoolFor(name).Image
-		if ref == "" {
+	for name := range w.cfg.Pools {
+		if w.cfg.PoolFor(name).Image == "" {
 			continue
 		}
-		w.mu.Lock()
-		busy := w.importing[name]
-		w.importing[name] = true
-		w.mu.Unlock()
-		if busy {
-			continue // the import in flight reads the configuration again when it ends
+		if kick, busy := w.importing[name]; busy {
+			select {
+			case kick <- struct{}{}:
+			default:
+			}
+			continue
 		}
-		go w.importLoop(namespaces.WithNamespace(context.WithoutCancel(ctx), ns), ns, name, ref)
+		kick := make(chan struct{}, 1)
+		w.importing[name] = kick
+		go w.importLoop(namespaces.WithNamespace(context.WithoutCancel(ctx), w.ns), w.ns, name, kick)
 	}
 }
 
 // imageResync is how often the pool shim looks again at the checkpoint images its
-// configuration names: a tag pulled again with another digest (of the checkpoint or of
-// the application image it pins) makes a new generation.
+// configuration names: a tag pulled again with another digest makes a new generation.
 const imageResync = 5 * time.Minute
 
-// resyncImages syncs the configured checkpoint images every interval, for the pool
-// shim's life.
+// resyncImages syncs the configured checkpoint images every interval until ctx ends (the
+// pool shim gives it one that does not).
 func (w *warm) resyncImages(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
-	for range t.C {
-		w.syncImageTemplates(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.syncImageTemplates(ctx)
+		}
 	}
 }
 
-// Import retries: a checkpoint image not pulled or unpacked yet (a node that boots before
-// its images are there) is tried again, from importRetry up to importRetryMax apart.
+// Import retries: a checkpoint image not pulled or unpacked yet is tried again, from
+// importRetry up to importRetryMax apart, or at once when a sync wakes the loop.
 var (
 	importRetry    = 30 * time.Second
 	importRetryMax = 10 * time.Minute
 )
 
-// importLoop imports the checkpoint image ref as template name until the template comes
-// from the image the configuration names: it imports again when the configuration
-// changed during an import, and retries a failed one while the configuration still names
-// an image. It owns importing[name] until it returns.
-func (w *warm) importLoop(ctx context.Context, ns, name, ref string) {
+// importLoop imports the checkpoint image the configuration names for template name
+// (read again on every pass) until the template comes from it: it imports again when the
+// configuration changed during an import, retries a failed one, and ends when the
+// configuration names no image for the pool any more. It owns importing[name] (whose
+// channel kick wakes it) until it returns.
+func (w *warm) importLoop(ctx context.Context, ns, name string, kick chan struct{}) {
 	backoff := importRetry
+	// configured is the image the configuration names now ("" for none); called with mu.
+	configured := func() string {
+		if _, ok := w.cfg.Pools[name]; !ok {
+			return ""
+		}
+		return w.cfg.PoolFor(name).Image
+	}
 	for {
-		l := log.G(ctx).WithField("template", name).WithField("image", ref)
 		w.mu.Lock()
-		st := w.store
+		ref, st := configured(), w.store
+		if ref == "" {
+			delete(w.importing, name)
+			w.mu.Unlock()
+			return
+		}
 		w.mu.Unlock()
+		l := log.G(ctx).WithField("template", name).WithField("image", ref)
 		imp := w.importImage
 		if w.importFn != nil {
 			imp = w.importFn
@@ -100,19 +119,16 @@ func (w *warm) importLoop(ctx context.Context, ns, name, ref string) {
 			l.WithError(err).Error("template from checkpoint image")
 		case t != nil:
 			l.WithField("generation", t.Generation).Info("template registered from checkpoint image")
-			w.mu.Lock()
-			w.poolLocked(t)
-			w.mu.Unlock()
 		}
 		w.mu.Lock()
-		cur := ""
-		if _, ok := w.cfg.Pools[name]; ok {
-			cur = w.cfg.PoolFor(name).Image
+		cur := configured()
+		if t != nil && cur == ref {
+			w.poolLocked(t)
 		}
 		if cur != "" && cur != ref {
 			w.mu.Unlock()
 			l.WithField("now", cur).Info("the configuration names another checkpoint image: importing it")
-			ref, backoff = cur, importRetry
+			backoff = importRetry
 			continue
 		}
 		if err == nil || cur == "" {
@@ -122,8 +138,12 @@ func (w *warm) importLoop(ctx context.Context, ns, name, ref string) {
 		}
 		w.mu.Unlock()
 		l.WithField("retry_in", backoff).Info("template from checkpoint image: retrying")
-		time.Sleep(backoff)
-		backoff = min(2*backoff, importRetryMax)
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, importRetryMax)
+		case <-kick:
+			backoff = importRetry
+		}
 	}
 }
 
@@ -132,9 +152,15 @@ const importTimeout = 10 * time.Minute
 
 // importImage reads a containerd checkpoint image through containerd's content store
 // and commits it as a template (nil if the current one already comes from it).
-func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error) {
+func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref string) (_ *store.Template, retErr error) {
 	ctx, cancel := context.WithTimeout(ctx, importTimeout)
 	defer cancel()
+	defer func() {
+		// Every error names the configuration key it comes from.
+		if retErr != nil && !strings.HasPrefix(retErr.Error(), "pools.") {
+			retErr = fmt.Errorf("pools.%s.image: checkpoint image %s: %w", name, ref, retErr)
+		}
+	}()
 	c, err := w.rootfs.get()
 	if err != nil {
 		return nil, err
@@ -248,6 +274,8 @@ func checkpointEntries(size int64) archive.Filter {
 	var total int64
 	return func(hdr *tar.Header) (bool, error) {
 		switch {
+		case hdr.Typeflag == tar.TypeXGlobalHeader:
+			return false, nil // PAX defaults for the entries after it, not a file
 		case hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeDir:
 			return false, fmt.Errorf("checkpoint entry %s is of tar type %q, not a file or directory: refused", hdr.Name, hdr.Typeflag)
 		case strings.Contains(hdr.Name, ".wh."):
@@ -258,10 +286,9 @@ func checkpointEntries(size int64) archive.Filter {
 				return false, fmt.Errorf("checkpoint entry %s is a sparse file: refused", hdr.Name)
 			}
 			if strings.HasPrefix(k, "SCHILY.xattr.") {
-				delete(hdr.PAXRecords, k)
+				delete(hdr.PAXRecords, k) // what Apply sets extended attributes from
 			}
 		}
-		hdr.Xattrs = nil //nolint:staticcheck // Apply still reads the deprecated field
 		total += hdr.Size
 		if total > size {
 			return false, fmt.Errorf("checkpoint files add up to more than the %d bytes of its layer: refused", size)

@@ -111,10 +111,10 @@ func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 	importRetry, importRetryMax = time.Millisecond, 2*time.Millisecond
 	cfg := config.Default()
 	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]bool{}, pools: map[string]*pool.Pool{}}
+	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
 	var mu sync.Mutex
 	var calls []string
-	release := make(chan struct{})
+	release, started := make(chan struct{}), make(chan struct{})
 	w.importFn = func(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error) {
 		mu.Lock()
 		calls = append(calls, ref)
@@ -122,6 +122,7 @@ func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 		mu.Unlock()
 		switch n {
 		case 1:
+			close(started)
 			<-release // the configuration changes meanwhile
 			return nil, nil
 		case 2:
@@ -130,6 +131,7 @@ func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 		return nil, nil
 	}
 	w.syncImageTemplates(context.Background())
+	<-started
 	// A second sync during the import: the configuration now names b.
 	cfg2 := config.Default()
 	cfg2.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:b"}}
@@ -152,12 +154,40 @@ func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 	}
 }
 
+// TestImportLoopEndsWithItsPool: an import retrying an image the configuration no longer
+// names (its pool removed) stops, and a template it still made is given no pool.
+func TestImportLoopEndsWithItsPool(t *testing.T) {
+	defer func(r, m time.Duration) { importRetry, importRetryMax = r, m }(importRetry, importRetryMax)
+	importRetry, importRetryMax = time.Millisecond, 2*time.Millisecond
+	cfg := config.Default()
+	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
+	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
+	tries := make(chan struct{}, 100)
+	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
+		tries <- struct{}{}
+		return nil, errors.New("not pulled yet")
+	}
+	w.syncImageTemplates(context.Background())
+	<-tries
+	<-tries // retrying
+	w.mu.Lock()
+	w.cfg = config.Default() // the pool is gone from the configuration
+	w.mu.Unlock()
+	deadline := time.Now().Add(5 * time.Second)
+	for w.importsInFlight() && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if w.importsInFlight() {
+		t.Fatal("the import loop goes on for a pool no longer configured")
+	}
+}
+
 // TestOnlyThePoolShimImports: a pod's or group's shim imports no checkpoint image (it
 // holds no pool; one made there would restore sandboxes it has no place for).
 func TestOnlyThePoolShimImports(t *testing.T) {
 	cfg := config.Default()
 	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: false, ns: "ns", cfg: cfg, importing: map[string]bool{}, pools: map[string]*pool.Pool{}}
+	w := &warm{poolShim: false, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
 	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
 		t.Error("a pod's shim imported a checkpoint image")
 		return nil, nil
@@ -176,13 +206,25 @@ func TestOnlyThePoolShimImports(t *testing.T) {
 func TestResyncImages(t *testing.T) {
 	cfg := config.Default()
 	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]bool{}, pools: map[string]*pool.Pool{}}
+	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
 	looked := make(chan string, 16)
 	w.importFn = func(_ context.Context, _ *store.Store, _, _, ref string) (*store.Template, error) {
-		looked <- ref
+		select {
+		case looked <- ref:
+		default:
+		}
 		return nil, nil
 	}
-	go w.resyncImages(context.Background(), time.Millisecond)
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped := make(chan struct{})
+	go func() { w.resyncImages(ctx, time.Millisecond); close(stopped) }()
+	defer func() {
+		cancel()
+		<-stopped
+		for w.importsInFlight() {
+			time.Sleep(time.Millisecond)
+		}
+	}()
 	for i := 0; i < 3; i++ {
 		select {
 		case ref := <-looked:

@@ -48,7 +48,7 @@ func planSpec(args ...string) *specs.Spec {
 
 func planWarm(p *pool.Pool, cfg config.Config) *warm {
 	return &warm{ready: true, ns: "ns", cfg: cfg, self: "/self", runc: "/runc", pools: map[string]*pool.Pool{"app": p},
-		frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
+		frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]chan struct{}{}}
 }
 
 // planDuringReplace runs plan for "c1" (the template is generation 1, running "app" on

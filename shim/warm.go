@@ -26,7 +26,6 @@ import (
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/logfile"
-	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
@@ -45,23 +44,23 @@ type warm struct {
 	poolShim bool
 
 	mu        sync.Mutex
-	ready     bool                  // guarded by mu
-	ns        string                // guarded by mu
-	cfg       config.Config         // guarded by mu
-	self      string                // this binary, the runc of adopted containers; guarded by mu
-	runc      string                // the real runc; guarded by mu
-	runcName  string                // the configured runc that runc was found from; guarded by mu
-	dynmods   *dynmodsKeeper        // keeps favordynmods on (cgroup_favordynmods); guarded by mu
-	store     *store.Store          // guarded by mu
-	sandboxes *oci.Sandboxes        // guarded by mu
-	gate      *refillgate.Gate      // pauses refills while hits are served; guarded by mu
-	rootfs    *snapshotRootfs       // guarded by mu
-	pools     map[string]*pool.Pool // template name -> pool; guarded by mu
-	frozen    map[int]frozenRef     // pid of a pooled sandbox -> its pool; guarded by mu
-	served    map[string]*served    // container id -> how it was served; guarded by mu
-	listener  *net.UnixListener     // adoption socket; guarded by mu
-	ctl       *ctlServer            // guarded by mu
-	importing map[string]bool       // templates being imported from images; guarded by mu
+	ready     bool                     // guarded by mu
+	ns        string                   // guarded by mu
+	cfg       config.Config            // guarded by mu
+	self      string                   // this binary, the runc of adopted containers; guarded by mu
+	runc      string                   // the real runc; guarded by mu
+	runcName  string                   // the configured runc that runc was found from; guarded by mu
+	dynmods   *dynmodsKeeper           // keeps favordynmods on (cgroup_favordynmods); guarded by mu
+	store     *store.Store             // guarded by mu
+	sandboxes *oci.Sandboxes           // guarded by mu
+	gate      *refillgate.Gate         // pauses refills while hits are served; guarded by mu
+	rootfs    *snapshotRootfs          // guarded by mu
+	pools     map[string]*pool.Pool    // template name -> pool; guarded by mu
+	frozen    map[int]frozenRef        // pid of a pooled sandbox -> its pool; guarded by mu
+	served    map[string]*served       // container id -> how it was served; guarded by mu
+	listener  *net.UnixListener        // adoption socket; guarded by mu
+	ctl       *ctlServer               // guarded by mu
+	importing map[string]chan struct{} // templates being imported from images -> wakes the import; guarded by mu
 	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
 	syncedImages string
 	// importFn replaces importImage in tests (nil: importImage).
@@ -110,7 +109,7 @@ const EnvPoolShim = "WARM_POOL_SHIM"
 func newWarm(grpcAddress string) *warm {
 	poolShim := os.Getenv(EnvPoolShim) == "1"
 	os.Unsetenv(EnvPoolShim) // not for runc, CRIU or hooks
-	return &warm{grpcAddress: grpcAddress, poolShim: poolShim, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]bool{}}
+	return &warm{grpcAddress: grpcAddress, poolShim: poolShim, pools: map[string]*pool.Pool{}, frozen: map[int]frozenRef{}, served: map[string]*served{}, importing: map[string]chan struct{}{}}
 }
 
 // runcRoot is the runc --root the process package uses for a namespace.
@@ -232,7 +231,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	log.G(ctx).WithField("namespace", ns).WithField("templates", len(tmpls)).Info("warm pools started")
 	w.syncedImages = imagesOf(cfg)
 	go w.syncImageTemplates(ctx)
-	go w.resyncImages(ctx, imageResync)
+	go w.resyncImages(context.WithoutCancel(ctx), imageResync)
 	return nil
 }
 
@@ -811,7 +810,7 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 			break
 		}
 		// As runc waits for a created container it killed: up to 10 s.
-		for i := 0; i < 1000 && !procfs.Dead(sb.Pid); i++ {
+		for i := 0; i < 1000 && !sb.Gone(); i++ {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
