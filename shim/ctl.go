@@ -96,16 +96,10 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 		w.mu.Lock()
 		st, ns := w.store, w.ns
 		w.mu.Unlock()
-		ts, err := st.List(ns)
+		out, err := st.Entries(ns)
 		if err != nil {
 			http.Error(rw, err.Error(), http.StatusInternalServerError)
 			return
-		}
-		var out []store.Meta
-		for _, t := range ts {
-			m := t.Meta
-			m.Spec = nil
-			out = append(out, m)
 		}
 		writeJSON(rw, out)
 	})

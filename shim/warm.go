@@ -221,9 +221,12 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		log.G(ctx).WithError(err).Warn("warm control socket")
 	}
 	w.ctl = ctl
-	tmpls, err := st.List(ns)
+	tmpls, bad, err := st.ListAll(ns)
 	if err != nil {
 		return err
+	}
+	for _, b := range bad {
+		log.G(ctx).WithError(b.Err).WithField("template", b.Name).Error("template cannot be read: not served (`warmctl template rm " + b.Name + "` removes it)")
 	}
 	for _, t := range tmpls {
 		w.poolLocked(t)

@@ -382,31 +382,77 @@ func (s *Store) load(gdir string) (*Template, error) {
 	return &Template{Meta: m, Generation: gen, Dir: gdir, Images: filepath.Join(gdir, "images")}, nil
 }
 
-// List returns the current generation of every template of a namespace, by name.
+// List returns the current generation of every readable template of a namespace, by
+// name.
 func (s *Store) List(ns string) ([]*Template, error) {
+	out, _, err := s.ListAll(ns)
+	return out, err
+}
+
+// Unreadable is a template whose current generation cannot be read (its meta.json
+// missing or corrupt): it is not served, and Delete removes it.
+type Unreadable struct {
+	Name string
+	Err  error
+}
+
+// Entry is a template as listed for operators: its description without the spec, or the
+// error that keeps it from being read.
+type Entry struct {
+	Meta
+	Error string `json:"error,omitempty"`
+}
+
+// Entries lists a namespace's templates for operators, unreadable ones among them, by
+// name.
+func (s *Store) Entries(ns string) ([]Entry, error) {
+	ok, bad, err := s.ListAll(ns)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Entry, 0, len(ok)+len(bad))
+	for _, t := range ok {
+		m := t.Meta
+		m.Spec = nil
+		out = append(out, Entry{Meta: m})
+	}
+	for _, b := range bad {
+		out = append(out, Entry{Meta: Meta{Name: b.Name, Namespace: ns}, Error: b.Err.Error()})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ListAll is List, and the templates of the namespace that cannot be read, by name.
+func (s *Store) ListAll(ns string) ([]*Template, []Unreadable, error) {
 	if !validNamespace(ns) {
-		return nil, fmt.Errorf("namespace %q: not a containerd namespace", ns)
+		return nil, nil, fmt.Errorf("namespace %q: not a containerd namespace", ns)
 	}
 	entries, err := os.ReadDir(filepath.Join(s.root, ns))
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
+			return nil, nil, nil
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	var out []*Template
+	var bad []Unreadable
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
 			continue
 		}
 		t, err := s.Get(ns, e.Name())
-		if err != nil {
-			continue // a name whose first generation never committed
+		switch {
+		case errors.Is(err, ErrNotFound):
+			continue // a name whose first generation is not committed yet
+		case err != nil:
+			bad = append(bad, Unreadable{Name: e.Name(), Err: err})
+			continue
 		}
 		out = append(out, t)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
-	return out, nil
+	return out, bad, nil
 }
 
 // Use marks a generation as used (a sandbox restored from it exists) until the

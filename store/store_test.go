@@ -148,3 +148,44 @@ func TestUseHoldsAcrossStores(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestUnreadableTemplateIsListed: a template whose meta.json is corrupt is not served
+// (List skips it) but listed for operators with its error, and Delete removes it.
+func TestUnreadableTemplateIsListed(t *testing.T) {
+	s, err := New(filepath.Join(t.TempDir(), "tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"good", "broken"} {
+		if _, err := s.Commit(Meta{Name: name, Namespace: "ns", Layers: "a"}, fakeImages); err != nil {
+			t.Fatal(err)
+		}
+	}
+	broken, err := s.Get("ns", "broken")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(broken.Dir, "meta.json"), []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List("ns")
+	if err != nil || len(list) != 1 || list[0].Name != "good" {
+		t.Fatalf("List = %v, %v: want only the readable template", list, err)
+	}
+	entries, err := s.Entries("ns")
+	if err != nil || len(entries) != 2 {
+		t.Fatalf("Entries = %+v, %v", entries, err)
+	}
+	if e := entries[0]; e.Name != "broken" || !strings.Contains(e.Error, "meta.json") {
+		t.Fatalf("unreadable entry %+v: want its error naming meta.json", e)
+	}
+	if e := entries[1]; e.Name != "good" || e.Error != "" || e.Spec != nil {
+		t.Fatalf("readable entry %+v", e)
+	}
+	if err := s.Delete("ns", "broken"); err != nil {
+		t.Fatalf("delete of an unreadable template: %v", err)
+	}
+	if entries, _ := s.Entries("ns"); len(entries) != 1 {
+		t.Fatalf("after delete: %+v", entries)
+	}
+}

@@ -178,18 +178,14 @@ func run(c *ctl, args []string, asJSON bool) error {
 		}
 		return c.do("POST", "/pools/"+args[2]+"/drain", nil)
 	case cmd == "template ls" || cmd == "templates":
-		var ts []store.Meta
+		var ts []store.Entry
 		if c.noShim() {
 			st, err := c.store()
 			if err != nil {
 				return err
 			}
-			list, err := st.List(c.ns)
-			if err != nil {
+			if ts, err = st.Entries(c.ns); err != nil {
 				return err
-			}
-			for _, t := range list {
-				ts = append(ts, t.Meta)
 			}
 		} else if err := c.do("GET", "/templates", &ts); err != nil {
 			return err
@@ -200,6 +196,10 @@ func run(c *ctl, args []string, asJSON bool) error {
 		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
 		fmt.Fprintln(tw, "TEMPLATE\tCREATED\tSOURCE\tMEMORY")
 		for _, t := range ts {
+			if t.Error != "" {
+				fmt.Fprintf(tw, "%s\t-\tunreadable (not served; `warmctl template rm %s` removes it): %s\t-\n", t.Name, t.Name, t.Error)
+				continue
+			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", t.Name, t.Created.Format(time.RFC3339), t.Source, mib(t.MemoryBytes))
 		}
 		return tw.Flush()
