@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"time"
 
 	containersapi "github.com/containerd/containerd/api/services/containers/v1"
 	contentapi "github.com/containerd/containerd/api/services/content/v1"
@@ -21,7 +22,10 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/errdefs"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/warmshim/warm/store"
 )
@@ -74,7 +78,14 @@ func (s *snapshotRootfs) get() (*cdClient, error) {
 	if s.conn != nil {
 		return s.conn, nil
 	}
-	conn, err := grpc.NewClient("unix://"+s.address, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// containerd restarts (an upgrade, a crash): the connection is made again within a
+	// second of its socket coming back, not after gRPC's default backoff of up to 2 min,
+	// during which every call fails at once.
+	conn, err := grpc.NewClient("unix://"+s.address, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}))
 	if err != nil {
 		return nil, fmt.Errorf("connect to containerd at %s: %w", s.address, err)
 	}
@@ -116,8 +127,24 @@ func (s *snapshotRootfs) Prepare(ctx context.Context, id string, t *store.Templa
 	return ms, nil
 }
 
-// Remove deletes the sandbox's snapshot and lease (its writes go with it).
-func (s *snapshotRootfs) Remove(ctx context.Context, id string) error {
+// Remove deletes the sandbox's snapshot and lease (its writes go with it), waiting up to
+// 10 s for containerd should it be unreachable (restarting): they would be left behind.
+func (s *snapshotRootfs) Remove(ctx context.Context, id string) (err error) {
+	for i := 0; i < 100; i++ {
+		if err = s.removeOnce(ctx, id); !unavailable(err) {
+			return err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return err
+}
+
+// unavailable reports whether err says containerd could not be reached.
+func unavailable(err error) bool {
+	return err != nil && (status.Code(err) == codes.Unavailable || errdefs.IsUnavailable(err))
+}
+
+func (s *snapshotRootfs) removeOnce(ctx context.Context, id string) error {
 	c, err := s.get()
 	if err != nil {
 		return err
@@ -125,7 +152,6 @@ func (s *snapshotRootfs) Remove(ctx context.Context, id string) error {
 	ctx = namespaces.WithNamespace(ctx, s.ns)
 	s.mu.Lock()
 	sn := s.snaps[id]
-	delete(s.snaps, id)
 	s.mu.Unlock()
 	if sn == "" {
 		sn = "overlayfs" // a sandbox left by an earlier shim: containerd's default
@@ -136,6 +162,9 @@ func (s *snapshotRootfs) Remove(ctx context.Context, id string) error {
 	if err := c.LeasesService().Delete(ctx, leases.Lease{ID: sandboxPrefix + id}, leases.SynchronousDelete); err != nil && !errdefs.IsNotFound(err) {
 		return fmt.Errorf("remove lease: %w", err)
 	}
+	s.mu.Lock()
+	delete(s.snaps, id)
+	s.mu.Unlock()
 	return nil
 }
 
@@ -215,8 +244,20 @@ func (s *snapshotRootfs) forgetTemplate(ctx context.Context, name, keep string) 
 	return nil
 }
 
-// parentOf returns the snapshotter and parent snapshot (the image layers) of a container.
-func (s *snapshotRootfs) parentOf(ctx context.Context, id string) (string, string, error) {
+// parentOf returns the snapshotter and parent snapshot (the image layers) of a container,
+// waiting up to 10 s for containerd should it be unreachable (restarting): a template made
+// without them can never be pooled.
+func (s *snapshotRootfs) parentOf(ctx context.Context, id string) (sn, parent string, err error) {
+	for i := 0; i < 100; i++ {
+		if sn, parent, err = s.parentOnce(ctx, id); !unavailable(err) {
+			return sn, parent, err
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return sn, parent, err
+}
+
+func (s *snapshotRootfs) parentOnce(ctx context.Context, id string) (string, string, error) {
 	c, err := s.get()
 	if err != nil {
 		return "", "", err

@@ -295,7 +295,13 @@ func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id stri
 	return h, mem, nil
 }
 
-func (r *trackedRuntime) Poolable(t *store.Template) error { return r.w.sandboxes.Poolable(t) }
+func (r *trackedRuntime) Poolable(t *store.Template) error {
+	if t.Snapshotter == "" || t.SnapshotParent == "" {
+		// Its sandboxes could get no rootfs; containers naming it are restored on create.
+		return errors.New("the template records no image snapshot (containerd could not be asked when it was made): make it again to pool it")
+	}
+	return r.w.sandboxes.Poolable(t)
+}
 
 func (r *trackedRuntime) Destroy(ctx context.Context, h any) error {
 	if sb, ok := h.(*oci.Sandbox); ok && sb != nil {

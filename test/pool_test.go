@@ -1067,6 +1067,11 @@ func TestPoolHitAcrossContainerdRestart(t *testing.T) {
 	}
 	// Closed after the cleanups of the containers made with it below.
 	t.Cleanup(func() { client.Close() })
+	e.client = client
+	// A template made at once: the pool shim reaches the restarted containerd for its
+	// image snapshot (a template made while its connection waited to be made again
+	// could never be pooled), and its pool fills.
+	makeTemplate(t, e, name+"-2")
 	c2, err := client.LoadContainer(e.ctx, c.ID())
 	if err != nil {
 		t.Fatal(err)
@@ -1096,7 +1101,6 @@ func TestPoolHitAcrossContainerdRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The pool shim kept its pool: the next container is a hit too.
-	e.client = client
 	next := e.container(echoApp, templateAnn(name, false))
 	r3, w3 := io.Pipe()
 	defer w3.Close()
