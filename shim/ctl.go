@@ -101,6 +101,9 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 			http.Error(rw, err.Error(), http.StatusInternalServerError)
 			return
 		}
+		for i := range out {
+			out[i].Spec = nil
+		}
 		writeJSON(rw, out)
 	})
 	mux.HandleFunc("POST /templates/{name}/refresh", func(rw http.ResponseWriter, r *http.Request) {

@@ -396,8 +396,8 @@ type Unreadable struct {
 	Err  error
 }
 
-// Entry is a template as listed for operators: its description without the spec, or the
-// error that keeps it from being read.
+// Entry is a template as listed for operators: its description, or the error that keeps
+// it from being read.
 type Entry struct {
 	Meta
 	Error string `json:"error,omitempty"`
@@ -412,9 +412,7 @@ func (s *Store) Entries(ns string) ([]Entry, error) {
 	}
 	out := make([]Entry, 0, len(ok)+len(bad))
 	for _, t := range ok {
-		m := t.Meta
-		m.Spec = nil
-		out = append(out, Entry{Meta: m})
+		out = append(out, Entry{Meta: t.Meta})
 	}
 	for _, b := range bad {
 		out = append(out, Entry{Meta: Meta{Name: b.Name, Namespace: ns}, Error: b.Err.Error()})
