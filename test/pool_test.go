@@ -75,6 +75,50 @@ func makeTemplate(t *testing.T, e *env, name string, opts ...oci.SpecOpts) (seed
 	return seed
 }
 
+// echoTask is a started echoApp container and its stdio.
+type echoTask struct {
+	c    containerd.Container
+	task containerd.Task
+	exit <-chan containerd.ExitStatus
+	in   *io.PipeWriter
+	out  *syncBuffer
+}
+
+// startServed starts an echoApp container naming template name (and opts) and checks
+// that it continues from the template: its reply to label carries seed.
+func startServed(t *testing.T, e *env, name, seed, label string, opts ...oci.SpecOpts) *echoTask {
+	t.Helper()
+	c := e.container(echoApp, append([]oci.SpecOpts{templateAnn(name, false)}, opts...)...)
+	r, w := io.Pipe()
+	t.Cleanup(func() { w.Close() })
+	x := &echoTask{c: c, in: w, out: &syncBuffer{}}
+	x.task, x.exit = e.start(c, streams(r, x.out, io.Discard))
+	if got := askSeed(t, w, x.out, label); got != seed {
+		t.Fatalf("%s: served seed %s, the template's %s: not restored from the template", label, got, seed)
+	}
+	return x
+}
+
+// killAndDelete kills a task with SIGKILL, checks its exit status (137), and deletes it
+// and, unless c is nil, its container.
+func killAndDelete(t *testing.T, e *env, c containerd.Container, task containerd.Task, exit <-chan containerd.ExitStatus) {
+	t.Helper()
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d after SIGKILL, want 137", code)
+	}
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c != nil {
+		if err := c.Delete(e.ctx, containerd.WithSnapshotCleanup); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestPoolHit makes a template by annotation and serves a container from its pool: the
 // container continues from the template's state, gets only its own output, and every
 // task RPC works on it.
@@ -872,14 +916,7 @@ func TestPoolHitResources(t *testing.T) {
 		if want := "/" + cd.Namespace + "/" + c.ID(); !strings.HasSuffix(dir, want) {
 			t.Errorf("%s: served process in cgroup %s, want %s", label, dir, want)
 		}
-		_ = task.Kill(e.ctx, syscall.SIGKILL)
-		exitOf(t, exit)
-		if _, err := task.Delete(e.ctx); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Delete(e.ctx, containerd.WithSnapshotCleanup); err != nil {
-			t.Fatal(err)
-		}
+		killAndDelete(t, e, c, task, exit)
 		return dir, mem, pids
 	}
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
@@ -902,14 +939,8 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	e := newEnv(t, harness.Warm)
 	name := "upd-" + shortName(t)
 	seed := makeTemplate(t, e, name)
-	c := e.container(echoApp, templateAnn(name, false), oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50))
-	r, w := io.Pipe()
-	defer w.Close()
-	var out syncBuffer
-	task, exit := e.start(c, streams(r, &out, io.Discard))
-	if got := askSeed(t, w, &out, "served"); got != seed {
-		t.Fatalf("served seed %s, template's %s: not a hit", got, seed)
-	}
+	x := startServed(t, e, name, seed, "served", oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50))
+	c, task, w, out := x.c, x.task, x.in, x.out
 	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 {
 		t.Fatalf("want one hit: %+v", st)
 	}
@@ -924,7 +955,7 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	if _, mem, pids := cgroupLimits(t, int(task.Pid())); mem != strconv.Itoa(128<<20) || pids != "40" {
 		t.Fatalf("after updates to memory %d and pids 40, the cgroup has %s and %s", 128<<20, mem, pids)
 	}
-	if got := askSeed(t, w, &out, "updated"); got != seed {
+	if got := askSeed(t, w, out, "updated"); got != seed {
 		t.Fatalf("seed changed after update: %s", got)
 	}
 	ckpt, err := task.Checkpoint(e.ctx)
@@ -935,16 +966,10 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 		_ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ckpt.Name(), imagesSync())
 	})
 	// The checkpoint leaves it running.
-	if got := askSeed(t, w, &out, "checkpointed"); got != seed {
+	if got := askSeed(t, w, out, "checkpointed"); got != seed {
 		t.Fatalf("seed changed after checkpoint: %s", got)
 	}
-	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	exitOf(t, exit)
-	if _, err := task.Delete(e.ctx); err != nil {
-		t.Fatal(err)
-	}
+	killAndDelete(t, e, nil, task, x.exit)
 	r2, w2 := io.Pipe()
 	defer w2.Close()
 	var out2 syncBuffer
@@ -957,10 +982,7 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 || st.Misses["the Create restores a checkpoint of its own"] != 1 {
 		t.Fatalf("want the restore counted as a miss, not a hit: %+v", st)
 	}
-	if err := task2.Kill(e.ctx, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	exitOf(t, exit2)
+	killAndDelete(t, e, nil, task2, exit2)
 }
 
 // TestPoolHitNeverStarted: a served container that was created and never started is
@@ -1049,15 +1071,8 @@ func TestPoolHitAcrossContainerdRestart(t *testing.T) {
 	e := newEnv(t, harness.Warm)
 	name := "restart-" + shortName(t)
 	seed := makeTemplate(t, e, name)
-	c := e.container(echoApp, templateAnn(name, false))
-	r, w := io.Pipe()
-	defer w.Close()
-	var out syncBuffer
-	task, _ := e.start(c, streams(r, &out, io.Discard))
-	if got := askSeed(t, w, &out, "before"); got != seed {
-		t.Fatalf("served seed %s, template's %s: not a hit", got, seed)
-	}
-	pid := task.Pid()
+	x := startServed(t, e, name, seed, "before")
+	c, pid := x.c, x.task.Pid()
 	if err := cd.Restart(); err != nil {
 		t.Fatal(err)
 	}
@@ -1084,36 +1099,20 @@ func TestPoolHitAcrossContainerdRestart(t *testing.T) {
 		t.Fatalf("after restart: status %v pid %d (was %d) err %v", st.Status, t2.Pid(), pid, err)
 	}
 	// The process still answers through the FIFOs the first client holds.
-	if got := askSeed(t, w, &out, "after"); got != seed {
+	if got := askSeed(t, x.in, x.out, "after"); got != seed {
 		t.Fatalf("seed after restart %s", got)
 	}
 	exit, err := t2.Wait(e.ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := t2.Kill(e.ctx, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	if code := exitOf(t, exit); code != 137 {
-		t.Fatalf("exit %d after restart, want 137", code)
-	}
-	if _, err := t2.Delete(e.ctx); err != nil {
-		t.Fatal(err)
-	}
+	killAndDelete(t, e, nil, t2, exit)
 	// The pool shim kept its pool: the next container is a hit too.
-	next := e.container(echoApp, templateAnn(name, false))
-	r3, w3 := io.Pipe()
-	defer w3.Close()
-	var out3 syncBuffer
-	task3, exit3 := e.start(next, streams(r3, &out3, io.Discard))
-	if got := askSeed(t, w3, &out3, "next"); got != seed {
-		t.Fatalf("after the restart, served seed %s, template's %s", got, seed)
-	}
+	next := startServed(t, e, name, seed, "next")
 	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 2 {
 		t.Fatalf("want 2 hits: %+v", st)
 	}
-	_ = task3.Kill(e.ctx, syscall.SIGKILL)
-	exitOf(t, exit3)
+	killAndDelete(t, e, nil, next.task, next.exit)
 }
 
 // unlimited reports whether a memory limit read from cgroupfs is "no limit" (v2 "max",
@@ -1270,16 +1269,8 @@ func TestPoolRefillPausedDuringHit(t *testing.T) {
 		return err == nil && st.Frozen >= 2 && st.Restoring == 0
 	})
 	for i := 0; i < 2; i++ {
-		c := e.container(echoApp, templateAnn(name, false))
-		r, w := io.Pipe()
-		var out syncBuffer
-		task, exit := e.start(c, streams(r, &out, io.Discard))
-		if got := askSeed(t, w, &out, fmt.Sprint("after-", i)); got != seed {
-			t.Fatalf("hit %d after the paused refill has seed %s, the template %s", i, got, seed)
-		}
-		w.Close()
-		_ = task.Kill(e.ctx, syscall.SIGKILL)
-		exitOf(t, exit)
+		x := startServed(t, e, name, seed, fmt.Sprint("after-paused-refill-", i))
+		killAndDelete(t, e, nil, x.task, x.exit)
 	}
 	for _, x := range []struct {
 		task containerd.Task

@@ -3,7 +3,6 @@ package test
 import (
 	"io"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -73,14 +72,7 @@ func TestTemplateKeepsItsImageSnapshot(t *testing.T) {
 	}
 	waitFor(t, "the template's lease", func() bool { return len(leased()) == 1 })
 	// Nothing else holds the image's snapshot: no maker, no sandbox, no image.
-	_ = task.Kill(e.ctx, syscall.SIGKILL)
-	exitOf(t, exit)
-	if _, err := task.Delete(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Delete(e.ctx, containerd.WithSnapshotCleanup); err != nil {
-		t.Fatal(err)
-	}
+	killAndDelete(t, e, c, task, exit)
 	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
 		t.Fatal(err)
 	}
