@@ -178,22 +178,44 @@ const templateLeaseLabel = "io.containerd.warm.template-snapshot"
 // from under a lease (warm-template-NAME-gGEN), so that containerd's garbage collector
 // keeps it while no sandbox's snapshot does (a drained pool, its application image
 // removed or its tag moved), and drops the leases of the template's other generations.
-func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template) error {
+// current says, under the lock ForgetTemplate takes too, whether the generation is
+// still the template's (a template deleted meanwhile gets no lease). containerd being
+// unreachable (restarting) is waited for up to 10 s.
+func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template, current func() bool) (err error) {
 	if t.Snapshotter == "" || t.SnapshotParent == "" {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	s.keepMu.Lock()
 	defer s.keepMu.Unlock()
-	if s.kept[t.Name] >= t.Generation {
-		return nil // leased already, or a newer generation is
+	if s.kept[t.Name] >= t.Generation || !current() {
+		return nil // leased already, a newer generation is, or it is gone
 	}
+	for i := 0; i < 100; i++ {
+		if err = s.keepOnce(ctx, t); !unavailable(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err != nil {
+		return err
+	}
+	if s.kept == nil {
+		s.kept = map[string]int64{}
+	}
+	s.kept[t.Name] = t.Generation
+	return nil
+}
+
+func (s *snapshotRootfs) keepOnce(ctx context.Context, t *store.Template) error {
 	c, err := s.get()
 	if err != nil {
 		return err
 	}
 	ctx = namespaces.WithNamespace(ctx, s.ns)
 	ls := c.LeasesService()
-	id := templateLease + t.Name + "-g" + strconv.FormatInt(t.Generation, 10)
+	id := templateLeaseID(t.Name, t.Generation)
 	l, err := ls.Create(ctx, leases.WithID(id), leases.WithLabels(map[string]string{templateLeaseLabel: t.Name}))
 	switch {
 	case errdefs.IsAlreadyExists(err):
@@ -204,11 +226,40 @@ func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template) er
 	if err := ls.AddResource(ctx, l, leases.Resource{ID: t.SnapshotParent, Type: "snapshots/" + t.Snapshotter}); err != nil {
 		return fmt.Errorf("lease %s: snapshot %s: %w", id, t.SnapshotParent, err)
 	}
-	if s.kept == nil {
-		s.kept = map[string]int64{}
-	}
-	s.kept[t.Name] = t.Generation
 	return s.forgetTemplate(ctx, t.Name, id)
+}
+
+func templateLeaseID(name string, gen int64) string {
+	return templateLease + name + "-g" + strconv.FormatInt(gen, 10)
+}
+
+// SweepTemplateLeases deletes the template leases of the namespace that name no current
+// template generation (current: name -> generation; a negative one keeps every lease of
+// the name): those of templates deleted while no pool shim ran, or of generations
+// replaced meanwhile.
+func (s *snapshotRootfs) SweepTemplateLeases(ctx context.Context, current map[string]int64) error {
+	s.keepMu.Lock()
+	defer s.keepMu.Unlock()
+	c, err := s.get()
+	if err != nil {
+		return err
+	}
+	ctx = namespaces.WithNamespace(ctx, s.ns)
+	ls := c.LeasesService()
+	all, err := ls.List(ctx, fmt.Sprintf("labels.%q", templateLeaseLabel))
+	if err != nil {
+		return err
+	}
+	for _, l := range all {
+		name := l.Labels[templateLeaseLabel]
+		if gen, ok := current[name]; ok && (gen < 0 || l.ID == templateLeaseID(name, gen)) {
+			continue
+		}
+		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
+			return fmt.Errorf("lease %s: %w", l.ID, err)
+		}
+	}
+	return nil
 }
 
 // ForgetTemplate deletes the leases KeepTemplate made for template name, but keep (a

@@ -231,6 +231,20 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	for _, t := range tmpls {
 		w.poolLocked(t)
 	}
+	// Leases of templates deleted while no pool shim ran go; those of the ones read here
+	// are made again as they are (KeepTemplate).
+	current := map[string]int64{}
+	for _, t := range tmpls {
+		current[t.Name] = t.Generation
+	}
+	for _, b := range bad {
+		current[b.Name] = -1 // unreadable: its leases stay until it is removed
+	}
+	go func(rootfs *snapshotRootfs) {
+		if err := rootfs.SweepTemplateLeases(context.Background(), current); err != nil {
+			log.L.WithError(err).Warn("leases of deleted templates")
+		}
+	}(w.rootfs)
 	log.G(ctx).WithField("namespace", ns).WithField("templates", len(tmpls)).Info("warm pools started")
 	w.syncedImages = imagesOf(cfg)
 	go w.syncImageTemplates(ctx)
@@ -264,9 +278,13 @@ func (w *warm) keepTemplateSnapshot(t *store.Template) {
 	if w.rootfs == nil {
 		return
 	}
-	rootfs := w.rootfs
+	rootfs, st, ns := w.rootfs, w.store, w.ns
+	current := func() bool {
+		g, err := st.CurrentGeneration(ns, t.Name)
+		return err == nil && g == t.Generation
+	}
 	go func() {
-		if err := rootfs.KeepTemplate(context.Background(), t); err != nil {
+		if err := rootfs.KeepTemplate(context.Background(), t, current); err != nil {
 			log.L.WithError(err).WithField("template", t.Name).Warn("lease on the template's image snapshot")
 		}
 	}()
@@ -524,6 +542,7 @@ func (w *warm) refreshTemplate(name string) error {
 	if err != nil {
 		return err
 	}
+	w.keepTemplateSnapshot(t)
 	p.SetTemplate(t)
 	return nil
 }

@@ -436,13 +436,22 @@ func (s *Store) ListAll(ns string) ([]*Template, []Unreadable, error) {
 	var out []*Template
 	var bad []Unreadable
 	for _, e := range entries {
-		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") || !validName(e.Name()) {
 			continue
 		}
 		t, err := s.Get(ns, e.Name())
+		if errors.Is(err, fs.ErrNotExist) {
+			// Its generation was being replaced (pruned) or the template deleted.
+			t, err = s.Get(ns, e.Name())
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			if _, lerr := os.Readlink(filepath.Join(s.nameDir(ns, e.Name()), "current")); lerr != nil {
+				continue // deleted meanwhile
+			}
+		}
 		switch {
 		case errors.Is(err, ErrNotFound):
-			continue // a name whose first generation is not committed yet
+			continue // not committed yet
 		case err != nil:
 			bad = append(bad, Unreadable{Name: e.Name(), Err: err})
 			continue

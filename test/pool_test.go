@@ -17,6 +17,7 @@ import (
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
@@ -693,6 +694,13 @@ func TestPoolBootStart(t *testing.T) {
 	seed := makeTemplate(t, e, name)
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
 	stopPoolShim(t, e)
+	// A lease of a template deleted while no pool shim ran (warmctl template rm without
+	// one): the next pool shim removes it.
+	ghost, err := e.client.LeasesService().Create(e.ctx, leases.WithID("warm-template-ghost-"+name+"-g1"),
+		leases.WithLabels(map[string]string{"io.containerd.warm.template-snapshot": "ghost-" + name}))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	poolShims := func() []harness.ShimProcess {
 		var out []harness.ShimProcess
@@ -736,6 +744,25 @@ func TestPoolBootStart(t *testing.T) {
 	if len(booted) != 1 {
 		t.Fatalf("%d pool shims after warmctl start: %v", len(booted), booted)
 	}
+	leaseIDs := func() map[string]bool {
+		ls, err := e.client.LeasesService().List(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := map[string]bool{}
+		for _, l := range ls {
+			ids[l.ID] = true
+		}
+		return ids
+	}
+	waitFor(t, "the deleted template's lease removed, the template's own kept", func() bool {
+		ids := leaseIDs()
+		own := false
+		for id := range ids {
+			own = own || strings.HasPrefix(id, "warm-template-"+name+"-g")
+		}
+		return !ids[ghost.ID] && own
+	})
 	// A second start finds it running.
 	if out, err := exec.Command(cd.Env.Warmctl, "-n", cd.Namespace, "start", "--address", cd.Address,
 		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim).CombinedOutput(); err != nil || !strings.Contains(string(out), "already running") {
