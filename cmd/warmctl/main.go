@@ -161,7 +161,7 @@ func run(c *ctl, args []string, asJSON bool) error {
 			fmt.Printf("refills paused for hits: %d times, %v in all\n", rs.Pauses, rs.Paused.Round(time.Millisecond))
 		}
 		if m, ok, _ := oci.HostCgroupMount(); ok && !m.FavorDynmods() {
-			fmt.Fprintln(os.Stderr, "note: cgroup2 is mounted without favordynmods: each hit waits 5-35 ms for an RCU grace period (cgroup_favordynmods in warm.toml; docs/pool.md)")
+			fmt.Fprintln(os.Stderr, "note: cgroup2 is mounted without favordynmods: each hit waits 6 to 33 ms for an RCU grace period (cgroup_favordynmods in warm.toml; docs/pool.md)")
 		}
 		return nil
 	case len(args) == 4 && args[0] == "pool" && args[1] == "prewarm":
