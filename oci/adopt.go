@@ -310,7 +310,7 @@ func (s *Sandboxes) Thaw(ctx context.Context, sb *Sandbox) error {
 	return nil
 }
 
-// ErrNotRunning is SignalUnstarted's error for a sandbox whose process is gone (its text
+// ErrNotRunning is KillUnstarted's error for a sandbox whose process is gone (its text
 // is runc's, which containerd reads as "process already finished").
 var ErrNotRunning = errors.New("container not running")
 
@@ -352,16 +352,7 @@ func (sb *Sandbox) processes() ([]int, error) {
 	sb.mu.Lock()
 	paths := sb.cgroupPaths
 	sb.mu.Unlock()
-	list := pickProcsDir(paths)
-	pids, err := readPids(filepath.Join(list, "cgroup.procs"))
-	if err != nil {
-		return nil, err
-	}
-	for _, rel := range subCgroups(list) {
-		more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
-		pids = append(pids, more...)
-	}
-	return pids, nil
+	return procsUnder(pickProcsDir(paths))
 }
 
 // Gone reports whether the sandbox's process has exited (a zombie, or reaped) or its

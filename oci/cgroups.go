@@ -267,6 +267,19 @@ func pickProcsDir(paths map[string]string) string {
 	return ""
 }
 
+// procsUnder lists the processes of cgroup dir and of the cgroups below it.
+func procsUnder(dir string) ([]int, error) {
+	pids, err := readPids(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil, err
+	}
+	for _, rel := range subCgroups(dir) {
+		more, _ := readPids(filepath.Join(dir, rel, "cgroup.procs"))
+		pids = append(pids, more...)
+	}
+	return pids, nil
+}
+
 func readPids(path string) ([]int, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -389,12 +402,7 @@ func killCgroup(paths map[string]string) {
 	_ = freezeDir(paths, false)
 	list := pickProcsDir(paths)
 	for i := 0; i < 100; i++ {
-		// The cgroup's processes and those of the cgroups below it.
-		pids, err := readPids(filepath.Join(list, "cgroup.procs"))
-		for _, rel := range subCgroups(list) {
-			more, _ := readPids(filepath.Join(list, rel, "cgroup.procs"))
-			pids = append(pids, more...)
-		}
+		pids, err := procsUnder(list)
 		if err != nil || len(pids) == 0 {
 			return
 		}

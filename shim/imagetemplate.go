@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -156,8 +157,8 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	ctx, cancel := context.WithTimeout(ctx, importTimeout)
 	defer cancel()
 	defer func() {
-		// Every error names the configuration key it comes from.
-		if retErr != nil && !strings.HasPrefix(retErr.Error(), "pools.") {
+		// Every error names the configuration key and the image it comes from.
+		if retErr != nil {
 			retErr = fmt.Errorf("pools.%s.image: checkpoint image %s: %w", name, ref, retErr)
 		}
 	}()
@@ -176,7 +177,7 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 
 	img, err := imageTarget(ctx, c, ref)
 	if err != nil {
-		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: %w (give the name containerd lists in `ctr -n %s images ls`, e.g. docker.io/library/NAME:TAG, after pulling it)", name, ref, err, ns)
+		return nil, fmt.Errorf("%w (give the name containerd lists in `ctr -n %s images ls`, e.g. docker.io/library/NAME:TAG, after pulling it)", err, ns)
 	}
 	// The checkpoint image's digest covers the application image it pins (--image). An
 	// application image named only (no --image) is read by its name at import, and a
@@ -193,7 +194,7 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	}
 	var idx ocispec.Index
 	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: not an index: %w (make it with `ctr c checkpoint --task`)", name, ref, err)
+		return nil, fmt.Errorf("not an index: %w (make it with `ctr c checkpoint --task`)", err)
 	}
 	var ckpt, cfgDesc, pinned *ocispec.Descriptor
 	for i := range idx.Manifests {
@@ -216,11 +217,11 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 		appImage = idx.Annotations["image.name"]
 	}
 	if ckpt == nil || cfgDesc == nil || appImage == "" {
-		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: needs a CRIU checkpoint, its config and the name of the application image (make it with `ctr c checkpoint --task`)", name, ref)
+		return nil, errors.New("needs a CRIU checkpoint, its config and the name of the application image (make it with `ctr c checkpoint --task`)")
 	}
 	spec, err := readCheckpointSpec(ctx, cs, *cfgDesc)
 	if err != nil {
-		return nil, fmt.Errorf("pools.%s.image: checkpoint image %s: %w", name, ref, err)
+		return nil, err
 	}
 	// The application's image gives the layers a sandbox's rootfs is prepared from: the
 	// one the checkpoint pins (--image), else the image its name has now.
@@ -229,17 +230,17 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 		app = *pinned
 	} else {
 		if app, err = imageTarget(ctx, c, appImage); err != nil {
-			return nil, fmt.Errorf("pools.%s.image: image %s of checkpoint %s: %w", name, appImage, ref, err)
+			return nil, fmt.Errorf("application image %s: %w", appImage, err)
 		}
 		log.G(ctx).WithField("template", name).Info("checkpoint image " + ref + " names its application image " + appImage + " without pinning it: the image that name has now is used (`ctr c checkpoint --task --image` pins it)")
 	}
 	cfgD, err := images.Config(ctx, cs, app, platforms.Default())
 	if err != nil {
-		return nil, fmt.Errorf("pools.%s.image: image %s of checkpoint %s: %w", name, appImage, ref, err)
+		return nil, fmt.Errorf("application image %s: %w", appImage, err)
 	}
 	diffIDs, err := images.RootFS(ctx, cs, cfgD)
 	if err != nil {
-		return nil, fmt.Errorf("pools.%s.image: image %s: %w", name, appImage, err)
+		return nil, fmt.Errorf("application image %s: %w", appImage, err)
 	}
 	const snapshotter = "overlayfs"
 	parent := identity.ChainID(diffIDs).String()
@@ -259,10 +260,7 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 		}
 		defer ra.Close()
 		_, err = archive.Apply(ctx, images, content.NewReader(ra), archive.WithFilter(checkpointEntries(ckpt.Size)), archive.WithNoSameOwner())
-		if err != nil {
-			return fmt.Errorf("pools.%s.image: checkpoint image %s: %w", name, ref, err)
-		}
-		return nil
+		return err
 	})
 }
 

@@ -109,9 +109,7 @@ func testdata(t *testing.T, name string) []byte {
 func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 	defer func(r, m time.Duration) { importRetry, importRetryMax = r, m }(importRetry, importRetryMax)
 	importRetry, importRetryMax = time.Millisecond, 2*time.Millisecond
-	cfg := config.Default()
-	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
+	w := imageWarm(true, "reg/ckpt:a")
 	var mu sync.Mutex
 	var calls []string
 	release, started := make(chan struct{}), make(chan struct{})
@@ -133,10 +131,8 @@ func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 	w.syncImageTemplates(context.Background())
 	<-started
 	// A second sync during the import: the configuration now names b.
-	cfg2 := config.Default()
-	cfg2.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:b"}}
 	w.mu.Lock()
-	w.cfg = cfg2
+	w.cfg = configNaming("reg/ckpt:b")
 	w.mu.Unlock()
 	w.syncImageTemplates(context.Background())
 	close(release)
@@ -159,9 +155,7 @@ func TestImportLoopFollowsTheConfiguration(t *testing.T) {
 func TestImportLoopEndsWithItsPool(t *testing.T) {
 	defer func(r, m time.Duration) { importRetry, importRetryMax = r, m }(importRetry, importRetryMax)
 	importRetry, importRetryMax = time.Millisecond, 2*time.Millisecond
-	cfg := config.Default()
-	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
+	w := imageWarm(true, "reg/ckpt:a")
 	tries := make(chan struct{}, 100)
 	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
 		tries <- struct{}{}
@@ -185,9 +179,7 @@ func TestImportLoopEndsWithItsPool(t *testing.T) {
 // TestOnlyThePoolShimImports: a pod's or group's shim imports no checkpoint image (it
 // holds no pool; one made there would restore sandboxes it has no place for).
 func TestOnlyThePoolShimImports(t *testing.T) {
-	cfg := config.Default()
-	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: false, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
+	w := imageWarm(false, "reg/ckpt:a")
 	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
 		t.Error("a pod's shim imported a checkpoint image")
 		return nil, nil
@@ -204,9 +196,7 @@ func TestOnlyThePoolShimImports(t *testing.T) {
 // TestResyncImages: the pool shim looks at its checkpoint images again on its own (a tag
 // pulled again is imported without a configuration change or a restart).
 func TestResyncImages(t *testing.T) {
-	cfg := config.Default()
-	cfg.Pools = map[string]config.Pool{"app": {Image: "reg/ckpt:a"}}
-	w := &warm{poolShim: true, ns: "ns", cfg: cfg, importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
+	w := imageWarm(true, "reg/ckpt:a")
 	looked := make(chan string, 16)
 	w.importFn = func(_ context.Context, _ *store.Store, _, _, ref string) (*store.Template, error) {
 		select {
@@ -235,4 +225,17 @@ func TestResyncImages(t *testing.T) {
 			t.Fatalf("%d looks at the image, want 3", i)
 		}
 	}
+}
+
+// configNaming is the default configuration with pool "app" naming checkpoint image ref.
+func configNaming(ref string) config.Config {
+	cfg := config.Default()
+	cfg.Pools = map[string]config.Pool{"app": {Image: ref}}
+	return cfg
+}
+
+// imageWarm is a namespace's warm (its pool shim's, or a pod's shim's) whose
+// configuration names checkpoint image ref for pool "app".
+func imageWarm(poolShim bool, ref string) *warm {
+	return &warm{poolShim: poolShim, ns: "ns", cfg: configNaming(ref), importing: map[string]chan struct{}{}, pools: map[string]*pool.Pool{}}
 }

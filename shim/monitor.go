@@ -22,9 +22,10 @@ import (
 // monitor is go-runc's process monitor in this shim: the reaper's, except for the runc
 // commands of containers served from a pool. Those name the wrapper (warm-runc) as their
 // runc; create and start are carried out here, with no process at all (adopt, thaw: a
-// pool hit forks nothing), and so is a kill of a never-started sandbox; every other command goes straight to the real runc, a delete of a never-started
-// sandbox once it was killed. The wrapper binary stays
-// the runc recorded in the bundle, for whatever runs runc outside this process.
+// pool hit forks nothing), and so is a kill of a never-started sandbox; every other
+// command goes straight to the real runc (a delete of a never-started sandbox once it
+// was killed). The wrapper binary stays the runc recorded in the bundle, for whatever
+// runs runc outside this process.
 type monitor struct {
 	inner runcC.ProcessMonitor
 	w     *warm

@@ -129,19 +129,20 @@ func (s *snapshotRootfs) Prepare(ctx context.Context, id string, t *store.Templa
 
 // Remove deletes the sandbox's snapshot and lease (its writes go with it), waiting up to
 // 10 s for containerd should it be unreachable (restarting): they would be left behind.
-func (s *snapshotRootfs) Remove(ctx context.Context, id string) (err error) {
+func (s *snapshotRootfs) Remove(ctx context.Context, id string) error {
+	return whileUnavailable(func() error { return s.removeOnce(ctx, id) })
+}
+
+// whileUnavailable runs f again while it fails because containerd cannot be reached
+// (restarting), for up to 10 s.
+func whileUnavailable(f func() error) (err error) {
 	for i := 0; i < 100; i++ {
-		if err = s.removeOnce(ctx, id); !unavailable(err) {
+		if err = f(); err == nil || (status.Code(err) != codes.Unavailable && !errdefs.IsUnavailable(err)) {
 			return err
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	return err
-}
-
-// unavailable reports whether err says containerd could not be reached.
-func unavailable(err error) bool {
-	return err != nil && (status.Code(err) == codes.Unavailable || errdefs.IsUnavailable(err))
 }
 
 func (s *snapshotRootfs) removeOnce(ctx context.Context, id string) error {
@@ -181,7 +182,7 @@ const templateLeaseLabel = "io.containerd.warm.template-snapshot"
 // current says, under the lock ForgetTemplate takes too, whether the generation is
 // still the template's (a template deleted meanwhile gets no lease). containerd being
 // unreachable (restarting) is waited for up to 10 s.
-func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template, current func() bool) (err error) {
+func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template, current func() bool) error {
 	if t.Snapshotter == "" || t.SnapshotParent == "" {
 		return nil
 	}
@@ -192,13 +193,7 @@ func (s *snapshotRootfs) KeepTemplate(ctx context.Context, t *store.Template, cu
 	if s.kept[t.Name] >= t.Generation || !current() {
 		return nil // leased already, a newer generation is, or it is gone
 	}
-	for i := 0; i < 100; i++ {
-		if err = s.keepOnce(ctx, t); !unavailable(err) {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if err != nil {
+	if err := whileUnavailable(func() error { return s.keepOnce(ctx, t) }); err != nil {
 		return err
 	}
 	if s.kept == nil {
@@ -226,7 +221,7 @@ func (s *snapshotRootfs) keepOnce(ctx context.Context, t *store.Template) error 
 	if err := ls.AddResource(ctx, l, leases.Resource{ID: t.SnapshotParent, Type: "snapshots/" + t.Snapshotter}); err != nil {
 		return fmt.Errorf("lease %s: snapshot %s: %w", id, t.SnapshotParent, err)
 	}
-	return s.forgetTemplate(ctx, t.Name, id)
+	return s.deleteTemplateLeases(ctx, fmt.Sprintf("labels.%q==%q", templateLeaseLabel, t.Name), func(l leases.Lease) bool { return l.ID == id })
 }
 
 func templateLeaseID(name string, gen int64) string {
@@ -240,26 +235,11 @@ func templateLeaseID(name string, gen int64) string {
 func (s *snapshotRootfs) SweepTemplateLeases(ctx context.Context, current map[string]int64) error {
 	s.keepMu.Lock()
 	defer s.keepMu.Unlock()
-	c, err := s.get()
-	if err != nil {
-		return err
-	}
-	ctx = namespaces.WithNamespace(ctx, s.ns)
-	ls := c.LeasesService()
-	all, err := ls.List(ctx, fmt.Sprintf("labels.%q", templateLeaseLabel))
-	if err != nil {
-		return err
-	}
-	for _, l := range all {
+	return s.deleteTemplateLeases(ctx, fmt.Sprintf("labels.%q", templateLeaseLabel), func(l leases.Lease) bool {
 		name := l.Labels[templateLeaseLabel]
-		if gen, ok := current[name]; ok && (gen < 0 || l.ID == templateLeaseID(name, gen)) {
-			continue
-		}
-		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
-			return fmt.Errorf("lease %s: %w", l.ID, err)
-		}
-	}
-	return nil
+		gen, ok := current[name]
+		return ok && (gen < 0 || l.ID == templateLeaseID(name, gen))
+	})
 }
 
 // ForgetTemplate deletes the leases KeepTemplate made for template name, but keep (a
@@ -270,22 +250,24 @@ func (s *snapshotRootfs) ForgetTemplate(ctx context.Context, name, keep string) 
 	if keep == "" {
 		delete(s.kept, name)
 	}
-	return s.forgetTemplate(ctx, name, keep)
+	return s.deleteTemplateLeases(ctx, fmt.Sprintf("labels.%q==%q", templateLeaseLabel, name), func(l leases.Lease) bool { return l.ID == keep })
 }
 
-func (s *snapshotRootfs) forgetTemplate(ctx context.Context, name, keep string) error {
+// deleteTemplateLeases deletes the leases filter lists but those keep says to keep.
+// Called with keepMu held.
+func (s *snapshotRootfs) deleteTemplateLeases(ctx context.Context, filter string, keep func(leases.Lease) bool) error {
 	c, err := s.get()
 	if err != nil {
 		return err
 	}
 	ctx = namespaces.WithNamespace(ctx, s.ns)
 	ls := c.LeasesService()
-	all, err := ls.List(ctx, fmt.Sprintf("labels.%q==%q", templateLeaseLabel, name))
+	all, err := ls.List(ctx, filter)
 	if err != nil {
 		return err
 	}
 	for _, l := range all {
-		if l.ID == keep {
+		if keep(l) {
 			continue
 		}
 		if err := ls.Delete(ctx, l); err != nil && !errdefs.IsNotFound(err) {
@@ -299,12 +281,10 @@ func (s *snapshotRootfs) forgetTemplate(ctx context.Context, name, keep string) 
 // waiting up to 10 s for containerd should it be unreachable (restarting): a template made
 // without them can never be pooled.
 func (s *snapshotRootfs) parentOf(ctx context.Context, id string) (sn, parent string, err error) {
-	for i := 0; i < 100; i++ {
-		if sn, parent, err = s.parentOnce(ctx, id); !unavailable(err) {
-			return sn, parent, err
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	err = whileUnavailable(func() (err error) {
+		sn, parent, err = s.parentOnce(ctx, id)
+		return err
+	})
 	return sn, parent, err
 }
 

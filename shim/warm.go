@@ -225,20 +225,16 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	if err != nil {
 		return err
 	}
-	for _, b := range bad {
-		log.G(ctx).WithError(b.Err).WithField("template", b.Name).Error("template cannot be read: not served (`warmctl template rm " + b.Name + "` removes it)")
-	}
-	for _, t := range tmpls {
-		w.poolLocked(t)
-	}
 	// Leases of templates deleted while no pool shim ran go; those of the ones read here
 	// are made again as they are (KeepTemplate).
 	current := map[string]int64{}
 	for _, t := range tmpls {
+		w.poolLocked(t)
 		current[t.Name] = t.Generation
 	}
 	for _, b := range bad {
-		current[b.Name] = -1 // unreadable: its leases stay until it is removed
+		log.G(ctx).WithError(b.Err).WithField("template", b.Name).Error("template cannot be read: not served (`warmctl template rm " + b.Name + "` removes it)")
+		current[b.Name] = -1 // its leases stay until it is removed
 	}
 	go func(rootfs *snapshotRootfs) {
 		if err := rootfs.SweepTemplateLeases(context.Background(), current); err != nil {
@@ -373,9 +369,11 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		// checkpoint's, never the template's.
 		v = oci.Verdict{Reason: "the Create restores a checkpoint of its own"}
 	}
-	if why, cold := w.runtimeDiffers(topts.runc, ns); why != "" && (v.Pool || v.Restore) {
-		v.Pool, v.Reason = false, why
-		v.Restore = v.Restore && !cold
+	if v.Pool || v.Restore {
+		if why, cold := w.runtimeDiffers(topts.runc, ns); why != "" {
+			v.Pool, v.Reason = false, why
+			v.Restore = v.Restore && !cold
+		}
 	}
 	if v.Pool && p == nil {
 		v.Pool = false
@@ -750,8 +748,8 @@ func peerUID(c *net.UnixConn) (int, error) {
 
 // handleOp carries out a runc command of a container served from the pool: create
 // adopts the sandbox (files are the stdin, stdout and stderr runc would have given its
-// process; handleOp owns them), start thaws it, kill and delete thaw a sandbox that
-// never started so runc can act. Handled false: run the real runc.
+// process; handleOp owns them), start thaws it, kill kills a sandbox that never started
+// (delete kills it before runc deletes it). Handled false: run the real runc.
 func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File) (resp wrap.Response) {
 	defer func() {
 		for _, f := range files {
@@ -811,33 +809,31 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 			break
 		}
 		resp.Handled = true
-	case "kill":
-		// A sandbox that never started is frozen: killed as a cold container that never
-		// started is (oci.KillUnstarted), no code of the application runs.
+	case "kill", "delete":
+		// A sandbox that never started is frozen: it is killed as a cold container that
+		// never started is (oci.KillUnstarted), and no code of the application runs.
+		// Anything else is runc's.
 		if sb.Started() || !sb.Adopted() {
 			break
 		}
-		sig, err := wrap.ParseSignal(req.Signal)
-		if err == nil {
-			err = w.sandboxesOf(s).KillUnstarted(ctx, sb, sig)
-		}
-		if err != nil {
-			resp.Error = err.Error()
+		if req.Op == "kill" {
+			sig, err := wrap.ParseSignal(req.Signal)
+			if err == nil {
+				err = w.sandboxesOf(s).KillUnstarted(ctx, sb, sig)
+			}
+			if err != nil {
+				resp.Error = err.Error()
+				break
+			}
+			resp.Handled = true
 			break
 		}
-		resp.Handled = true
-	case "delete":
-		// runc delete refuses a paused container and kills a created one: a sandbox
-		// that never started is killed (before its thaw, as above) and runc deletes it
-		// once it is dead.
-		if sb.Started() || !sb.Adopted() {
-			break
-		}
+		// runc delete refuses a paused container: it is killed first, and runc deletes
+		// it once it is dead (runc waits as long for a created container it killed).
 		if err := w.sandboxesOf(s).KillUnstarted(ctx, sb, unix.SIGKILL); err != nil && !errors.Is(err, oci.ErrNotRunning) {
 			resp.Error = err.Error()
 			break
 		}
-		// As runc waits for a created container it killed: up to 10 s.
 		for i := 0; i < 1000 && !sb.Gone(); i++ {
 			time.Sleep(10 * time.Millisecond)
 		}

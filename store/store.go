@@ -382,13 +382,6 @@ func (s *Store) load(gdir string) (*Template, error) {
 	return &Template{Meta: m, Generation: gen, Dir: gdir, Images: filepath.Join(gdir, "images")}, nil
 }
 
-// List returns the current generation of every readable template of a namespace, by
-// name.
-func (s *Store) List(ns string) ([]*Template, error) {
-	out, _, err := s.ListAll(ns)
-	return out, err
-}
-
 // Unreadable is a template whose current generation cannot be read (its meta.json
 // missing or corrupt): it is not served, and Delete removes it.
 type Unreadable struct {
@@ -421,7 +414,8 @@ func (s *Store) Entries(ns string) ([]Entry, error) {
 	return out, nil
 }
 
-// ListAll is List, and the templates of the namespace that cannot be read, by name.
+// ListAll returns the current generation of every readable template of a namespace, and
+// the templates that cannot be read, by name.
 func (s *Store) ListAll(ns string) ([]*Template, []Unreadable, error) {
 	if !validNamespace(ns) {
 		return nil, nil, fmt.Errorf("namespace %q: not a containerd namespace", ns)
@@ -441,17 +435,13 @@ func (s *Store) ListAll(ns string) ([]*Template, []Unreadable, error) {
 		}
 		t, err := s.Get(ns, e.Name())
 		if errors.Is(err, fs.ErrNotExist) {
-			// Its generation was being replaced (pruned) or the template deleted.
+			// Its generation was being replaced (pruned) or the template deleted: read
+			// "current" again.
 			t, err = s.Get(ns, e.Name())
-		}
-		if errors.Is(err, fs.ErrNotExist) {
-			if _, lerr := os.Readlink(filepath.Join(s.nameDir(ns, e.Name()), "current")); lerr != nil {
-				continue // deleted meanwhile
-			}
 		}
 		switch {
 		case errors.Is(err, ErrNotFound):
-			continue // not committed yet
+			continue // not committed yet, or deleted
 		case err != nil:
 			bad = append(bad, Unreadable{Name: e.Name(), Err: err})
 			continue

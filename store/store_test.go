@@ -168,9 +168,9 @@ func TestUnreadableTemplateIsListed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(broken.Dir, "meta.json"), []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	list, err := s.List("ns")
+	list, _, err := s.ListAll("ns")
 	if err != nil || len(list) != 1 || list[0].Name != "good" {
-		t.Fatalf("List = %v, %v: want only the readable template", list, err)
+		t.Fatalf("ListAll = %v, %v: want only the readable template", list, err)
 	}
 	entries, err := s.Entries("ns")
 	if err != nil || len(entries) != 2 {
