@@ -13,6 +13,7 @@ import (
 	"reflect"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
@@ -144,6 +145,9 @@ func (s *Sandboxes) Adopt(ctx context.Context, sb *Sandbox, req AdoptRequest) (r
 	if err := rebindMounts(sb.Pid, req.Rebind); err != nil {
 		return fmt.Errorf("adopt: %w", err)
 	}
+	if err := sb.ownStdio(req.Stdout); err != nil {
+		return fmt.Errorf("adopt: %w", err)
+	}
 	// As runc gives them: the container is still being created.
 	state := specs.State{Version: specs.Version, ID: req.ContainerID, Status: specs.StateCreating, Pid: sb.Pid, Bundle: req.Bundle, Annotations: sp.Annotations}
 	if sp.Hooks != nil {
@@ -186,6 +190,40 @@ func hasNamespace(sp *specs.Spec, t specs.LinuxNamespaceType) bool {
 		}
 	}
 	return false
+}
+
+// ownStdio gives the sandbox's stdio pipes the owner of the container's (like, the
+// pipes the shim made for runc): containerd's IoUid and IoGid, which ctr run --uidmap
+// and CRI set for a container in a user namespace so that its root can reopen
+// /dev/stdout. The sandbox's were made by the pool, root's.
+func (sb *Sandbox) ownStdio(like *os.File) error {
+	fi, err := like.Stat()
+	if err != nil {
+		return fmt.Errorf("stdio owner: %w", err)
+	}
+	want, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || fi.Mode()&os.ModeNamedPipe == 0 {
+		return nil // not the shim's pipe (runc's /dev/null): nothing to follow
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	for _, f := range []*os.File{sb.stdin, sb.stdout, sb.stderr} {
+		if f == nil {
+			continue
+		}
+		// Either end of a pipe changes the one inode both share.
+		fi, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("stdio owner: %w", err)
+		}
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == want.Uid && st.Gid == want.Gid {
+			continue
+		}
+		if err := f.Chown(int(want.Uid), int(want.Gid)); err != nil {
+			return fmt.Errorf("stdio owner: %w", err)
+		}
+	}
+	return nil
 }
 
 // splice connects the sandbox's pipes to the container's stdio. Output written before

@@ -19,7 +19,8 @@ import (
 // into place; only then is it a candidate for restore. Old ones are pruned; one in use
 // by a restore is never pruned.
 type Checkpoints struct {
-	dir string
+	dir    string
+	reader *store.Reader // who else reads the images at restore (store.SyncTree)
 
 	mu    sync.Mutex
 	inUse map[string]int // checkpoint dir -> restores using it; guarded by mu
@@ -32,15 +33,16 @@ type Checkpoint struct {
 	Images string
 }
 
-// OpenCheckpoints opens (creating, root-only) a container's checkpoint directory.
-func OpenCheckpoints(dir string) (*Checkpoints, error) {
+// OpenCheckpoints opens (creating, root-only) a container's checkpoint directory; reader
+// is who else opens the images at restore (store.ReaderOf the container's spec).
+func OpenCheckpoints(dir string, reader *store.Reader) (*Checkpoints, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, err
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, err
 	}
-	return &Checkpoints{dir: dir, inUse: map[string]int{}}, nil
+	return &Checkpoints{dir: dir, reader: reader, inUse: map[string]int{}}, nil
 }
 
 // Dir is the store's directory.
@@ -68,7 +70,7 @@ func (c *Checkpoints) Commit(fill func(images string) error) (_ *Checkpoint, ret
 	if err := Verify(images); err != nil {
 		return nil, err
 	}
-	if err := store.SyncTree(tmp); err != nil {
+	if err := store.SyncTree(tmp, c.reader); err != nil {
 		return nil, fmt.Errorf("sync checkpoint: %w", err)
 	}
 	seq := time.Now().UnixNano()

@@ -81,7 +81,7 @@ func TestCrashLoop(t *testing.T) {
 }
 
 func TestCheckpoints(t *testing.T) {
-	cs, err := OpenCheckpoints(filepath.Join(t.TempDir(), "c1"))
+	cs, err := OpenCheckpoints(filepath.Join(t.TempDir(), "c1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +133,7 @@ func TestCheckpoints(t *testing.T) {
 // link to it; such a checkpoint commits and verifies (only a template's images must be
 // plain files).
 func TestIncrementalCheckpointCommits(t *testing.T) {
-	cs, err := OpenCheckpoints(filepath.Join(t.TempDir(), "c1"))
+	cs, err := OpenCheckpoints(filepath.Join(t.TempDir(), "c1"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
+	"github.com/warmshim/warm/store"
 )
 
 // recoverable is a container that opted in to crash recovery.
@@ -70,7 +71,7 @@ func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequ
 		return nil, fmt.Errorf("annotation %s: a container with a tty cannot be recovered (CRIU restores no terminal); run it without -t", recovery.AnnRecovery)
 	}
 	ns, _ := namespaces.Namespace(ctx)
-	cps, err := recovery.OpenCheckpoints(filepath.Join(topts.cfg.StateDir, "checkpoints", ns, r.ID))
+	cps, err := recovery.OpenCheckpoints(filepath.Join(topts.cfg.StateDir, "checkpoints", ns, r.ID), store.ReaderOf(spec))
 	if err != nil {
 		return nil, err
 	}

@@ -170,7 +170,7 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	if err := os.WriteFile(filepath.Join(tmp, "meta.json"), data, 0o600); err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
 	}
-	if err := SyncTree(tmp); err != nil {
+	if err := SyncTree(tmp, ReaderOf(meta.Spec)); err != nil {
 		return nil, fmt.Errorf("template %s: sync: %w", meta.Name, err)
 	}
 	gen, final, err := s.publish(dir, tmp)
@@ -581,24 +581,68 @@ func (s *Store) pruneOld(ns, name string) {
 	}
 }
 
-// SyncTree makes every file and directory under dir root-only and fsyncs it.
-func SyncTree(dir string) error {
+// Reader is who, besides root, opens a checkpoint's images at restore: in a container
+// with a user namespace, CRIU's restored tasks open them as the container's root, whose
+// host IDs these are.
+type Reader struct{ UID, GID uint32 }
+
+// ReaderOf is the Reader of a checkpoint of a container with spec: the host IDs of its
+// root when it has a user namespace that maps ID 0; nil (root alone) otherwise.
+func ReaderOf(spec *specs.Spec) *Reader {
+	if spec == nil || spec.Linux == nil {
+		return nil
+	}
+	userns := false
+	for _, ns := range spec.Linux.Namespaces {
+		userns = userns || ns.Type == specs.UserNamespace
+	}
+	uid, okU := hostOfRoot(spec.Linux.UIDMappings)
+	gid, okG := hostOfRoot(spec.Linux.GIDMappings)
+	if !userns || !okU || !okG {
+		return nil
+	}
+	return &Reader{UID: uid, GID: gid}
+}
+
+// hostOfRoot is the host ID that ID 0 maps to.
+func hostOfRoot(m []specs.LinuxIDMapping) (uint32, bool) {
+	for _, x := range m {
+		if x.ContainerID == 0 && x.Size > 0 {
+			return x.HostID, true
+		}
+	}
+	return 0, false
+}
+
+// SyncTree makes every file and directory under dir root-only and fsyncs it. With a
+// reader, the directories below dir (the CRIU images, a pre-dump) and what they hold
+// are the reader's instead, read-only, and dir itself root's 0711 (a pre-dump is found
+// through "../pre"); dir's ancestors, root-only, keep others from reaching them by a
+// path: CRIU opens the images as root and its restored tasks read them through that.
+func SyncTree(dir string, reader *Reader) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
 		}
 		mode := os.FileMode(0o600)
 		if d.IsDir() {
 			mode = 0o700
 		}
-		if d.Type()&fs.ModeSymlink != 0 {
-			return nil
+		// The shim's own (root's): an image unpacked from a tar may carry other owners.
+		uid, gid := os.Geteuid(), os.Getegid()
+		if rel, _ := filepath.Rel(dir, p); reader != nil && rel != "." && (d.IsDir() || filepath.Dir(rel) != ".") {
+			uid, gid = int(reader.UID), int(reader.GID)
+			mode &^= 0o200
+		} else if reader != nil && rel == "." {
+			mode = 0o711
 		}
 		if err := os.Chmod(p, mode); err != nil {
 			return err
 		}
-		// The shim's own (root's): an image unpacked from a tar may carry other owners.
-		if err := os.Lchown(p, os.Geteuid(), os.Getegid()); err != nil {
+		if err := os.Lchown(p, uid, gid); err != nil {
 			return err
 		}
 		f, err := os.Open(p)

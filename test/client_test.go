@@ -19,6 +19,7 @@ import (
 	runtimeoptions "github.com/containerd/containerd/api/types/runtimeoptions/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/images"
+	"github.com/containerd/containerd/v2/core/snapshots"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
 	"github.com/containerd/errdefs"
@@ -95,6 +96,13 @@ func (e *env) runtimeOpt() containerd.NewContainerOpts {
 // container creates a container of the busybox image running args, removed at the end.
 func (e *env) container(args []string, opts ...oci.SpecOpts) containerd.Container {
 	e.t.Helper()
+	return e.containerWith(containerd.WithNewSnapshot, e.runtimeOpt(), args, opts...)
+}
+
+// containerWith is container with its root filesystem made by snapshot (given the
+// snapshot's key and the image; e.g. one remapped for a user namespace) and runtime.
+func (e *env) containerWith(snapshot func(string, containerd.Image, ...snapshots.Opt) containerd.NewContainerOpts, runtime containerd.NewContainerOpts, args []string, opts ...oci.SpecOpts) containerd.Container {
+	e.t.Helper()
 	img, err := e.client.GetImage(e.ctx, BusyboxRef)
 	if err != nil {
 		e.t.Fatal(err)
@@ -105,8 +113,8 @@ func (e *env) container(args []string, opts ...oci.SpecOpts) containerd.Containe
 	specOpts := append([]oci.SpecOpts{oci.WithImageConfig(img), oci.WithProcessArgs(args...), oci.WithDefaultUnixDevices}, opts...)
 	c, err := e.client.NewContainer(e.ctx, id,
 		containerd.WithImage(img),
-		containerd.WithNewSnapshot(id+"-snap", img),
-		e.runtimeOpt(),
+		snapshot(id+"-snap", img),
+		runtime,
 		containerd.WithNewSpec(specOpts...),
 	)
 	if err != nil {

@@ -63,6 +63,11 @@ func run(m *testing.M) int {
 
 	// A short path: shim sockets live under it and unix socket paths are limited.
 	suiteDir, err = os.MkdirTemp("/tmp", "warm-it-")
+	if err == nil {
+		// Searchable, not listable, as a node's /run: containers in a user namespace
+		// reach their bundles under it.
+		err = os.Chmod(suiteDir, 0o711)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

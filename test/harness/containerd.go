@@ -86,13 +86,15 @@ const RunDirName = "run"
 // /run. containerd's root, the images and warm's templates stay on disk, as on a node.
 func mountRunDir(dir string) (string, error) {
 	run := filepath.Join(dir, RunDirName)
-	if err := os.MkdirAll(run, 0o700); err != nil {
+	// 0711, as /run and containerd's state directory on a node: a container in a user
+	// namespace (its root is not the host's) must reach its bundle's rootfs.
+	if err := os.MkdirAll(run, 0o711); err != nil {
 		return "", err
 	}
 	if os.Geteuid() != 0 {
 		return run, nil
 	}
-	if err := syscall.Mount("tmpfs", run, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0700"); err != nil {
+	if err := syscall.Mount("tmpfs", run, "tmpfs", syscall.MS_NOSUID|syscall.MS_NODEV, "mode=0711"); err != nil {
 		return "", fmt.Errorf("mount tmpfs on %s: %w", run, err)
 	}
 	return run, nil
