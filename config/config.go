@@ -307,16 +307,22 @@ func parse(data []byte, source string) (Config, error) {
 	return c, nil
 }
 
-// Load reads the configuration at path ("" for the default: $WARM_CONFIG, else
-// DefaultPath). A missing file at DefaultPath yields the defaults; a missing file anywhere
-// else is an error (the user named it).
-func Load(path string) (Config, error) {
+// Path is the file Load(path) reads: path, else $WARM_CONFIG, else DefaultPath.
+func Path(path string) string {
 	if path == "" {
 		path = os.Getenv(EnvPath)
 	}
 	if path == "" {
 		path = DefaultPath
 	}
+	return path
+}
+
+// Load reads the configuration at path ("" for the default: $WARM_CONFIG, else
+// DefaultPath). A missing file at DefaultPath yields the defaults; a missing file anywhere
+// else is an error (the user named it).
+func Load(path string) (Config, error) {
+	path = Path(path)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && path == DefaultPath {

@@ -3,7 +3,6 @@ package shim
 import (
 	"context"
 	"os"
-	"time"
 
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 	"github.com/containerd/log"
@@ -38,24 +37,20 @@ func (s *service) bootPools(ctx context.Context) {
 		return
 	}
 	applyConfig(taskOptions{cfg: cfg})
-	if err := s.warm.start(ctx, cfg, ns); err != nil {
+	if err := s.warm.start(ctx, cfg, config.Path(""), ns); err != nil {
 		log.G(ctx).WithError(err).Error("boot: start pools")
 		s.shutdown.Shutdown()
 		return
 	}
 	log.G(ctx).WithField("namespace", ns).Info("pool shim started at boot")
-	// Checkpoint images are imported in the background; a shim left with nothing to
-	// hold once they are done has no reason to stay.
+	// Checkpoint images are imported in the background, retried until they succeed,
+	// and hold the shim up meanwhile (holdsPools); a shim with nothing to hold has no
+	// reason to stay.
 	s.warm.syncImageTemplates(ctx) // marks its imports in flight before returning
-	go func() {
-		for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline) && s.warm.importsInFlight(); {
-			time.Sleep(100 * time.Millisecond)
-		}
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		if len(s.containers) == 0 && !s.warm.holdsPools() {
-			log.G(ctx).Info("boot: no template to keep warm; the pool shim exits")
-			s.shutdown.Shutdown()
-		}
-	}()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.containers) == 0 && !s.warm.holdsPools() {
+		log.G(ctx).Info("boot: no template to keep warm; the pool shim exits")
+		s.shutdown.Shutdown()
+	}
 }

@@ -71,10 +71,19 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 		}
 		writeJSON(rw, p.Stats())
 	})
+	mux.HandleFunc("POST /config/reload", func(rw http.ResponseWriter, r *http.Request) {
+		path, err := w.reloadNow(r.Context())
+		if err != nil {
+			http.Error(rw, err.Error(), http.StatusBadRequest)
+			return
+		}
+		writeJSON(rw, map[string]string{"path": path})
+	})
 	mux.HandleFunc("POST /shutdown", func(rw http.ResponseWriter, r *http.Request) {
-		// Drain every pool; the shim exits once no container remains.
+		// Drain every pool and end the imports; the shim exits once no container remains.
 		ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 		defer cancel()
+		w.stop()
 		if err := w.drainAll(ctx); err != nil {
 			http.Error(rw, err.Error(), http.StatusInternalServerError)
 			return

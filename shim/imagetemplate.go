@@ -34,24 +34,23 @@ import (
 // syncImageTemplates makes a template of every [pools.NAME] that names a checkpoint
 // image (what `ctr c checkpoint --task` makes) and has none from that image yet. It runs
 // in the background: a Create that names such a template meanwhile starts cold. Only the
-// pool shim imports (a pod's or group's shim holds no pool). A pool whose import is in
-// flight has it woken (one waiting to retry tries at once, with the configuration's
-// image of now).
+// pool shim imports (a pod's or group's shim holds no pool). Every import in flight is
+// woken (one waiting to retry tries at once with the configuration's image of now, or
+// ends if its pool is no longer configured).
 func (w *warm) syncImageTemplates(ctx context.Context) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if !w.poolShim {
+	if !w.poolShim || w.stopping {
 		return
 	}
-	for name := range w.cfg.Pools {
-		if w.cfg.PoolFor(name).Image == "" {
-			continue
+	for _, kick := range w.importing {
+		select {
+		case kick <- struct{}{}:
+		default:
 		}
-		if kick, busy := w.importing[name]; busy {
-			select {
-			case kick <- struct{}{}:
-			default:
-			}
+	}
+	for name := range w.cfg.Pools {
+		if _, busy := w.importing[name]; busy || w.cfg.PoolFor(name).Image == "" {
 			continue
 		}
 		kick := make(chan struct{}, 1)
@@ -89,13 +88,20 @@ var (
 // importLoop imports the checkpoint image the configuration names for template name
 // (read again on every pass) until the template comes from it: it imports again when the
 // configuration changed during an import, retries a failed one, and ends when the
-// configuration names no image for the pool any more. It owns importing[name] (whose
-// channel kick wakes it) until it returns.
+// configuration names no image for the pool any more, or the pool shim is shut down. It
+// owns importing[name] (whose channel kick wakes it) until it returns; an import holds
+// the pool shim up (holdsPools), so on its end the shim may exit (onIdle).
 func (w *warm) importLoop(ctx context.Context, ns, name string, kick chan struct{}) {
+	defer func() {
+		if w.onIdle != nil {
+			w.onIdle()
+		}
+	}()
 	backoff := importRetry
-	// configured is the image the configuration names now ("" for none); called with mu.
+	// configured is the image the configuration names now ("" for none, or when the
+	// pool shim is shutting down); called with mu.
 	configured := func() string {
-		if _, ok := w.cfg.Pools[name]; !ok {
+		if _, ok := w.cfg.Pools[name]; !ok || w.stopping {
 			return ""
 		}
 		return w.cfg.PoolFor(name).Image

@@ -17,8 +17,11 @@ import (
 // taskOptions is what the shim needs from a Create's options: its own configuration and
 // the runc options handed to containerd's runc packages.
 type taskOptions struct {
-	cfg  config.Config
-	runc *options.Options
+	cfg config.Config
+	// cfgPath is the file cfg was read from; "" when a runtime option carried it
+	// (ConfigBody).
+	cfgPath string
+	runc    *options.Options
 }
 
 // parseOptions accepts both option types containerd sends a shim:
@@ -38,9 +41,10 @@ func parseOptions(a *anypb.Any) (taskOptions, error) {
 // optionsFrom turns unmarshalled runtime options (nil when there are none) into taskOptions.
 func optionsFrom(v any) (taskOptions, error) {
 	var (
-		cfg  config.Config
-		ropt = &options.Options{}
-		err  error
+		cfg     config.Config
+		cfgPath = config.Path("")
+		ropt    = &options.Options{}
+		err     error
 	)
 	switch o := v.(type) {
 	case nil:
@@ -55,8 +59,10 @@ func optionsFrom(v any) (taskOptions, error) {
 				src = o.ConfigPath
 			}
 			cfg, err = config.Parse(o.ConfigBody, src)
+			cfgPath = ""
 		default:
-			cfg, err = config.Load(o.ConfigPath)
+			cfgPath = config.Path(o.ConfigPath)
+			cfg, err = config.Load(cfgPath)
 		}
 		if err != nil {
 			return taskOptions{}, err
@@ -80,7 +86,7 @@ func optionsFrom(v any) (taskOptions, error) {
 	if cfg.SystemdCgroup {
 		ropt.SystemdCgroup = true
 	}
-	return taskOptions{cfg: cfg, runc: ropt}, nil
+	return taskOptions{cfg: cfg, cfgPath: cfgPath, runc: ropt}, nil
 }
 
 // usePath puts the directory of an absolute binary path first in this process's PATH,

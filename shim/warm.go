@@ -63,6 +63,13 @@ type warm struct {
 	importing map[string]chan struct{} // templates being imported from images -> wakes the import; guarded by mu
 	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
 	syncedImages string
+	// cfgPath is the file cfg came from ("" for a runtime option's ConfigBody), which
+	// the pool shim watches; cfgSeen is what the file was when last read. Guarded by mu.
+	cfgPath string
+	cfgSeen fileSig
+	// stopping: an operator shut the pool shim down (warmctl shutdown); imports end and
+	// no longer hold it up. Guarded by mu.
+	stopping bool
 	// importFn replaces importImage in tests (nil: importImage).
 	importFn func(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error)
 	// onIdle is called after an operator drained every pool: the service exits if no
@@ -122,15 +129,19 @@ func runcRoot(cfg config.Config, ns string) string {
 }
 
 // start sets warm up for a namespace (once per shim: pools live in the namespace's
-// pool shim).
-func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
+// pool shim) with the configuration cfg, read from cfgPath ("" for a ConfigBody). Later
+// calls (each Create that names a template) bring the configuration up to date.
+func (w *warm) start(ctx context.Context, cfg config.Config, cfgPath, ns string) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.ready {
 		if w.ns != ns {
 			return fmt.Errorf("warm pools of namespace %s are served by another shim than %s's", ns, w.ns)
 		}
-		w.cfg = cfg
+		w.cfg, _ = keepStartKeys(w.cfg, cfg)
+		if cfgPath != w.cfgPath {
+			w.cfgPath, w.cfgSeen = cfgPath, sigOf(cfgPath)
+		}
 		// Only a change of the configured checkpoint images means work: a Create must
 		// not pay for containerd round trips.
 		if imagesOf(cfg) != w.syncedImages {
@@ -152,6 +163,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 		// A pod's or a group's shim: no pool, socket or log of the pool shim's (which
 		// may run beside it).
 		w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
+		w.cfgPath, w.cfgSeen = cfgPath, sigOf(cfgPath)
 		return nil
 	}
 	run := filepath.Join(cfg.RunDir, ns)
@@ -216,6 +228,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	w.listener = l
 	go w.serveAdoptions(l)
 	w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
+	w.cfgPath, w.cfgSeen = cfgPath, sigOf(cfgPath)
 	ctl, err := startCtl(filepath.Join(run, "ctl.sock"), w)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("warm control socket")
@@ -245,6 +258,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, ns string) error {
 	w.syncedImages = imagesOf(cfg)
 	go w.syncImageTemplates(ctx)
 	go w.resyncImages(context.WithoutCancel(ctx), imageResync)
+	go w.watchConfig(context.WithoutCancel(ctx), configPoll)
 	return nil
 }
 
@@ -353,7 +367,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	if err != nil {
 		return err
 	}
-	if err := w.start(ctx, topts.cfg, ns); err != nil {
+	if err := w.start(ctx, topts.cfg, topts.cfgPath, ns); err != nil {
 		return err
 	}
 	l := log.G(ctx).WithField("template", name).WithField("container", r.ID)
@@ -636,10 +650,14 @@ func (w *warm) outputPending(id string, pid int) func() bool {
 
 // deleted releases what a served container held once containerd deleted it: a used
 // sandbox is destroyed, never returned to the pool.
-// holdsPools reports whether the shim must stay up for its pools.
+// holdsPools reports whether the shim must stay up for its pools, or for the imports of
+// the checkpoint images its configuration names (retried until they succeed).
 func (w *warm) holdsPools() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.importing) > 0 && !w.stopping {
+		return true
+	}
 	for _, p := range w.pools {
 		st := p.Stats()
 		if !st.Drained || st.Frozen > 0 || st.Restoring > 0 || st.InUse > 0 {
@@ -647,6 +665,20 @@ func (w *warm) holdsPools() bool {
 		}
 	}
 	return false
+}
+
+// stop is an operator's shutdown of the pool shim: the imports end (and no longer hold it
+// up) and no new one starts.
+func (w *warm) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopping = true
+	for _, kick := range w.importing {
+		select {
+		case kick <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // drainAll drains every pool (they stay, empty, until Prewarm).

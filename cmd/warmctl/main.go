@@ -47,7 +47,7 @@ func main() {
 	stateDir := flag.String("state-dir", "", "warm's state_dir (default: warm.toml's, else /var/lib/warm)")
 	asJSON := flag.Bool("json", false, "print JSON")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--state-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | shutdown")
+		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--state-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | reload | shutdown")
 		fmt.Fprintln(os.Stderr, "       warmctl [-n NAMESPACE] start [--address SOCK] [--socket-dir DIR] [--config FILE] [--shim BIN] [--wait D]")
 	}
 	flag.Parse()
@@ -216,6 +216,15 @@ func run(c *ctl, args []string, asJSON bool) error {
 			return st.Delete(c.ns, args[2])
 		}
 		return c.do("DELETE", "/templates/"+args[2], nil)
+	case cmd == "reload":
+		// The pool shim reads its configuration file again (it also does within seconds
+		// of a change): an error names the key and the fix.
+		var r struct{ Path string }
+		if err := c.do("POST", "/config/reload", &r); err != nil {
+			return err
+		}
+		fmt.Println("reloaded", r.Path)
+		return nil
 	case cmd == "shutdown":
 		return c.do("POST", "/shutdown", nil)
 	}

@@ -1,0 +1,132 @@
+package shim
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/containerd/log"
+
+	"github.com/warmshim/warm/config"
+)
+
+// configPoll is how often the pool shim looks whether its configuration file changed:
+// one stat.
+const configPoll = 2 * time.Second
+
+// fileSig tells one version of a file from another; the zero value is a missing file.
+type fileSig struct{ dev, ino, size, mtime, ctime int64 }
+
+func sigOf(path string) fileSig {
+	if path == "" {
+		return fileSig{}
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return fileSig{}
+	}
+	return fileSig{int64(st.Dev), int64(st.Ino), st.Size, st.Mtim.Nano(), st.Ctim.Nano()}
+}
+
+// watchConfig reloads the pool shim's configuration when its file changes, until ctx
+// ends: an edit of a pool's settings or checkpoint image applies without a Create.
+func (w *warm) watchConfig(ctx context.Context, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.checkConfig(ctx)
+		}
+	}
+}
+
+// checkConfig reloads the configuration if its file changed since it was last read. A
+// file that cannot be used is logged once per change; the configuration stays.
+func (w *warm) checkConfig(ctx context.Context) {
+	w.mu.Lock()
+	path, seen := w.cfgPath, w.cfgSeen
+	w.mu.Unlock()
+	if path == "" {
+		return
+	}
+	now := sigOf(path)
+	if now == seen {
+		return
+	}
+	if _, err := w.reloadConfig(ctx, path, now); err != nil {
+		log.G(ctx).WithError(err).Error("warm config changed but cannot be used: the pool shim keeps the configuration it has (`warmctl reload` says when a fix is taken)")
+	}
+}
+
+// reloadConfig reads the configuration at path (the one the pool shim follows) and
+// applies it: every pool's settings, the checkpoint images to import, the log level.
+// The keys a pool shim is started with keep their values until it starts again (it
+// says which changed). sig is the file's version read ("" path: none).
+func (w *warm) reloadConfig(ctx context.Context, path string, sig fileSig) (config.Config, error) {
+	cfg, err := config.Load(path)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if path == w.cfgPath {
+		w.cfgSeen = sig // a bad version is reported once
+	}
+	if err != nil {
+		return config.Config{}, err
+	}
+	merged, kept := keepStartKeys(w.cfg, cfg)
+	w.cfg = merged
+	for name, p := range w.pools {
+		p.SetConfig(merged.PoolFor(name))
+	}
+	if imagesOf(merged) != w.syncedImages {
+		w.syncedImages = imagesOf(merged)
+		go w.syncImageTemplates(ctx)
+	}
+	applyConfig(taskOptions{cfg: merged})
+	l := log.G(ctx).WithField("path", path)
+	if len(kept) > 0 {
+		l.WithField("unchanged", strings.Join(kept, ", ")).Warn("warm config: these keys apply when the pool shim starts again (`warmctl shutdown`, then a Create or `warmctl start`)")
+	}
+	l.Info("warm config reloaded")
+	return merged, nil
+}
+
+// reloadNow is `warmctl reload`: the pool shim reads its configuration file again now.
+func (w *warm) reloadNow(ctx context.Context) (string, error) {
+	w.mu.Lock()
+	path := w.cfgPath
+	w.mu.Unlock()
+	if path == "" {
+		return "", fmt.Errorf("the pool shim's configuration came in a runtime option (ConfigBody), not from a file: a Create with the new one brings it")
+	}
+	if _, err := w.reloadConfig(ctx, path, sigOf(path)); err != nil {
+		return path, err
+	}
+	return path, nil
+}
+
+// keepStartKeys returns next with the keys a running pool shim was started with taken
+// from cur (its runc, CRIU and directories are those of its sandboxes and sockets), and
+// the names of those that next changes.
+func keepStartKeys(cur, next config.Config) (config.Config, []string) {
+	var kept []string
+	keep := func(name string, c, n any, restore func()) {
+		if c != n {
+			kept = append(kept, name)
+			restore()
+		}
+	}
+	keep("runc", cur.Runc, next.Runc, func() { next.Runc = cur.Runc })
+	keep("runc_root", cur.RuncRoot, next.RuncRoot, func() { next.RuncRoot = cur.RuncRoot })
+	keep("criu", cur.Criu, next.Criu, func() { next.Criu = cur.Criu })
+	keep("systemd_cgroup", cur.SystemdCgroup, next.SystemdCgroup, func() { next.SystemdCgroup = cur.SystemdCgroup })
+	keep("cgroup_favordynmods", cur.CgroupFavorDynmods, next.CgroupFavorDynmods, func() { next.CgroupFavorDynmods = cur.CgroupFavorDynmods })
+	keep("refill_pause", cur.RefillPause, next.RefillPause, func() { next.RefillPause = cur.RefillPause })
+	keep("state_dir", cur.StateDir, next.StateDir, func() { next.StateDir = cur.StateDir })
+	keep("run_dir", cur.RunDir, next.RunDir, func() { next.RunDir = cur.RunDir })
+	return next, kept
+}
