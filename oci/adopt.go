@@ -205,6 +205,9 @@ func (sb *Sandbox) ownStdio(like *os.File) error {
 	if !ok || fi.Mode()&os.ModeNamedPipe == 0 {
 		return nil // not the shim's pipe (runc's /dev/null): nothing to follow
 	}
+	if int(want.Uid) == os.Geteuid() && int(want.Gid) == os.Getegid() {
+		return nil // the sandbox's are the shim's too (the pool made them)
+	}
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	for _, f := range []*os.File{sb.stdin, sb.stdout, sb.stderr} {

@@ -30,14 +30,16 @@ func (s *service) bootPools(ctx context.Context) {
 		s.shutdown.Shutdown()
 		return
 	}
-	cfg, err := config.Load("")
+	o := taskOptions{cfgPath: config.Path("")}
+	o.cfgSig = sigOf(o.cfgPath)
+	o.cfg, err = config.Load(o.cfgPath)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("boot: warm configuration")
 		s.shutdown.Shutdown()
 		return
 	}
-	applyConfig(taskOptions{cfg: cfg})
-	if err := s.warm.start(ctx, cfg, config.Path(""), ns); err != nil {
+	applyConfig(o)
+	if err := s.warm.start(ctx, o, ns); err != nil {
 		log.G(ctx).WithError(err).Error("boot: start pools")
 		s.shutdown.Shutdown()
 		return
@@ -49,7 +51,7 @@ func (s *service) bootPools(ctx context.Context) {
 	s.warm.syncImageTemplates(ctx) // marks its imports in flight before returning
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if len(s.containers) == 0 && !s.warm.holdsPools() {
+	if s.idleLocked() {
 		log.G(ctx).Info("boot: no template to keep warm; the pool shim exits")
 		s.shutdown.Shutdown()
 	}

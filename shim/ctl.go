@@ -52,6 +52,7 @@ func startCtl(path string, w *warm) (*ctlServer, error) {
 			return
 		}
 		w.markDrained(p.Name(), false)
+		w.resume(r.Context())
 		p.Prewarm(n)
 		writeJSON(rw, p.Stats())
 	})

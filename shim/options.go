@@ -18,9 +18,10 @@ import (
 // the runc options handed to containerd's runc packages.
 type taskOptions struct {
 	cfg config.Config
-	// cfgPath is the file cfg was read from; "" when a runtime option carried it
-	// (ConfigBody).
+	// cfgPath is the file cfg was read from ("" when a runtime option carried it:
+	// ConfigBody), cfgSig what the file was just before the read.
 	cfgPath string
+	cfgSig  fileSig
 	runc    *options.Options
 }
 
@@ -43,12 +44,14 @@ func optionsFrom(v any) (taskOptions, error) {
 	var (
 		cfg     config.Config
 		cfgPath = config.Path("")
+		cfgSig  fileSig
 		ropt    = &options.Options{}
 		err     error
 	)
 	switch o := v.(type) {
 	case nil:
-		if cfg, err = config.Load(""); err != nil {
+		cfgSig = sigOf(cfgPath)
+		if cfg, err = config.Load(cfgPath); err != nil {
 			return taskOptions{}, err
 		}
 	case *runtimeoptions.Options:
@@ -62,6 +65,7 @@ func optionsFrom(v any) (taskOptions, error) {
 			cfgPath = ""
 		default:
 			cfgPath = config.Path(o.ConfigPath)
+			cfgSig = sigOf(cfgPath)
 			cfg, err = config.Load(cfgPath)
 		}
 		if err != nil {
@@ -70,7 +74,8 @@ func optionsFrom(v any) (taskOptions, error) {
 	case *options.Options:
 		// runc's options carry no path to warm's config: read the default file, then let
 		// the explicit runc fields win.
-		if cfg, err = config.Load(""); err != nil {
+		cfgSig = sigOf(cfgPath)
+		if cfg, err = config.Load(cfgPath); err != nil {
 			return taskOptions{}, err
 		}
 		ropt = o
@@ -86,7 +91,7 @@ func optionsFrom(v any) (taskOptions, error) {
 	if cfg.SystemdCgroup {
 		ropt.SystemdCgroup = true
 	}
-	return taskOptions{cfg: cfg, cfgPath: cfgPath, runc: ropt}, nil
+	return taskOptions{cfg: cfg, cfgPath: cfgPath, cfgSig: cfgSig, runc: ropt}, nil
 }
 
 // usePath puts the directory of an absolute binary path first in this process's PATH,

@@ -45,19 +45,30 @@ func (w *warm) watchConfig(ctx context.Context, every time.Duration) {
 	}
 }
 
-// checkConfig reloads the configuration if its file changed since it was last read. A
-// file that cannot be used is logged once per change; the configuration stays.
+// checkConfig reloads the configuration if its file changed since it was last read and
+// then held still until this look (an editor writing in place is not read half-way). A
+// file that cannot be used is logged once per change, and a removed one once: the
+// configuration stays.
 func (w *warm) checkConfig(ctx context.Context) {
 	w.mu.Lock()
-	path, seen := w.cfgPath, w.cfgSeen
-	w.mu.Unlock()
-	if path == "" {
-		return
-	}
+	path, seen, pending := w.cfgPath, w.cfgSeen, w.cfgPending
 	now := sigOf(path)
-	if now == seen {
+	switch {
+	case path == "" || now == seen:
+		w.cfgPending = fileSig{}
+		w.mu.Unlock()
+		return
+	case now == fileSig{}:
+		w.cfgSeen, w.cfgPending = now, fileSig{}
+		w.mu.Unlock()
+		log.G(ctx).WithField("path", path).Warn("warm config file removed: the pool shim keeps the configuration it has")
+		return
+	case now != pending:
+		w.cfgPending = now
+		w.mu.Unlock()
 		return
 	}
+	w.mu.Unlock()
 	if _, err := w.reloadConfig(ctx, path, now); err != nil {
 		log.G(ctx).WithError(err).Error("warm config changed but cannot be used: the pool shim keeps the configuration it has (`warmctl reload` says when a fix is taken)")
 	}
@@ -66,13 +77,17 @@ func (w *warm) checkConfig(ctx context.Context) {
 // reloadConfig reads the configuration at path (the one the pool shim follows) and
 // applies it: every pool's settings, the checkpoint images to import, the log level.
 // The keys a pool shim is started with keep their values until it starts again (it
-// says which changed). sig is the file's version read ("" path: none).
+// says which changed). sig is the file's version before the read: a file that changed
+// meanwhile is not applied.
 func (w *warm) reloadConfig(ctx context.Context, path string, sig fileSig) (config.Config, error) {
 	cfg, err := config.Load(path)
+	if err == nil && sigOf(path) != sig {
+		return config.Config{}, fmt.Errorf("warm config %s changed while it was read: read again at the next look (or `warmctl reload`)", path)
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if path == w.cfgPath {
-		w.cfgSeen = sig // a bad version is reported once
+		w.cfgSeen, w.cfgPending = sig, fileSig{} // a bad version is reported once
 	}
 	if err != nil {
 		return config.Config{}, err
@@ -95,7 +110,9 @@ func (w *warm) reloadConfig(ctx context.Context, path string, sig fileSig) (conf
 	return merged, nil
 }
 
-// reloadNow is `warmctl reload`: the pool shim reads its configuration file again now.
+// reloadNow is `warmctl reload` (and `warmctl start` of a running pool shim): the pool
+// shim reads its configuration file again now, and resumes imports an operator's
+// shutdown ended.
 func (w *warm) reloadNow(ctx context.Context) (string, error) {
 	w.mu.Lock()
 	path := w.cfgPath
@@ -106,7 +123,20 @@ func (w *warm) reloadNow(ctx context.Context) (string, error) {
 	if _, err := w.reloadConfig(ctx, path, sigOf(path)); err != nil {
 		return path, err
 	}
+	w.resume(ctx)
 	return path, nil
+}
+
+// resume undoes an operator's shutdown (stop) when the operator asks for pools again
+// (prewarm, reload, start): imports of the configured images start again.
+func (w *warm) resume(ctx context.Context) {
+	w.mu.Lock()
+	was := w.stopping
+	w.stopping = false
+	w.mu.Unlock()
+	if was {
+		w.syncImageTemplates(ctx)
+	}
 }
 
 // keepStartKeys returns next with the keys a running pool shim was started with taken

@@ -88,6 +88,11 @@ func TestConfigFileFollowed(t *testing.T) {
 		t.Fatalf("imports %q without a change", got)
 	}
 	write("[pools.app]\nimage = \"reg/ckpt:b\"\nmin = 2\n")
+	// Taken once it held still from one look to the next (not read half-written).
+	w.checkConfig(ctx)
+	if m := w.cfg.PoolFor("app").Min; m == 2 {
+		t.Fatal("a change was taken at the first look")
+	}
 	w.checkConfig(ctx)
 	// The sync runs in the background.
 	for deadline := time.Now().Add(5 * time.Second); imported() == "" && time.Now().Before(deadline); {
@@ -103,9 +108,20 @@ func TestConfigFileFollowed(t *testing.T) {
 	// A broken file: the configuration stays, and warmctl reload says what is wrong.
 	write("[pools.app]\nimage = \"reg/ckpt:c\"\nmni = 3\n")
 	w.checkConfig(ctx)
+	w.checkConfig(ctx)
 	if m := w.cfg.PoolFor("app"); m.Min != 2 || m.Image != "reg/ckpt:b" {
 		t.Fatalf("a broken file changed the configuration: %+v", m)
 	}
+	// A removed file: the configuration stays.
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	w.checkConfig(ctx)
+	w.checkConfig(ctx)
+	if m := w.cfg.PoolFor("app"); m.Min != 2 || m.Image != "reg/ckpt:b" {
+		t.Fatalf("a removed file changed the configuration: %+v", m)
+	}
+	write("[pools.app]\nimage = \"reg/ckpt:c\"\nmni = 3\n")
 	if _, err := w.reloadNow(ctx); err == nil || !strings.Contains(err.Error(), "mni") {
 		t.Fatalf("reload of a broken file: %v, want an error naming the key", err)
 	}

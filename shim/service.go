@@ -90,7 +90,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	s.warm.onIdle = func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		if len(s.containers) == 0 && !s.warm.holdsPools() {
+		if s.idleLocked() {
 			s.shutdown.Shutdown()
 		}
 	}
@@ -123,6 +123,7 @@ type service struct {
 	shutdown  shutdown.Service
 
 	containers map[string]*runctask.Container // guarded by mu
+	creating   int                            // Creates in progress, not in containers yet; guarded by mu
 	makers     map[string]*maker              // containers that make a template once started; guarded by mu
 	// stdio holds containerd's FIFOs of containers whose process got others; guarded by mu
 	stdio   map[string]stdio.Stdio
@@ -216,6 +217,16 @@ func (s *service) preStart(c *runctask.Container) (handleStarted func(*runctask.
 // restoring the template's checkpoint), or cold and making a template once ready.
 func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, err error) {
 	began := time.Now()
+	// Until it is in s.containers (or failed), the shim must not exit under it (a
+	// Shutdown after another container's Delete, an import's end).
+	s.mu.Lock()
+	s.creating++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.creating--
+		s.mu.Unlock()
+	}()
 	topts, err := parseOptions(r.Options)
 	if err != nil {
 		// Bad configuration: nothing was created yet, so nothing leaks.
@@ -786,13 +797,19 @@ func (s *service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	return &taskAPI.ConnectResponse{ShimPid: uint32(os.Getpid()), TaskPid: uint32(pid)}, nil
 }
 
+// idleLocked reports whether the shim has nothing to stay up for: no container, no
+// Create in progress, no pool or import (holdsPools). Called with mu.
+func (s *service) idleLocked() bool {
+	return len(s.containers) == 0 && s.creating == 0 && !s.warm.holdsPools()
+}
+
 // Shutdown stops the shim once it serves no container.
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	// A shim shared by a group stays while any container remains, and a pool shim
 	// while it holds a pool.
-	if len(s.containers) > 0 || s.warm.holdsPools() {
+	if !s.idleLocked() {
 		return empty, nil
 	}
 	s.shutdown.Shutdown()

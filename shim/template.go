@@ -65,7 +65,7 @@ func (w *warm) prepareMaker(ctx context.Context, r *taskAPI.CreateTaskRequest, s
 	if err != nil {
 		return nil, err
 	}
-	if err := w.start(ctx, topts.cfg, topts.cfgPath, ns); err != nil {
+	if err := w.start(ctx, *topts, ns); err != nil {
 		return nil, err
 	}
 	m := &maker{name: name, ns: ns, rule: rule, spec: spec, layers: layersOf(r), ready: make(chan struct{})}

@@ -64,16 +64,18 @@ type warm struct {
 	// syncedImages is the set of [pools.NAME] images last synced; guarded by mu
 	syncedImages string
 	// cfgPath is the file cfg came from ("" for a runtime option's ConfigBody), which
-	// the pool shim watches; cfgSeen is what the file was when last read. Guarded by mu.
-	cfgPath string
-	cfgSeen fileSig
+	// the pool shim watches; cfgSeen is what the file was when last read, cfgPending a
+	// change seen once (taken when it holds still until the next look). Guarded by mu.
+	cfgPath    string
+	cfgSeen    fileSig
+	cfgPending fileSig
 	// stopping: an operator shut the pool shim down (warmctl shutdown); imports end and
 	// no longer hold it up. Guarded by mu.
 	stopping bool
 	// importFn replaces importImage in tests (nil: importImage).
 	importFn func(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error)
-	// onIdle is called after an operator drained every pool: the service exits if no
-	// container remains.
+	// onIdle is called after an operator drained every pool, and when an import ends:
+	// the service exits if no container remains and nothing else holds it (holdsPools).
 	onIdle func()
 }
 
@@ -129,9 +131,10 @@ func runcRoot(cfg config.Config, ns string) string {
 }
 
 // start sets warm up for a namespace (once per shim: pools live in the namespace's
-// pool shim) with the configuration cfg, read from cfgPath ("" for a ConfigBody). Later
-// calls (each Create that names a template) bring the configuration up to date.
-func (w *warm) start(ctx context.Context, cfg config.Config, cfgPath, ns string) error {
+// pool shim) with the configuration o.cfg, read from o.cfgPath ("" for a ConfigBody).
+// Later calls (each Create that names a template) bring the configuration up to date.
+func (w *warm) start(ctx context.Context, o taskOptions, ns string) error {
+	cfg := o.cfg
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.ready {
@@ -139,9 +142,9 @@ func (w *warm) start(ctx context.Context, cfg config.Config, cfgPath, ns string)
 			return fmt.Errorf("warm pools of namespace %s are served by another shim than %s's", ns, w.ns)
 		}
 		w.cfg, _ = keepStartKeys(w.cfg, cfg)
-		if cfgPath != w.cfgPath {
-			w.cfgPath, w.cfgSeen = cfgPath, sigOf(cfgPath)
-		}
+		// The version this Create read is the one in force: if the watcher had taken a
+		// newer one, it takes that again at its next look.
+		w.cfgPath, w.cfgSeen, w.cfgPending = o.cfgPath, o.cfgSig, fileSig{}
 		// Only a change of the configured checkpoint images means work: a Create must
 		// not pay for containerd round trips.
 		if imagesOf(cfg) != w.syncedImages {
@@ -163,7 +166,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, cfgPath, ns string)
 		// A pod's or a group's shim: no pool, socket or log of the pool shim's (which
 		// may run beside it).
 		w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
-		w.cfgPath, w.cfgSeen = cfgPath, sigOf(cfgPath)
+		w.cfgPath, w.cfgSeen = o.cfgPath, o.cfgSig
 		return nil
 	}
 	run := filepath.Join(cfg.RunDir, ns)
@@ -228,7 +231,7 @@ func (w *warm) start(ctx context.Context, cfg config.Config, cfgPath, ns string)
 	w.listener = l
 	go w.serveAdoptions(l)
 	w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
-	w.cfgPath, w.cfgSeen = cfgPath, sigOf(cfgPath)
+	w.cfgPath, w.cfgSeen = o.cfgPath, o.cfgSig
 	ctl, err := startCtl(filepath.Join(run, "ctl.sock"), w)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("warm control socket")
@@ -367,7 +370,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 	if err != nil {
 		return err
 	}
-	if err := w.start(ctx, topts.cfg, topts.cfgPath, ns); err != nil {
+	if err := w.start(ctx, *topts, ns); err != nil {
 		return err
 	}
 	l := log.G(ctx).WithField("template", name).WithField("container", r.ID)
@@ -648,8 +651,6 @@ func (w *warm) outputPending(id string, pid int) func() bool {
 	return sb.OutputPending
 }
 
-// deleted releases what a served container held once containerd deleted it: a used
-// sandbox is destroyed, never returned to the pool.
 // holdsPools reports whether the shim must stay up for its pools, or for the imports of
 // the checkpoint images its configuration names (retried until they succeed).
 func (w *warm) holdsPools() bool {

@@ -583,10 +583,10 @@ func (s *Store) pruneOld(ns, name string) {
 
 // Reader is who, besides root, opens a checkpoint's images at restore: in a container
 // with a user namespace, CRIU's restored tasks open them as the container's root, whose
-// host IDs these are.
-type Reader struct{ UID, GID uint32 }
+// host group ID this is.
+type Reader struct{ GID uint32 }
 
-// ReaderOf is the Reader of a checkpoint of a container with spec: the host IDs of its
+// ReaderOf is the Reader of a checkpoint of a container with spec: the host group of its
 // root when it has a user namespace that maps ID 0; nil (root alone) otherwise.
 func ReaderOf(spec *specs.Spec) *Reader {
 	if spec == nil || spec.Linux == nil {
@@ -596,12 +596,12 @@ func ReaderOf(spec *specs.Spec) *Reader {
 	for _, ns := range spec.Linux.Namespaces {
 		userns = userns || ns.Type == specs.UserNamespace
 	}
-	uid, okU := hostOfRoot(spec.Linux.UIDMappings)
+	_, okU := hostOfRoot(spec.Linux.UIDMappings)
 	gid, okG := hostOfRoot(spec.Linux.GIDMappings)
 	if !userns || !okU || !okG {
 		return nil
 	}
-	return &Reader{UID: uid, GID: gid}
+	return &Reader{GID: gid}
 }
 
 // hostOfRoot is the host ID that ID 0 maps to.
@@ -616,9 +616,11 @@ func hostOfRoot(m []specs.LinuxIDMapping) (uint32, bool) {
 
 // SyncTree makes every file and directory under dir root-only and fsyncs it. With a
 // reader, the directories below dir (the CRIU images, a pre-dump) and what they hold
-// are the reader's instead, read-only, and dir itself root's 0711 (a pre-dump is found
-// through "../pre"); dir's ancestors, root-only, keep others from reaching them by a
-// path: CRIU opens the images as root and its restored tasks read them through that.
+// are readable by the reader's group too (0550, 0440; still root's, so that the group
+// cannot change their modes), and dir is searchable by it (0710: a pre-dump is found
+// through "../pre"); dir's ancestors, root-only, keep everyone else from reaching them
+// by a path: CRIU opens the images as root and its restored tasks read them through
+// that.
 func SyncTree(dir string, reader *Reader) error {
 	return filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
@@ -632,17 +634,16 @@ func SyncTree(dir string, reader *Reader) error {
 			mode = 0o700
 		}
 		// The shim's own (root's): an image unpacked from a tar may carry other owners.
-		uid, gid := os.Geteuid(), os.Getegid()
-		if rel, _ := filepath.Rel(dir, p); reader != nil && rel != "." && (d.IsDir() || filepath.Dir(rel) != ".") {
-			uid, gid = int(reader.UID), int(reader.GID)
-			mode &^= 0o200
-		} else if reader != nil && rel == "." {
-			mode = 0o711
+		gid := os.Getegid()
+		if rel, _ := filepath.Rel(dir, p); reader != nil && rel == "." {
+			gid, mode = int(reader.GID), 0o710
+		} else if reader != nil && (d.IsDir() || filepath.Dir(rel) != ".") {
+			gid, mode = int(reader.GID), mode&0o500|(mode&0o500)>>3
 		}
-		if err := os.Chmod(p, mode); err != nil {
+		if err := os.Lchown(p, os.Geteuid(), gid); err != nil {
 			return err
 		}
-		if err := os.Lchown(p, uid, gid); err != nil {
+		if err := os.Chmod(p, mode); err != nil {
 			return err
 		}
 		f, err := os.Open(p)

@@ -56,7 +56,9 @@ func TestConfigReload(t *testing.T) {
 	if out, err := warmctl("reload"); err == nil || !strings.Contains(out, "mni") {
 		t.Fatalf("warmctl reload of a broken file: %v\n%s", err, out)
 	}
-	if st, _, _ := ctl.Pool(name); st.Frozen != 4 {
+	// Not taken: the pool still aims at 4 (its desired size follows its configuration
+	// at once).
+	if st, _, _ := ctl.Pool(name); st.Desired != 4 || st.Frozen != 4 {
 		t.Fatalf("a broken file changed the pool: %+v", st)
 	}
 	// Fixed: taken at once by warmctl reload.
@@ -69,8 +71,9 @@ func TestConfigReload(t *testing.T) {
 
 // TestBootShimWaitsForItsImport: a pool shim started at boot whose configuration names a
 // checkpoint image not on the node yet stays up retrying the import (it used to exit
-// after 10 minutes, its retries with it), and goes once the configuration no longer
-// names it. (Its own namespace: the suite's holds other tests' templates.)
+// after 10 minutes, its retries with it: TestImportsHoldThePoolShim checks that it holds
+// on), and goes once the configuration no longer names it; warmctl reload then checks
+// the file. (Its own namespace: the suite's holds other tests' templates.)
 func TestBootShimWaitsForItsImport(t *testing.T) {
 	need(t)
 	base, err := os.ReadFile(cd.WarmCfg)
@@ -125,4 +128,21 @@ func TestBootShimWaitsForItsImport(t *testing.T) {
 	// The pool is no longer configured: nothing holds the shim.
 	write("")
 	waitFor(t, "the boot pool shim gone", func() bool { return shim() == 0 })
+	// No pool shim: warmctl reload checks the file the next one reads.
+	cmd := exec.Command(cd.Env.Warmctl, "-n", ns, "reload")
+	cmd.Env = append(os.Environ(), "WARM_CONFIG="+cfgPath)
+	if out, err := cmd.CombinedOutput(); err != nil || !strings.Contains(string(out), cfgPath+" is valid") {
+		t.Fatalf("warmctl reload without a pool shim: %v\n%s", err, out)
+	}
+	write("mni = 1\n")
+	if out, err := cmd2(cmd).CombinedOutput(); err == nil || !strings.Contains(string(out), "mni") {
+		t.Fatalf("warmctl reload of a broken file without a pool shim: %v\n%s", err, out)
+	}
+}
+
+// cmd2 is a fresh copy of an exec.Cmd that ran (one runs only once).
+func cmd2(c *exec.Cmd) *exec.Cmd {
+	n := exec.Command(c.Path, c.Args[1:]...)
+	n.Env = c.Env
+	return n
 }

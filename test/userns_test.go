@@ -72,8 +72,8 @@ func TestPoolHitUserNamespace(t *testing.T) {
 	if out := x.out.String(); strings.Contains(out, "ready") {
 		t.Fatalf("output from before adoption leaked: %q", out)
 	}
-	// The images are the container root's to read, reached only through the store's
-	// root-only directories (a generation's is searchable: store.SyncTree).
+	// The images are readable by the container root's group, reached only through the
+	// store's root-only directories (a generation's is searchable by it: store.SyncTree).
 	tpl, err := os.ReadDir(filepath.Join(cd.WarmState, "templates", cd.Namespace, name))
 	if err != nil {
 		t.Fatal(err)
@@ -83,10 +83,10 @@ func TestPoolHitUserNamespace(t *testing.T) {
 			continue
 		}
 		dir := filepath.Join(cd.WarmState, "templates", cd.Namespace, name, g.Name())
-		checkOwner(t, dir, 0, 0o711)
+		checkOwner(t, dir, host, 0o710)
 		checkOwner(t, filepath.Join(dir, "meta.json"), 0, 0o600)
-		checkOwner(t, filepath.Join(dir, "images"), host, 0o500)
-		checkOwner(t, filepath.Join(dir, "images", "inventory.img"), host, 0o400)
+		checkOwner(t, filepath.Join(dir, "images"), host, 0o550)
+		checkOwner(t, filepath.Join(dir, "images", "inventory.img"), host, 0o440)
 	}
 	killAndDelete(t, e, nil, x.task, x.exit)
 	// Drained: a restore on create, also in the user namespace.
@@ -104,23 +104,30 @@ func TestPoolHitUserNamespace(t *testing.T) {
 	killAndDelete(t, e, nil, maker.task, maker.exit)
 }
 
-// checkOwner fails unless path is owned by uid (and the same gid) with mode perm.
-func checkOwner(t *testing.T, path string, uid uint32, perm os.FileMode) {
+// checkOwner fails unless path is root's, of group gid, with mode perm.
+func checkOwner(t *testing.T, path string, gid uint32, perm os.FileMode) {
 	t.Helper()
 	fi, err := os.Stat(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	st := fi.Sys().(*syscall.Stat_t)
-	if st.Uid != uid || st.Gid != uid || fi.Mode().Perm() != perm {
-		t.Fatalf("%s: owner %d:%d mode %v, want %d:%d %v", path, st.Uid, st.Gid, fi.Mode().Perm(), uid, uid, perm)
+	if st.Uid != 0 || st.Gid != gid || fi.Mode().Perm() != perm {
+		t.Fatalf("%s: owner %d:%d mode %v, want 0:%d %v", path, st.Uid, st.Gid, fi.Mode().Perm(), gid, perm)
 	}
 }
 
 // TestRecoveryUserNamespace: a container in a user namespace is recovered from its
-// checkpoints, which CRIU's restore reads as the container's root.
+// checkpoints (incremental: a pre-dump's images are read through "../pre"), which CRIU's
+// restore reads as the container's root, by a restore at the crash or from a standby.
 func TestRecoveryUserNamespace(t *testing.T) {
 	need(t)
+	for _, standby := range []string{"off", "on"} {
+		t.Run("standby="+standby, func(t *testing.T) { recoverInUserNamespace(t, standby) })
+	}
+}
+
+func recoverInUserNamespace(t *testing.T, standby string) {
 	e := newEnv(t, harness.Warm)
 	e.warmCfg = recoveryConfig(t, "")
 	const host = 310000
@@ -128,17 +135,27 @@ func TestRecoveryUserNamespace(t *testing.T) {
 	remapped := func(id string, img containerd.Image, _ ...snapshots.Opt) containerd.NewContainerOpts {
 		return containerd.WithRemappedSnapshot(id, img, host, host)
 	}
-	c := e.containerWith(remapped, e.runtimeOpt(), counterApp, oci.WithUserNamespace(ids, ids), recoveryAnn(nil))
+	c := e.containerWith(remapped, e.runtimeOpt(), counterApp, oci.WithUserNamespace(ids, ids),
+		recoveryAnn(map[string]string{"io.containerd.warm.recovery-standby": standby}))
 	var out syncBuffer
 	task, exit := e.start(c, streams(nil, &out, io.Discard))
 	waitFor(t, "two checkpoints", func() bool { return len(checkpointsOf(c.ID())) >= 2 })
 	for _, cp := range checkpointsOf(c.ID()) {
-		checkOwner(t, cp, 0, 0o711)
-		checkOwner(t, filepath.Join(cp, "images"), host, 0o500)
+		checkOwner(t, cp, host, 0o710)
+		checkOwner(t, filepath.Join(cp, "images"), host, 0o550)
 	}
 	before := len(strings.Fields(out.String()))
 	oldPid := task.Pid()
-	killBetweenCheckpoints(t, c.ID(), oldPid)
+	if standby == "on" {
+		waitFor(t, "a recovery standby", func() bool {
+			return cd.LogLines("container="+c.ID(), `msg="recovery standby ready"`) >= 1
+		})
+		if err := syscall.Kill(int(oldPid), syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+	} else {
+		killBetweenCheckpoints(t, c.ID(), oldPid)
+	}
 	var after []int
 	waitFor(t, "output after the restore", func() bool {
 		after = numbersAfter(out.String(), before+1)

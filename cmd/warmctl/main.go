@@ -10,9 +10,14 @@
 //	warmctl pool drain TEMPLATE
 //	warmctl template ls
 //	warmctl template rm TEMPLATE
-//	warmctl shutdown            drain every pool; the pool shim exits when no container is left
+//	warmctl reload              the pool shim reads its warm.toml again now (it follows it
+//	                            anyway) and says what is wrong with it; with no pool shim,
+//	                            the file is checked
+//	warmctl shutdown            drain every pool and end the imports; the pool shim exits
+//	                            when no container is left
 //	warmctl start [--address A] [--socket-dir D] [--config F]
-//	                            start the pool shim now (at boot) and fill every pool
+//	                            start the pool shim now (at boot) and fill every pool; a
+//	                            running one reads its warm.toml again
 package main
 
 import (
@@ -218,7 +223,16 @@ func run(c *ctl, args []string, asJSON bool) error {
 		return c.do("DELETE", "/templates/"+args[2], nil)
 	case cmd == "reload":
 		// The pool shim reads its configuration file again (it also does within seconds
-		// of a change): an error names the key and the fix.
+		// of a change): an error names the key and the fix. With no pool shim (none was
+		// needed yet), the file the next one reads is checked.
+		if c.noShim() {
+			path := config.Path("")
+			if _, err := config.Load(path); err != nil {
+				return err
+			}
+			fmt.Printf("no pool shim runs in namespace %s; %s is valid\n", c.ns, path)
+			return nil
+		}
 		var r struct{ Path string }
 		if err := c.do("POST", "/config/reload", &r); err != nil {
 			return err

@@ -44,6 +44,11 @@ func start(ns string, args []string) error {
 	c := client(filepath.Join(cfg.RunDir, ns, "ctl.sock"))
 	var ps []pool.Stats
 	if err := c.do("GET", "/pools", &ps); err == nil {
+		// It reads its configuration again, and resumes its imports if an operator shut
+		// it down while containers kept it running.
+		if err := c.do("POST", "/config/reload", nil); err != nil {
+			return fmt.Errorf("pool shim of namespace %s already running; its configuration: %w", ns, err)
+		}
 		fmt.Printf("pool shim of namespace %s already running\n", ns)
 	} else {
 		bin, err := shimBinary(*shimBin)
