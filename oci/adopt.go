@@ -513,7 +513,7 @@ func applyDeviceRules(paths map[string]string, rules []specs.LinuxDeviceCgroup) 
 		return errors.New("runc's state has no device rules")
 	}
 	if unified() {
-		insts, license, err := cgroupsv2.DeviceFilter(rules)
+		insts, license, err := cgroupsv2.DeviceFilter(wildcards(rules))
 		if err != nil {
 			return err
 		}
@@ -545,6 +545,23 @@ func applyDeviceRules(paths map[string]string, rules []specs.LinuxDeviceCgroup) 
 }
 
 // deviceRuleLine is a rule as cgroup v1's devices files take it: "c 1:3 rwm", "a".
+// wildcards returns rules with an unset major or minor given as -1 (any), which is how
+// cgroup2's DeviceFilter reads it: it dereferences both of every rule.
+func wildcards(rules []specs.LinuxDeviceCgroup) []specs.LinuxDeviceCgroup {
+	out := make([]specs.LinuxDeviceCgroup, len(rules))
+	any := int64(-1)
+	for i, r := range rules {
+		if r.Major == nil {
+			r.Major = &any
+		}
+		if r.Minor == nil {
+			r.Minor = &any
+		}
+		out[i] = r
+	}
+	return out
+}
+
 func deviceRuleLine(r specs.LinuxDeviceCgroup) string {
 	if r.Type == "a" || r.Type == "" {
 		return "a"

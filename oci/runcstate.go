@@ -148,17 +148,9 @@ func (k *keptState) deviceRules() ([]specs.LinuxDeviceCgroup, error) {
 	}
 	rules := make([]specs.LinuxDeviceCgroup, 0, len(cg.Devices))
 	for _, d := range cg.Devices {
-		r := specs.LinuxDeviceCgroup{Allow: d.Allow, Type: string(d.Type), Access: d.Permissions}
-		if d.Type == 'a' {
-			r.Type = "a" // every other field is ignored
-		} else {
-			if d.Major >= 0 {
-				r.Major = &d.Major
-			}
-			if d.Minor >= 0 {
-				r.Minor = &d.Minor
-			}
-		}
+		// A wildcard major or minor is -1, as in the OCI spec runc was given (and what
+		// cgroup2's device filter expects: it reads both of every rule).
+		r := specs.LinuxDeviceCgroup{Allow: d.Allow, Type: string(d.Type), Access: d.Permissions, Major: &d.Major, Minor: &d.Minor}
 		switch r.Type {
 		case "a", "b", "c":
 		default:

@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 
+	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 )
 
@@ -194,6 +195,16 @@ func TestDeviceRules(t *testing.T) {
 	want := []string{"false a", "true c 1:3 rwm", "true c 136:* rwm", "true b *:* m"}
 	if !slices.Equal(lines, want) {
 		t.Fatalf("got %q, want %q", lines, want)
+	}
+	// cgroup v2: the same rules compile into the eBPF device program (its compiler
+	// dereferences every rule's major and minor: wildcards once made it crash the
+	// adoption), and so do rules with them unset.
+	if _, _, err := cgroupsv2.DeviceFilter(wildcards(rules)); err != nil {
+		t.Fatalf("device program: %v", err)
+	}
+	unset := []specs.LinuxDeviceCgroup{{Allow: false, Type: "a", Access: "rwm"}, {Allow: true, Type: "c", Access: "rwm"}}
+	if _, _, err := cgroupsv2.DeviceFilter(wildcards(unset)); err != nil {
+		t.Fatalf("device program of rules without major and minor: %v", err)
 	}
 	k.cfg["cgroups"] = json.RawMessage(`{"devices":[{"type":120,"major":1,"minor":1,"permissions":"r","allow":true}]}`)
 	if _, err := k.deviceRules(); err == nil {
