@@ -50,8 +50,11 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 # Integration tests need root; they start their own containerd under /tmp/warm-it-*.
+# Then, on a hybrid cgroup host, the oci tests again on its cgroup2 hierarchy
+# (scripts/hybrid-v2-check.sh: the cgroup v2 paths of restore, freeze, adopt and kill).
 integration: build
 	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./cmd/containerd-shim-warm-v2/ ./internal/... ./oci/... ./test/...
+	$(WITH_TOOLS) ./scripts/hybrid-v2-check.sh
 
 # CRI conformance: critest v1.37.0 against handlers runc and warm (about 5 minutes).
 critest: build

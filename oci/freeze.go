@@ -33,6 +33,26 @@ func FreezeContainer(root, id string) (thaw func() error, err error) {
 	return func() error { return freezeDir(paths, false) }, nil
 }
 
+// ThawContainer thaws runc container id's cgroup if it is frozen (or freezing), and
+// reports whether it was.
+func ThawContainer(root, id string) (bool, error) {
+	st, err := readRuncState(filepath.Join(root, id))
+	if err != nil {
+		return false, err
+	}
+	paths, err := st.cgroupPaths()
+	if err != nil {
+		return false, err
+	}
+	if frozen, err := isFrozen(paths); err != nil || !frozen {
+		return false, err
+	}
+	if err := freezeDir(paths, false); err != nil {
+		return true, fmt.Errorf("thaw %s: %w", id, err)
+	}
+	return true, nil
+}
+
 // isFrozen reports whether a container's cgroup is frozen or freezing.
 func isFrozen(paths map[string]string) (bool, error) {
 	dir, err := freezerDir(paths)

@@ -22,6 +22,7 @@ import (
 	"github.com/containerd/log"
 	"github.com/containerd/typeurl/v2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/procfs"
@@ -204,6 +205,18 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 			thawOnce()
 			prefrozen = true
 		}
+		if err != nil {
+			// CRIU freezes the task itself when it finds it thawed, and one that failed
+			// on a dying task (or was stopped) can leave the cgroup frozen (seen on
+			// cgroup v2): runc's kill of the container then waits 10 s for the freeze
+			// to settle. The task was running when the checkpoint began, and a Pause
+			// waits for dumpMu: it runs again.
+			if was, terr := oci.ThawContainer(ip.Runtime().Root, rec.id); terr != nil {
+				log.G(s.context).WithError(terr).WithField("container", rec.id).Warn("thaw after a failed checkpoint")
+			} else if was {
+				log.G(s.context).WithField("container", rec.id).Info("a failed checkpoint left the task frozen: thawed")
+			}
+		}
 		took = time.Since(start)
 		if err != nil && timedOut.Load() {
 			return fmt.Errorf("checkpoint killed after checkpoint_timeout (%v): %w", rec.policy.CheckpointTimeout, err)
@@ -263,13 +276,23 @@ func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atom
 
 // killedByContainerd marks that containerd's Kill or Delete reached a container's init:
 // its exit is not recovered, and a recovery in progress is abandoned.
-func (s *service) killedByContainerd(id string) {
+func (s *service) killedByContainerd(id string, sig uint32, ip *process.Init) {
 	if rec := s.recoverableOf(id); rec != nil {
 		rec.mu.Lock()
 		rec.killed = true
 		rec.mu.Unlock()
 		if s.monitor != nil && s.monitor.abortRestore(id) {
 			log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
+		}
+		// A SIGKILL during a periodic checkpoint stops it, and the task is thawed
+		// first: runc's kill of a container whose cgroup v2 is frozen waits for the
+		// freeze to settle, which a task killed while CRIU holds it never lets happen
+		// (runc then waits 10 s).
+		if sig == uint32(unix.SIGKILL) && ip != nil && s.monitor != nil && s.monitor.abortCheckpoint(id) {
+			log.G(s.context).WithField("container", id).Info("a checkpoint in progress was stopped: containerd killed or deleted the task")
+			if _, err := oci.ThawContainer(ip.Runtime().Root, id); err != nil {
+				log.G(s.context).WithError(err).WithField("container", id).Warn("thaw after a stopped checkpoint")
+			}
 		}
 	}
 }

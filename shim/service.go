@@ -504,7 +504,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	if r.ExecID == "" {
 		// A Delete during a recovery wins: the recovery is abandoned first.
-		s.killedByContainerd(r.ID)
+		s.killedByContainerd(r.ID, 0, nil)
 		if s.waitRecovered(ctx, r.ID, container) {
 			if container, err = s.getContainer(r.ID); err != nil {
 				return nil, err
@@ -668,7 +668,11 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	}
 	if r.ExecID == "" {
 		// The exit that follows is containerd's doing: not recovered.
-		s.killedByContainerd(r.ID)
+		var ip *process.Init
+		if p, err := container.Process(""); err == nil {
+			ip, _ = p.(*process.Init)
+		}
+		s.killedByContainerd(r.ID, r.Signal, ip)
 	}
 	if err := container.Kill(ctx, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -736,7 +740,7 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	}
 	if copts.Exit {
 		// A checkpoint that ends the task is containerd's doing: not recovered.
-		s.killedByContainerd(r.ID)
+		s.killedByContainerd(r.ID, 0, nil)
 	}
 	if err := checkpoint(ctx, container, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
