@@ -54,7 +54,7 @@ unit:
 # (scripts/hybrid-v2-check.sh: the cgroup v2 paths of restore, freeze, adopt and kill).
 integration: build
 	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./cmd/containerd-shim-warm-v2/ ./internal/... ./oci/... ./test/...
-	$(WITH_TOOLS) ./scripts/hybrid-v2-check.sh
+	$(WITH_TOOLS) GO=$(GO) ./scripts/hybrid-v2-check.sh
 
 # CRI conformance: critest v1.37.0 against handlers runc and warm (about 5 minutes).
 critest: build

@@ -544,24 +544,24 @@ func applyDeviceRules(paths map[string]string, rules []specs.LinuxDeviceCgroup) 
 	return nil
 }
 
-// deviceRuleLine is a rule as cgroup v1's devices files take it: "c 1:3 rwm", "a".
 // wildcards returns rules with an unset major or minor given as -1 (any), which is how
 // cgroup2's DeviceFilter reads it: it dereferences both of every rule.
 func wildcards(rules []specs.LinuxDeviceCgroup) []specs.LinuxDeviceCgroup {
 	out := make([]specs.LinuxDeviceCgroup, len(rules))
-	any := int64(-1)
+	wild := int64(-1)
 	for i, r := range rules {
 		if r.Major == nil {
-			r.Major = &any
+			r.Major = &wild
 		}
 		if r.Minor == nil {
-			r.Minor = &any
+			r.Minor = &wild
 		}
 		out[i] = r
 	}
 	return out
 }
 
+// deviceRuleLine is a rule as cgroup v1's devices files take it: "c 1:3 rwm", "a".
 func deviceRuleLine(r specs.LinuxDeviceCgroup) string {
 	if r.Type == "a" || r.Type == "" {
 		return "a"

@@ -26,12 +26,18 @@ fi
 # The hierarchy's options as the host mounted it: a new cgroup2 mount applies its own
 # options to the whole hierarchy.
 OPTS=$(awk '$2 == "/sys/fs/cgroup/unified" && $3 == "cgroup2" { print $4 }' /proc/mounts | tail -1)
+[ -n "$OPTS" ] || { echo "hybrid-v2-check: no mount options found for /sys/fs/cgroup/unified"; exit 1; }
 export OPTS
 NEEDS_CONTROLLERS='^(TestLifecycleClient|TestLifecycleCtr|TestPoolConcurrentCtrRun|TestPoolHitOutputUnread|TestPoolHitOutputComplete|TestPoolHitResources|TestPoolHitUpdateAndCheckpoint)$'
 tmp=$(mktemp -d /tmp/warm-hybrid-v2.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
-go test -c -o "$tmp/oci.test" ./oci/
-go test -c -o "$tmp/test.test" ./test/
+GO=${GO:-go}
+"$GO" test -c -o "$tmp/oci.test" ./oci/
+"$GO" test -c -o "$tmp/test.test" ./test/
+# The test cgroups there before (a pool shim of the host's, runc's v1 driver makes each
+# container's cgroup in this hierarchy too): only new ones are leaks.
+cgroups() { find /sys/fs/cgroup/unified -maxdepth 1 \( -name 'warmocitest*' -o -name 'warmtest-*' -o -name 'warm-pool' \) 2>/dev/null | sort; }
+before=$(cgroups)
 rc=0
 # run NAME DIR BINARY ARGS...: the test binary in DIR, in the private mount namespace.
 run() {
@@ -47,9 +53,9 @@ run() {
 		rc=1
 	fi
 }
-run oci oci "$tmp/oci.test" -test.count=1 -test.v
+run oci oci "$tmp/oci.test" -test.count=1 -test.v -test.timeout 20m
 run integration test "$tmp/test.test" -test.count=1 -test.v -test.timeout 40m -test.skip "$NEEDS_CONTROLLERS"
-left=$(find /sys/fs/cgroup/unified -maxdepth 1 \( -name 'warmocitest*' -o -name 'warmtest-*' -o -name 'warm-pool' \) 2>/dev/null)
+left=$(comm -13 <(echo "$before") <(cgroups))
 if [ -n "$left" ]; then
 	echo "hybrid-v2-check: cgroups left behind: $left"
 	rc=1

@@ -145,6 +145,12 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		return nil // the container is being deleted
 	default:
 	}
+	rec.mu.Lock()
+	killed := rec.killed
+	rec.mu.Unlock()
+	if killed {
+		return nil // containerd killed the task: its Kill may be waiting for dumpMu
+	}
 	ctx := s.context
 	// CRIU can hang (seen on a task that died during a dump): past checkpoint_timeout,
 	// the runc checkpoint and CRIU under it are killed and this checkpoint fails.
@@ -189,6 +195,9 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		// than preFreezeLimit do not keep the task frozen until checkpoint_timeout.
 		start := time.Now()
 		thaw, ferr := oci.FreezeContainer(ip.Runtime().Root, rec.id)
+		// Frozen by someone else already (a runc pause outside containerd): not the
+		// shim's to thaw, whatever happens.
+		frozenBefore := ferr == nil && thaw == nil
 		var thawOnce func()
 		if ferr != nil {
 			log.G(s.context).WithError(ferr).WithField("container", rec.id).Debug("pre-freeze failed; CRIU freezes the task")
@@ -205,7 +214,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 			thawOnce()
 			prefrozen = true
 		}
-		if err != nil {
+		if err != nil && !frozenBefore {
 			// CRIU freezes the task itself when it finds it thawed, and one that failed
 			// on a dying task (or was stopped) can leave the cgroup frozen (seen on
 			// cgroup v2): runc's kill of the container then waits 10 s for the freeze
@@ -276,7 +285,7 @@ func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atom
 
 // killedByContainerd marks that containerd's Kill or Delete reached a container's init:
 // its exit is not recovered, and a recovery in progress is abandoned.
-func (s *service) killedByContainerd(id string, sig uint32, ip *process.Init) {
+func (s *service) killedByContainerd(id string, sig uint32) {
 	if rec := s.recoverableOf(id); rec != nil {
 		rec.mu.Lock()
 		rec.killed = true
@@ -284,15 +293,16 @@ func (s *service) killedByContainerd(id string, sig uint32, ip *process.Init) {
 		if s.monitor != nil && s.monitor.abortRestore(id) {
 			log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
 		}
-		// A SIGKILL during a periodic checkpoint stops it, and the task is thawed
-		// first: runc's kill of a container whose cgroup v2 is frozen waits for the
-		// freeze to settle, which a task killed while CRIU holds it never lets happen
-		// (runc then waits 10 s).
-		if sig == uint32(unix.SIGKILL) && ip != nil && s.monitor != nil && s.monitor.abortCheckpoint(id) {
-			log.G(s.context).WithField("container", id).Info("a checkpoint in progress was stopped: containerd killed or deleted the task")
-			if _, err := oci.ThawContainer(ip.Runtime().Root, id); err != nil {
-				log.G(s.context).WithError(err).WithField("container", id).Warn("thaw after a stopped checkpoint")
-			}
+		// A SIGKILL during a checkpoint stops it, and waits for it to end (the
+		// checkpoint thaws the task it froze, under dumpMu, so that a Pause waiting
+		// for it is not undone): runc's kill of a container whose cgroup v2 is frozen
+		// waits for the freeze to settle, which a task killed while CRIU holds it
+		// never lets happen (runc then waits 10 s).
+		if sig == uint32(unix.SIGKILL) && s.monitor != nil && s.monitor.abortCheckpoint(id) {
+			began := time.Now()
+			rec.dumpMu.Lock()
+			rec.dumpMu.Unlock() //nolint:staticcheck // waits for the checkpoint's end
+			log.G(s.context).WithField("container", id).WithField("waited", time.Since(began)).Info("a checkpoint in progress was stopped: containerd killed the task")
 		}
 	}
 }

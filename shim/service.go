@@ -504,7 +504,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	if r.ExecID == "" {
 		// A Delete during a recovery wins: the recovery is abandoned first.
-		s.killedByContainerd(r.ID, 0, nil)
+		s.killedByContainerd(r.ID, 0)
 		if s.waitRecovered(ctx, r.ID, container) {
 			if container, err = s.getContainer(r.ID); err != nil {
 				return nil, err
@@ -668,11 +668,7 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	}
 	if r.ExecID == "" {
 		// The exit that follows is containerd's doing: not recovered.
-		var ip *process.Init
-		if p, err := container.Process(""); err == nil {
-			ip, _ = p.(*process.Init)
-		}
-		s.killedByContainerd(r.ID, r.Signal, ip)
+		s.killedByContainerd(r.ID, r.Signal)
 	}
 	if err := container.Kill(ctx, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -740,8 +736,11 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	}
 	if copts.Exit {
 		// A checkpoint that ends the task is containerd's doing: not recovered.
-		s.killedByContainerd(r.ID, 0, nil)
+		s.killedByContainerd(r.ID, 0)
 	}
+	// Not beside a periodic checkpoint (two CRIU dumps of one task fail), whose
+	// failure would also thaw the task under this one.
+	defer s.holdDump(r.ID)()
 	if err := checkpoint(ctx, container, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
