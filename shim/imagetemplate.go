@@ -66,16 +66,7 @@ const imageResync = 5 * time.Minute
 // resyncImages syncs the configured checkpoint images every interval until ctx ends (the
 // pool shim gives it one that does not).
 func (w *warm) resyncImages(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			w.syncImageTemplates(ctx)
-		}
-	}
+	every(ctx, interval, w.syncImageTemplates)
 }
 
 // Import retries: a checkpoint image not pulled or unpacked yet is tried again, from

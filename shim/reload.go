@@ -32,15 +32,20 @@ func sigOf(path string) fileSig {
 
 // watchConfig reloads the pool shim's configuration when its file changes, until ctx
 // ends: an edit of a pool's settings or checkpoint image applies without a Create.
-func (w *warm) watchConfig(ctx context.Context, every time.Duration) {
-	t := time.NewTicker(every)
+func (w *warm) watchConfig(ctx context.Context, interval time.Duration) {
+	every(ctx, interval, w.checkConfig)
+}
+
+// every calls fn(ctx) every interval until ctx ends.
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			w.checkConfig(ctx)
+			fn(ctx)
 		}
 	}
 }

@@ -50,6 +50,20 @@ func checkpointsOf(id string) []string {
 	return m
 }
 
+// counterContinues waits for counterApp's output after the first before fields to go on,
+// from a checkpoint's counter (not 1: a cold start).
+func counterContinues(t *testing.T, out *syncBuffer, before int) {
+	t.Helper()
+	var after []int
+	waitFor(t, "output after the restore", func() bool {
+		after = numbersAfter(out.String(), before+1)
+		return len(after) >= 5
+	})
+	if after[len(after)-1] < 5 {
+		t.Fatalf("counter after recovery %v: a cold start, not a restore", after)
+	}
+}
+
 func numbersAfter(s string, skip int) []int {
 	var out []int
 	for i, f := range strings.Fields(s) {
@@ -77,15 +91,7 @@ func TestRecoveryKill9(t *testing.T) {
 	before := len(strings.Fields(out.String()))
 	oldPid := task.Pid()
 	killBetweenCheckpoints(t, c.ID(), oldPid)
-	// The output goes on, from the checkpoint's counter (not 1).
-	var after []int
-	waitFor(t, "output after the restore", func() bool {
-		after = numbersAfter(out.String(), before+1)
-		return len(after) >= 5
-	})
-	if after[len(after)-1] < 5 {
-		t.Fatalf("counter after recovery %v: a cold start, not a restore", after)
-	}
+	counterContinues(t, &out, before)
 	select {
 	case st := <-exit:
 		t.Fatalf("exit reported for a recovered task: %+v", st)

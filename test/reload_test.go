@@ -11,6 +11,26 @@ import (
 	"github.com/warmshim/warm/test/harness"
 )
 
+// suiteConfig returns a warm.toml of the test's own and a function that writes it (a new
+// file each time, renamed into place) as the suite's configuration followed by extra.
+func suiteConfig(t *testing.T) (path string, write func(extra string)) {
+	t.Helper()
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path = filepath.Join(tempDir(t), "warm.toml")
+	return path, func(extra string) {
+		t.Helper()
+		if err := os.WriteFile(path+".new", append(append([]byte{}, base...), extra...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // TestConfigReload: the pool shim follows an edit of its warm.toml without a Create (a
 // pool grows to its new min), keeps its configuration when the file is broken (warmctl
 // reload names the key), and takes a fix through warmctl reload (the pool shrinks to
@@ -18,22 +38,9 @@ import (
 func TestConfigReload(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	base, err := os.ReadFile(cd.WarmCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(tempDir(t), "warm.toml")
 	name := "reload-" + shortName(t)
-	write := func(section string) {
-		t.Helper()
-		tmp := cfgPath + ".new"
-		if err := os.WriteFile(tmp, append(append([]byte{}, base...), "\n[pools."+name+"]\n"+section...), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, cfgPath); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cfgPath, writeCfg := suiteConfig(t)
+	write := func(section string) { writeCfg("\n[pools." + name + "]\n" + section) }
 	write("min = 2\n")
 	e.warmCfg = cfgPath
 	makeTemplate(t, e, name)
@@ -76,22 +83,8 @@ func TestConfigReload(t *testing.T) {
 // the file. (Its own namespace: the suite's holds other tests' templates.)
 func TestBootShimWaitsForItsImport(t *testing.T) {
 	need(t)
-	base, err := os.ReadFile(cd.WarmCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := "boot-" + shortName(t)
-	cfgPath := filepath.Join(tempDir(t), "warm.toml")
-	write := func(extra string) {
-		t.Helper()
-		tmp := cfgPath + ".new"
-		if err := os.WriteFile(tmp, append(append([]byte{}, base...), extra...), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, cfgPath); err != nil {
-			t.Fatal(err)
-		}
-	}
+	cfgPath, write := suiteConfig(t)
 	write("\n[pools.later]\nimage = \"localhost/warm-not-pulled:1\"\n")
 	out, err := exec.Command(cd.Env.Warmctl, "-n", ns, "start", "--address", cd.Address,
 		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cfgPath, "--shim", cd.Env.Shim, "--wait", "30s").CombinedOutput()
