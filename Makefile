@@ -50,7 +50,8 @@ unit:
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
 # Integration tests need root; they start their own containerd under /tmp/warm-it-*.
-# Then, on a hybrid cgroup host, the oci tests again on its cgroup2 hierarchy
+# Then, on a hybrid cgroup host, the oci tests and the integration suite again on its
+# cgroup2 hierarchy, but for the tests that need controllers it lacks
 # (scripts/hybrid-v2-check.sh: the cgroup v2 paths of restore, freeze, adopt and kill).
 integration: build
 	$(WITH_TOOLS) WARM_INTEGRATION=1 $(GO) test -count=1 -v -timeout 60m ./cmd/containerd-shim-warm-v2/ ./internal/... ./oci/... ./test/...

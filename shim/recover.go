@@ -45,6 +45,7 @@ type recoverable struct {
 	mu         sync.Mutex
 	loop       recovery.CrashLoop // guarded by mu
 	killed     bool               // containerd's Kill or Delete reached the init; guarded by mu
+	ending     bool               // containerd's SIGKILL, Delete or checkpoint --exit: no periodic checkpoint starts; guarded by mu
 	recovering chan struct{}      // closed when the current recovery ends; guarded by mu
 	recovered  int                // guarded by mu
 	remounted  bool               // the bundle's rootfs was mounted for a restore; guarded by mu
@@ -146,10 +147,10 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	default:
 	}
 	rec.mu.Lock()
-	killed := rec.killed
+	ending := rec.ending
 	rec.mu.Unlock()
-	if killed {
-		return nil // containerd killed the task: its Kill may be waiting for dumpMu
+	if ending {
+		return nil // containerd ends the task: its Kill may be waiting for dumpMu
 	}
 	ctx := s.context
 	// CRIU can hang (seen on a task that died during a dump): past checkpoint_timeout,
@@ -283,12 +284,18 @@ func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atom
 	})
 }
 
-// killedByContainerd marks that containerd's Kill or Delete reached a container's init:
-// its exit is not recovered, and a recovery in progress is abandoned.
-func (s *service) killedByContainerd(id string, sig uint32) {
+// killedByContainerd marks that containerd's Kill (with signal sig) or Delete (deleting,
+// or a checkpoint with exit) reached a container's init: its exit is not recovered, and
+// a recovery in progress is abandoned. A signal that cannot end a task (one ignored or
+// stopping by default, or 0) marks nothing: a later crash is recovered as before.
+func (s *service) killedByContainerd(id string, sig uint32, deleting bool) {
+	if !deleting && cannotEnd(syscall.Signal(sig)) {
+		return
+	}
 	if rec := s.recoverableOf(id); rec != nil {
 		rec.mu.Lock()
 		rec.killed = true
+		rec.ending = rec.ending || deleting || sig == uint32(unix.SIGKILL)
 		rec.mu.Unlock()
 		if s.monitor != nil && s.monitor.abortRestore(id) {
 			log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
@@ -305,6 +312,17 @@ func (s *service) killedByContainerd(id string, sig uint32) {
 			log.G(s.context).WithField("container", id).WithField("waited", time.Since(began)).Info("a checkpoint in progress was stopped: containerd killed the task")
 		}
 	}
+}
+
+// cannotEnd reports whether sig, by its default action, never ends a task (nginx's
+// graceful SIGWINCH, a job-control stop, signal 0's existence check).
+func cannotEnd(sig syscall.Signal) bool {
+	switch sig {
+	case 0, syscall.SIGCHLD, syscall.SIGCONT, syscall.SIGURG, syscall.SIGWINCH,
+		syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
+		return true
+	}
+	return false
 }
 
 // tryRecover decides, for an init that exited, whether to restore it. It returns true

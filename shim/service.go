@@ -504,7 +504,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	if r.ExecID == "" {
 		// A Delete during a recovery wins: the recovery is abandoned first.
-		s.killedByContainerd(r.ID, 0)
+		s.killedByContainerd(r.ID, 0, true)
 		if s.waitRecovered(ctx, r.ID, container) {
 			if container, err = s.getContainer(r.ID); err != nil {
 				return nil, err
@@ -668,7 +668,7 @@ func (s *service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*ptypes.Emp
 	}
 	if r.ExecID == "" {
 		// The exit that follows is containerd's doing: not recovered.
-		s.killedByContainerd(r.ID, r.Signal)
+		s.killedByContainerd(r.ID, r.Signal, false)
 	}
 	if err := container.Kill(ctx, r); err != nil {
 		return nil, errgrpc.ToGRPC(err)
@@ -736,7 +736,7 @@ func (s *service) Checkpoint(ctx context.Context, r *taskAPI.CheckpointTaskReque
 	}
 	if copts.Exit {
 		// A checkpoint that ends the task is containerd's doing: not recovered.
-		s.killedByContainerd(r.ID, 0)
+		s.killedByContainerd(r.ID, 0, true)
 	}
 	// Not beside a periodic checkpoint (two CRIU dumps of one task fail), whose
 	// failure would also thaw the task under this one.
@@ -806,7 +806,8 @@ func (s *service) idleLocked() bool {
 	return len(s.containers) == 0 && s.creating == 0 && !s.warm.holdsPools()
 }
 
-// Shutdown stops the shim once it serves no container.
+// Shutdown stops the shim once it serves no container and has nothing else to stay up
+// for (idleLocked: a Create in progress, a pool, an import being retried).
 func (s *service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*ptypes.Empty, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

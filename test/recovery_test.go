@@ -87,6 +87,11 @@ func TestRecoveryKill9(t *testing.T) {
 	c := e.container(counterApp, recoveryAnn(nil))
 	var out syncBuffer
 	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	// A signal through containerd that cannot end the task (SIGWINCH: ignored by
+	// default) does not take its recovery away.
+	if err := task.Kill(e.ctx, syscall.SIGWINCH); err != nil {
+		t.Fatal(err)
+	}
 	waitFor(t, "two checkpoints", func() bool { return len(checkpointsOf(c.ID())) >= 2 })
 	before := len(strings.Fields(out.String()))
 	oldPid := task.Pid()

@@ -45,11 +45,12 @@ func start(ns string, args []string) error {
 	var ps []pool.Stats
 	if err := c.do("GET", "/pools", &ps); err == nil {
 		// It reads its configuration again, and resumes its imports if an operator shut
-		// it down while containers kept it running.
-		if err := c.do("POST", "/config/reload", nil); err != nil {
-			return fmt.Errorf("pool shim of namespace %s already running; its configuration: %w", ns, err)
-		}
+		// it down while containers kept it running. A configuration it cannot take is
+		// said, but the pool shim runs: start succeeds.
 		fmt.Printf("pool shim of namespace %s already running\n", ns)
+		if err := c.do("POST", "/config/reload", nil); err != nil {
+			fmt.Fprintf(os.Stderr, "warmctl: warning: the running pool shim kept its configuration: %v\n", err)
+		}
 	} else {
 		bin, err := shimBinary(*shimBin)
 		if err != nil {
