@@ -118,8 +118,9 @@ func checkOwner(t *testing.T, path string, gid uint32, perm os.FileMode) {
 }
 
 // TestRecoveryUserNamespace: a container in a user namespace is recovered from its
-// checkpoints (incremental: a pre-dump's images are read through "../pre"), which CRIU's
-// restore reads as the container's root, by a restore at the crash or from a standby.
+// checkpoints, which CRIU's restore reads as the container's root, by a restore at the
+// crash or from a standby. (Where the kernel tracks dirty memory, the checkpoints are
+// incremental and a pre-dump's images are read through "../pre"; this machine's does not.)
 func TestRecoveryUserNamespace(t *testing.T) {
 	need(t)
 	for _, standby := range []string{"off", "on"} {
