@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pelletier/go-toml/v2"
@@ -322,15 +324,56 @@ func Path(path string) string {
 // DefaultPath). A missing file at DefaultPath yields the defaults; a missing file anywhere
 // else is an error (the user named it).
 func Load(path string) (Config, error) {
+	c, _, err := LoadVersion(path)
+	return c, err
+}
+
+// Version tells one version of a file from another (its device, inode, size, mtime and
+// ctime); the zero value is a missing file.
+type Version struct{ dev, ino, size, mtime, ctime int64 }
+
+func versionOf(fi os.FileInfo) Version {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return Version{size: fi.Size(), mtime: fi.ModTime().UnixNano()}
+	}
+	return Version{int64(st.Dev), int64(st.Ino), st.Size, st.Mtim.Nano(), st.Ctim.Nano()}
+}
+
+// VersionOf is the version of the file at path now.
+func VersionOf(path string) Version {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return Version{}
+	}
+	return versionOf(fi)
+}
+
+// LoadVersion is Load, and the version of the file it read, from the file it opened (no
+// second look at the path); the zero Version for the defaults of a missing DefaultPath.
+func LoadVersion(path string) (Config, Version, error) {
 	path = Path(path)
-	data, err := os.ReadFile(path)
+	var (
+		data []byte
+		v    Version
+	)
+	f, err := os.Open(path)
+	if err == nil {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil {
+			v = versionOf(fi)
+			data, err = io.ReadAll(f)
+		}
+		f.Close()
+	}
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) && path == DefaultPath {
-			return Default(), nil
+			return Default(), Version{}, nil
 		}
-		return Config{}, fmt.Errorf("warm config: %w", err)
+		return Config{}, Version{}, fmt.Errorf("warm config: %w", err)
 	}
-	return Parse(data, path)
+	c, err := Parse(data, path)
+	return c, v, err
 }
 
 // Validate checks values that TOML types alone cannot.

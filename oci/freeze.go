@@ -15,11 +15,7 @@ import (
 // stays stopped for at least 100). CRIU leaves a cgroup it found frozen frozen. A cgroup
 // already frozen (or freezing) is left alone and thaw is nil: it is not ours to thaw.
 func FreezeContainer(root, id string) (thaw func() error, err error) {
-	st, err := readRuncState(filepath.Join(root, id))
-	if err != nil {
-		return nil, err
-	}
-	paths, err := st.cgroupPaths()
+	paths, err := containerCgroups(root, id)
 	if err != nil {
 		return nil, err
 	}
@@ -36,11 +32,7 @@ func FreezeContainer(root, id string) (thaw func() error, err error) {
 // ThawContainer thaws runc container id's cgroup if it is frozen (or freezing), and
 // reports whether it was.
 func ThawContainer(root, id string) (bool, error) {
-	st, err := readRuncState(filepath.Join(root, id))
-	if err != nil {
-		return false, err
-	}
-	paths, err := st.cgroupPaths()
+	paths, err := containerCgroups(root, id)
 	if err != nil {
 		return false, err
 	}
@@ -51,6 +43,15 @@ func ThawContainer(root, id string) (bool, error) {
 		return true, fmt.Errorf("thaw %s: %w", id, err)
 	}
 	return true, nil
+}
+
+// containerCgroups is runc container id's cgroup paths, from its state under root.
+func containerCgroups(root, id string) (map[string]string, error) {
+	st, err := readRuncState(filepath.Join(root, id))
+	if err != nil {
+		return nil, err
+	}
+	return st.cgroupPaths()
 }
 
 // isFrozen reports whether a container's cgroup is frozen or freezing.

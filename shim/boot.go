@@ -31,8 +31,7 @@ func (s *service) bootPools(ctx context.Context) {
 		return
 	}
 	o := taskOptions{cfgPath: config.Path("")}
-	o.cfgSig = sigOf(o.cfgPath)
-	o.cfg, err = config.Load(o.cfgPath)
+	o.cfg, o.cfgVersion, err = config.LoadVersion(o.cfgPath)
 	if err != nil {
 		log.G(ctx).WithError(err).Error("boot: warm configuration")
 		s.shutdown.Shutdown()

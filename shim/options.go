@@ -19,10 +19,10 @@ import (
 type taskOptions struct {
 	cfg config.Config
 	// cfgPath is the file cfg was read from ("" when a runtime option carried it:
-	// ConfigBody), cfgSig what the file was just before the read.
-	cfgPath string
-	cfgSig  fileSig
-	runc    *options.Options
+	// ConfigBody), cfgVersion the version of it that was read.
+	cfgPath    string
+	cfgVersion config.Version
+	runc       *options.Options
 }
 
 // parseOptions accepts both option types containerd sends a shim:
@@ -44,14 +44,13 @@ func optionsFrom(v any) (taskOptions, error) {
 	var (
 		cfg     config.Config
 		cfgPath = config.Path("")
-		cfgSig  fileSig
+		cfgVer  config.Version
 		ropt    = &options.Options{}
 		err     error
 	)
 	switch o := v.(type) {
 	case nil:
-		cfgSig = sigOf(cfgPath)
-		if cfg, err = config.Load(cfgPath); err != nil {
+		if cfg, cfgVer, err = config.LoadVersion(cfgPath); err != nil {
 			return taskOptions{}, err
 		}
 	case *runtimeoptions.Options:
@@ -65,8 +64,7 @@ func optionsFrom(v any) (taskOptions, error) {
 			cfgPath = ""
 		default:
 			cfgPath = config.Path(o.ConfigPath)
-			cfgSig = sigOf(cfgPath)
-			cfg, err = config.Load(cfgPath)
+			cfg, cfgVer, err = config.LoadVersion(cfgPath)
 		}
 		if err != nil {
 			return taskOptions{}, err
@@ -74,8 +72,7 @@ func optionsFrom(v any) (taskOptions, error) {
 	case *options.Options:
 		// runc's options carry no path to warm's config: read the default file, then let
 		// the explicit runc fields win.
-		cfgSig = sigOf(cfgPath)
-		if cfg, err = config.Load(cfgPath); err != nil {
+		if cfg, cfgVer, err = config.LoadVersion(cfgPath); err != nil {
 			return taskOptions{}, err
 		}
 		ropt = o
@@ -91,7 +88,7 @@ func optionsFrom(v any) (taskOptions, error) {
 	if cfg.SystemdCgroup {
 		ropt.SystemdCgroup = true
 	}
-	return taskOptions{cfg: cfg, cfgPath: cfgPath, cfgSig: cfgSig, runc: ropt}, nil
+	return taskOptions{cfg: cfg, cfgPath: cfgPath, cfgVersion: cfgVer, runc: ropt}, nil
 }
 
 // usePath puts the directory of an absolute binary path first in this process's PATH,

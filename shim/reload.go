@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/containerd/log"
@@ -15,20 +14,6 @@ import (
 // configPoll is how often the pool shim looks whether its configuration file changed:
 // one stat.
 const configPoll = 2 * time.Second
-
-// fileSig tells one version of a file from another; the zero value is a missing file.
-type fileSig struct{ dev, ino, size, mtime, ctime int64 }
-
-func sigOf(path string) fileSig {
-	if path == "" {
-		return fileSig{}
-	}
-	var st syscall.Stat_t
-	if err := syscall.Stat(path, &st); err != nil {
-		return fileSig{}
-	}
-	return fileSig{int64(st.Dev), int64(st.Ino), st.Size, st.Mtim.Nano(), st.Ctim.Nano()}
-}
 
 // watchConfig reloads the pool shim's configuration when its file changes, until ctx
 // ends: an edit of a pool's settings or checkpoint image applies without a Create.
@@ -57,14 +42,17 @@ func every(ctx context.Context, interval time.Duration, fn func(context.Context)
 func (w *warm) checkConfig(ctx context.Context) {
 	w.mu.Lock()
 	path, seen, pending := w.cfgPath, w.cfgSeen, w.cfgPending
-	now := sigOf(path)
+	var now config.Version
+	if path != "" {
+		now = config.VersionOf(path)
+	}
 	switch {
 	case path == "" || now == seen:
-		w.cfgPending = fileSig{}
+		w.cfgPending = config.Version{}
 		w.mu.Unlock()
 		return
-	case now == fileSig{}:
-		w.cfgSeen, w.cfgPending = now, fileSig{}
+	case now == config.Version{}:
+		w.cfgSeen, w.cfgPending = now, config.Version{}
 		w.mu.Unlock()
 		log.G(ctx).WithField("path", path).Warn("warm config file removed: the pool shim keeps the configuration it has")
 		return
@@ -74,7 +62,7 @@ func (w *warm) checkConfig(ctx context.Context) {
 		return
 	}
 	w.mu.Unlock()
-	if _, err := w.reloadConfig(ctx, path, now); err != nil {
+	if _, err := w.reloadConfig(ctx, path); err != nil {
 		log.G(ctx).WithError(err).Error("warm config changed but cannot be used: the pool shim keeps the configuration it has (`warmctl reload` says when a fix is taken)")
 	}
 }
@@ -82,17 +70,16 @@ func (w *warm) checkConfig(ctx context.Context) {
 // reloadConfig reads the configuration at path (the one the pool shim follows) and
 // applies it: every pool's settings, the checkpoint images to import, the log level.
 // The keys a pool shim is started with keep their values until it starts again (it
-// says which changed). sig is the file's version before the read: a file that changed
-// meanwhile is not applied.
-func (w *warm) reloadConfig(ctx context.Context, path string, sig fileSig) (config.Config, error) {
-	cfg, err := config.Load(path)
-	if err == nil && sigOf(path) != sig {
+// says which changed). A file that changed while it was read is not applied.
+func (w *warm) reloadConfig(ctx context.Context, path string) (config.Config, error) {
+	cfg, v, err := config.LoadVersion(path)
+	if err == nil && config.VersionOf(path) != v {
 		return config.Config{}, fmt.Errorf("warm config %s changed while it was read: read again at the next look (or `warmctl reload`)", path)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if path == w.cfgPath {
-		w.cfgSeen, w.cfgPending = sig, fileSig{} // a bad version is reported once
+		w.cfgSeen, w.cfgPending = v, config.Version{} // a bad version is reported once
 	}
 	if err != nil {
 		return config.Config{}, err
@@ -125,7 +112,7 @@ func (w *warm) reloadNow(ctx context.Context) (string, error) {
 	if path == "" {
 		return "", fmt.Errorf("the pool shim's configuration came in a runtime option (ConfigBody), not from a file: a Create with the new one brings it")
 	}
-	if _, err := w.reloadConfig(ctx, path, sigOf(path)); err != nil {
+	if _, err := w.reloadConfig(ctx, path); err != nil {
 		return path, err
 	}
 	w.resume(ctx)
@@ -149,19 +136,21 @@ func (w *warm) resume(ctx context.Context) {
 // the names of those that next changes.
 func keepStartKeys(cur, next config.Config) (config.Config, []string) {
 	var kept []string
-	keep := func(name string, c, n any, restore func()) {
-		if c != n {
-			kept = append(kept, name)
-			restore()
-		}
-	}
-	keep("runc", cur.Runc, next.Runc, func() { next.Runc = cur.Runc })
-	keep("runc_root", cur.RuncRoot, next.RuncRoot, func() { next.RuncRoot = cur.RuncRoot })
-	keep("criu", cur.Criu, next.Criu, func() { next.Criu = cur.Criu })
-	keep("systemd_cgroup", cur.SystemdCgroup, next.SystemdCgroup, func() { next.SystemdCgroup = cur.SystemdCgroup })
-	keep("cgroup_favordynmods", cur.CgroupFavorDynmods, next.CgroupFavorDynmods, func() { next.CgroupFavorDynmods = cur.CgroupFavorDynmods })
-	keep("refill_pause", cur.RefillPause, next.RefillPause, func() { next.RefillPause = cur.RefillPause })
-	keep("state_dir", cur.StateDir, next.StateDir, func() { next.StateDir = cur.StateDir })
-	keep("run_dir", cur.RunDir, next.RunDir, func() { next.RunDir = cur.RunDir })
+	keep(&kept, "runc", cur.Runc, &next.Runc)
+	keep(&kept, "runc_root", cur.RuncRoot, &next.RuncRoot)
+	keep(&kept, "criu", cur.Criu, &next.Criu)
+	keep(&kept, "systemd_cgroup", cur.SystemdCgroup, &next.SystemdCgroup)
+	keep(&kept, "cgroup_favordynmods", cur.CgroupFavorDynmods, &next.CgroupFavorDynmods)
+	keep(&kept, "refill_pause", cur.RefillPause, &next.RefillPause)
+	keep(&kept, "state_dir", cur.StateDir, &next.StateDir)
+	keep(&kept, "run_dir", cur.RunDir, &next.RunDir)
 	return next, kept
+}
+
+// keep sets *next to cur, adding name to kept if that changed it.
+func keep[T comparable](kept *[]string, name string, cur T, next *T) {
+	if *next != cur {
+		*kept = append(*kept, name)
+		*next = cur
+	}
 }

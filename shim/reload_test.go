@@ -53,12 +53,12 @@ func TestConfigFileFollowed(t *testing.T) {
 		}
 	}
 	write("[pools.app]\nimage = \"reg/ckpt:a\"\n")
-	cfg, err := config.Load(path)
+	cfg, v, err := config.LoadVersion(path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := imageWarm(true, "reg/ckpt:a")
-	w.cfg, w.cfgPath, w.cfgSeen = cfg, path, sigOf(path)
+	w.cfg, w.cfgPath, w.cfgSeen = cfg, path, v
 	var mu sync.Mutex
 	var refs []string
 	w.importFn = func(_ context.Context, _ *store.Store, _, _, ref string) (*store.Template, error) {
@@ -150,16 +150,7 @@ func TestImportsHoldThePoolShim(t *testing.T) {
 	defer func(r, m time.Duration) { importRetry, importRetryMax = r, m }(importRetry, importRetryMax)
 	importRetry, importRetryMax = time.Millisecond, 2*time.Millisecond
 	w := imageWarm(true, "reg/ckpt:a")
-	tries := make(chan struct{}, 100)
-	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
-		select {
-		case tries <- struct{}{}:
-		default:
-		}
-		return nil, errors.New("not pulled yet")
-	}
-	idle := make(chan struct{}, 1)
-	w.onIdle = func() { idle <- struct{}{} }
+	tries, idle := failingImports(w)
 	w.syncImageTemplates(context.Background())
 	<-tries
 	<-tries // retrying
@@ -188,18 +179,9 @@ func TestSyncEndsAnImportNoLongerConfigured(t *testing.T) {
 	defer func(r, m time.Duration) { importRetry, importRetryMax = r, m }(importRetry, importRetryMax)
 	importRetry, importRetryMax = time.Hour, time.Hour
 	w := imageWarm(true, "reg/ckpt:a")
-	tried := make(chan struct{}, 1)
-	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
-		select {
-		case tried <- struct{}{}:
-		default:
-		}
-		return nil, errors.New("not pulled yet")
-	}
-	idle := make(chan struct{}, 1)
-	w.onIdle = func() { idle <- struct{}{} }
+	tries, idle := failingImports(w)
 	w.syncImageTemplates(context.Background())
-	<-tried // now waiting an hour to retry
+	<-tries // now waiting an hour to retry
 	w.mu.Lock()
 	w.cfg = config.Default()
 	w.mu.Unlock()
@@ -212,4 +194,19 @@ func TestSyncEndsAnImportNoLongerConfigured(t *testing.T) {
 	if w.importsInFlight() {
 		t.Fatal("import still in flight")
 	}
+}
+
+// failingImports makes w's imports fail ("not pulled yet"), each try signalled on tries,
+// and its onIdle signal idle.
+func failingImports(w *warm) (tries, idle chan struct{}) {
+	tries, idle = make(chan struct{}, 100), make(chan struct{}, 1)
+	w.importFn = func(context.Context, *store.Store, string, string, string) (*store.Template, error) {
+		select {
+		case tries <- struct{}{}:
+		default:
+		}
+		return nil, errors.New("not pulled yet")
+	}
+	w.onIdle = func() { idle <- struct{}{} }
+	return tries, idle
 }

@@ -67,8 +67,8 @@ type warm struct {
 	// the pool shim watches; cfgSeen is what the file was when last read, cfgPending a
 	// change seen once (taken when it holds still until the next look). Guarded by mu.
 	cfgPath    string
-	cfgSeen    fileSig
-	cfgPending fileSig
+	cfgSeen    config.Version
+	cfgPending config.Version
 	// stopping: an operator shut the pool shim down (warmctl shutdown); imports end and
 	// no longer hold it up. Guarded by mu.
 	stopping bool
@@ -144,7 +144,7 @@ func (w *warm) start(ctx context.Context, o taskOptions, ns string) error {
 		w.cfg, _ = keepStartKeys(w.cfg, cfg)
 		// The version this Create read is the one in force: if the watcher had taken a
 		// newer one, it takes that again at its next look.
-		w.cfgPath, w.cfgSeen, w.cfgPending = o.cfgPath, o.cfgSig, fileSig{}
+		w.cfgPath, w.cfgSeen, w.cfgPending = o.cfgPath, o.cfgVersion, config.Version{}
 		// Only a change of the configured checkpoint images means work: a Create must
 		// not pay for containerd round trips.
 		if imagesOf(cfg) != w.syncedImages {
@@ -166,7 +166,7 @@ func (w *warm) start(ctx context.Context, o taskOptions, ns string) error {
 		// A pod's or a group's shim: no pool, socket or log of the pool shim's (which
 		// may run beside it).
 		w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
-		w.cfgPath, w.cfgSeen = o.cfgPath, o.cfgSig
+		w.cfgPath, w.cfgSeen = o.cfgPath, o.cfgVersion
 		return nil
 	}
 	run := filepath.Join(cfg.RunDir, ns)
@@ -231,7 +231,7 @@ func (w *warm) start(ctx context.Context, o taskOptions, ns string) error {
 	w.listener = l
 	go w.serveAdoptions(l)
 	w.ns, w.cfg, w.self, w.runc, w.runcName, w.store, w.ready = ns, cfg, self, realRunc, cfg.Runc, st, true
-	w.cfgPath, w.cfgSeen = o.cfgPath, o.cfgSig
+	w.cfgPath, w.cfgSeen = o.cfgPath, o.cfgVersion
 	ctl, err := startCtl(filepath.Join(run, "ctl.sock"), w)
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("warm control socket")
