@@ -103,7 +103,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	}
 	s.platform = p
 	sd.RegisterCallback(func(context.Context) error { return p.Close() })
-	go s.forward(ctx, publisher)
+	s.forward(ctx, publisher)
 	if address, err := shim.ReadAddress("address"); err == nil {
 		sd.RegisterCallback(func(context.Context) error { return shim.RemoveSocket(address) })
 	}
@@ -998,29 +998,45 @@ func (s *service) handleProcessExit(e runcC.Exit, c *runctask.Container, p proce
 	}
 }
 
+// forward publishes the shim's events in order until the shim shuts down. The shutdown
+// waits (as one of its callbacks) for the events sent before it to be published: the
+// shim library exits as soon as the callbacks are done, and containerd calls Shutdown
+// right after a Delete, so an event still queued then (the TaskDelete) would be lost.
 func (s *service) forward(ctx context.Context, publisher shim.Publisher) {
-	ctx = context.WithoutCancel(ctx)
-	defer publisher.Close()
-	publish := func(e any) {
-		if err := publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
-			log.G(ctx).WithError(err).Error("post event")
-		}
-	}
-	for {
+	stop, drained := make(chan struct{}), make(chan struct{})
+	s.shutdown.RegisterCallback(func(ctx context.Context) error {
+		close(stop)
 		select {
-		case e := <-s.events:
-			publish(e)
-		case <-s.shutdown.Done():
-			for {
-				select {
-				case e := <-s.events:
-					publish(e)
-				default:
-					return
+		case <-drained:
+		case <-ctx.Done():
+		}
+		return nil
+	})
+	go func() {
+		defer close(drained)
+		defer publisher.Close()
+		ctx := context.WithoutCancel(ctx)
+		publish := func(e any) {
+			if err := publisher.Publish(ctx, runtime.GetTopic(e), e); err != nil {
+				log.G(ctx).WithError(err).Error("post event")
+			}
+		}
+		for {
+			select {
+			case e := <-s.events:
+				publish(e)
+			case <-stop:
+				for {
+					select {
+					case e := <-s.events:
+						publish(e)
+					default:
+						return
+					}
 				}
 			}
 		}
-	}
+	}()
 }
 
 func (s *service) getContainer(id string) (*runctask.Container, error) {

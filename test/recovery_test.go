@@ -228,7 +228,7 @@ func TestRecoveryHealthAndCrashLoop(t *testing.T) {
 	if _, err := task2.Delete(e.ctx); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the delete event", func() bool { return contains(ev.list(), "/tasks/delete") })
+	waitForf(t, func() string { return fmt.Sprintf("the delete event (events: %v)", ev.list()) }, func() bool { return contains(ev.list(), "/tasks/delete") })
 	exits := 0
 	for _, topic := range ev.list() {
 		if topic == "/tasks/exit" {
