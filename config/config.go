@@ -99,6 +99,11 @@ type Recovery struct {
 	// previous one stays the latest. It bounds a recovery's restore too (the attempt
 	// then fails).
 	CheckpointTimeout Duration `toml:"checkpoint_timeout"`
+	// KillGrace is how long after containerd's Kill with a signal the task catches
+	// (SIGTERM to a service that stops gracefully, SIGHUP to one that reloads) an exit is
+	// the end that was asked for; a task still running then handled the signal, and a
+	// later crash is recovered again.
+	KillGrace Duration `toml:"kill_grace"`
 }
 
 // Pool configures the pool of frozen sandboxes kept for one template.
@@ -248,7 +253,7 @@ func Default() Config {
 	return Config{Runc: "runc", Criu: "criu", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm",
 		Recovery: Recovery{MaxRetries: 3, Backoff: Duration{100 * time.Millisecond}, HealthTimeout: Duration{5 * time.Second},
 			CrashLoopMax: 5, CrashLoopWindow: Duration{time.Minute}, CheckpointKeep: 3, Incremental: true,
-			CheckpointTimeout: Duration{2 * time.Minute}}}
+			CheckpointTimeout: Duration{2 * time.Minute}, KillGrace: Duration{2 * time.Minute}}}
 }
 
 var logLevels = []string{"trace", "debug", "info", "warn", "error"}
@@ -405,6 +410,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("key recovery.checkpoint_keep: %d must be at least 1 (the latest checkpoint)", r.CheckpointKeep)
 	case r.HealthTimeout.Duration <= 0:
 		return fmt.Errorf("key recovery.health_timeout: must be positive")
+	case r.KillGrace.Duration <= 0:
+		return fmt.Errorf("key recovery.kill_grace: must be positive (the longest graceful stop of your services, e.g. \"2m\")")
 	}
 	if r.CheckpointTimeout.Duration < time.Second {
 		return fmt.Errorf("key recovery.checkpoint_timeout: %v must be at least 1s (CRIU needs that for a small task)", r.CheckpointTimeout.Duration)

@@ -25,6 +25,12 @@ func TestParse(t *testing.T) {
 			return c
 		}()},
 		{name: "bad recovery", text: "[recovery]\nmax_retries = 0\n", wantErr: []string{"recovery.max_retries"}},
+		{name: "kill grace", text: "[recovery]\nkill_grace = \"5m\"\n", want: func() Config {
+			c := Default()
+			c.Recovery.KillGrace = Duration{5 * time.Minute}
+			return c
+		}()},
+		{name: "zero kill grace", text: "[recovery]\nkill_grace = \"0s\"\n", wantErr: []string{"recovery.kill_grace", "positive"}},
 		{name: "unknown key", text: "runc_path = \"x\"\n", wantErr: []string{"unknown key runc_path", "allowed keys are", "runc_root"}},
 		{name: "bad type", text: "systemd_cgroup = \"yes\"\n", wantErr: []string{"systemd_cgroup"}},
 		{name: "bad log level", text: "log_level = \"loud\"\n", wantErr: []string{"key log_level", "loud", "trace, debug, info, warn, error"}},

@@ -19,6 +19,7 @@ const (
 	AnnKeep     = "io.containerd.warm.checkpoint-keep"     // N
 	AnnHealth   = "io.containerd.warm.health"              // exec:CMD | file:/path | stdout:TEXT
 	AnnStandby  = "io.containerd.warm.recovery-standby"    // on | off
+	AnnGrace    = "io.containerd.warm.kill-grace"          // DURATION
 )
 
 // Health is a check that a restored task serves again.
@@ -43,6 +44,9 @@ type Policy struct {
 	Standby bool
 	// CheckpointTimeout bounds one periodic checkpoint.
 	CheckpointTimeout time.Duration
+	// KillGrace: an exit this soon after containerd's Kill with a signal the task
+	// catches is the end asked for (SignalEffect Handled), not a crash.
+	KillGrace time.Duration
 }
 
 // onOff sets *dst from an on/off annotation, when present.
@@ -69,7 +73,7 @@ func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error)
 		Enabled: cfg.Enabled, Keep: cfg.CheckpointKeep, HealthTimeout: cfg.HealthTimeout.Duration,
 		MaxRetries: cfg.MaxRetries, Backoff: cfg.Backoff.Duration, CrashLoopMax: cfg.CrashLoopMax,
 		CrashLoopWindow: cfg.CrashLoopWindow.Duration, Incremental: cfg.Incremental, Standby: cfg.Standby,
-		CheckpointTimeout: cfg.CheckpointTimeout.Duration,
+		CheckpointTimeout: cfg.CheckpointTimeout.Duration, KillGrace: cfg.KillGrace.Duration,
 	}
 	if err := onOff(ann, AnnRecovery, &p.Enabled); err != nil {
 		return p, err
@@ -80,6 +84,13 @@ func FromAnnotations(cfg config.Recovery, ann map[string]string) (Policy, error)
 			return p, fmt.Errorf("annotation %s=%q: use a duration of at least 100ms, e.g. 30s", AnnInterval, v)
 		}
 		p.Interval = d
+	}
+	if v := ann[AnnGrace]; v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d <= 0 {
+			return p, fmt.Errorf("annotation %s=%q: use a positive duration, e.g. 2m (the longest the task takes to stop gracefully)", AnnGrace, v)
+		}
+		p.KillGrace = d
 	}
 	if v := ann[AnnKeep]; v != "" {
 		n, err := strconv.Atoi(v)

@@ -32,6 +32,9 @@ func TestFromAnnotations(t *testing.T) {
 		{"bad keep", map[string]string{AnnKeep: "0"}, nil, "at least 1"},
 		{"bad health", map[string]string{AnnHealth: "http:/x"}, nil, "unknown kind"},
 		{"relative health file", map[string]string{AnnHealth: "file:x"}, nil, "absolute"},
+		{"kill grace from the config", nil, func(p Policy) bool { return p.KillGrace == cfg.KillGrace.Duration && p.KillGrace > 0 }, ""},
+		{"kill grace", map[string]string{AnnGrace: "90s"}, func(p Policy) bool { return p.KillGrace == 90*time.Second }, ""},
+		{"bad kill grace", map[string]string{AnnGrace: "0s"}, nil, "kill-grace=\"0s\": use a positive duration"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

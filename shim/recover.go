@@ -44,7 +44,8 @@ type recoverable struct {
 
 	mu         sync.Mutex
 	loop       recovery.CrashLoop // guarded by mu
-	killed     bool               // containerd's Kill or Delete reached the init; guarded by mu
+	killed     bool               // containerd's Kill or Delete ended the init (recovery.Ends); guarded by mu
+	asked      time.Time          // containerd's latest Kill with a signal the init handles; guarded by mu
 	ending     bool               // containerd's SIGKILL, Delete or checkpoint --exit: no periodic checkpoint starts; guarded by mu
 	recovering chan struct{}      // closed when the current recovery ends; guarded by mu
 	recovered  int                // guarded by mu
@@ -147,10 +148,15 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	default:
 	}
 	rec.mu.Lock()
-	ending := rec.ending
+	ending, stopping := rec.ending, rec.askedToEnd(time.Now())
 	rec.mu.Unlock()
 	if ending {
 		return nil // containerd ends the task: its Kill may be waiting for dumpMu
+	}
+	if stopping {
+		// A task asked to stop (a signal it handles, within kill_grace) may be on its
+		// way out: its state is not one to restore later.
+		return nil
 	}
 	ctx := s.context
 	// CRIU can hang (seen on a task that died during a dump): past checkpoint_timeout,
@@ -285,44 +291,79 @@ func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atom
 }
 
 // killedByContainerd marks that containerd's Kill (with signal sig) or Delete (deleting,
-// or a checkpoint with exit) reached a container's init: its exit is not recovered, and
-// a recovery in progress is abandoned. A signal that cannot end a task (one ignored or
-// stopping by default, or 0) marks nothing: a later crash is recovered as before.
+// or a checkpoint with exit) reached a container's init. What the signal does to the
+// init decides (recovery.SignalEffect, from the init's signal state): one that ends it
+// (SIGKILL, Delete, a signal it takes by default) takes recovery away from the exit that
+// follows and abandons a recovery in progress; one it handles makes an exit within
+// kill_grace the end asked for (a graceful stop) and a later one a crash (it reloaded);
+// one that cannot end it (ignored, dropped by a namespace's init, 0) marks nothing.
 func (s *service) killedByContainerd(id string, sig uint32, deleting bool) {
-	if !deleting && cannotEnd(syscall.Signal(sig)) {
+	signal := syscall.Signal(sig)
+	if !deleting && recovery.CannotEnd(signal) {
 		return
 	}
-	if rec := s.recoverableOf(id); rec != nil {
-		rec.mu.Lock()
-		rec.killed = true
-		rec.ending = rec.ending || deleting || sig == uint32(unix.SIGKILL)
+	rec := s.recoverableOf(id)
+	if rec == nil {
+		return
+	}
+	effect := recovery.Ends
+	if !deleting {
+		effect = s.signalEffect(id, signal)
+	}
+	rec.mu.Lock()
+	switch effect {
+	case recovery.NoEffect:
 		rec.mu.Unlock()
-		if s.monitor != nil && s.monitor.abortRestore(id) {
-			log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
-		}
-		// A SIGKILL during a checkpoint stops it, and waits for it to end (the
-		// checkpoint thaws the task it froze, under dumpMu, so that a Pause waiting
-		// for it is not undone): runc's kill of a container whose cgroup v2 is frozen
-		// waits for the freeze to settle, which a task killed while CRIU holds it
-		// never lets happen (runc then waits 10 s).
-		if sig == uint32(unix.SIGKILL) && s.monitor != nil && s.monitor.abortCheckpoint(id) {
-			began := time.Now()
-			rec.dumpMu.Lock()
-			rec.dumpMu.Unlock() //nolint:staticcheck // waits for the checkpoint's end
-			log.G(s.context).WithField("container", id).WithField("waited", time.Since(began)).Info("a checkpoint in progress was stopped: containerd killed the task")
-		}
+		return
+	case recovery.Handled:
+		rec.asked = time.Now()
+		rec.mu.Unlock()
+		log.G(s.context).WithField("container", id).WithField("signal", unix.SignalName(signal)).
+			WithField("kill_grace", rec.policy.KillGrace).
+			Debug("the task handles containerd's signal: an exit within kill_grace is not recovered")
+		return
+	}
+	rec.killed = true
+	rec.ending = rec.ending || deleting || sig == uint32(unix.SIGKILL)
+	rec.mu.Unlock()
+	if s.monitor != nil && s.monitor.abortRestore(id) {
+		log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
+	}
+	// A SIGKILL during a checkpoint stops it, and waits for it to end (the checkpoint
+	// thaws the task it froze, under dumpMu, so that a Pause waiting for it is not
+	// undone): runc's kill of a container whose cgroup v2 is frozen waits for the freeze
+	// to settle, which a task killed while CRIU holds it never lets happen (runc then
+	// waits 10 s).
+	if sig == uint32(unix.SIGKILL) && s.monitor != nil && s.monitor.abortCheckpoint(id) {
+		began := time.Now()
+		rec.dumpMu.Lock()
+		rec.dumpMu.Unlock() //nolint:staticcheck // waits for the checkpoint's end
+		log.G(s.context).WithField("container", id).WithField("waited", time.Since(began)).Info("a checkpoint in progress was stopped: containerd killed the task")
 	}
 }
 
-// cannotEnd reports whether sig, by its default action, never ends a task (nginx's
-// graceful SIGWINCH, a job-control stop, signal 0's existence check).
-func cannotEnd(sig syscall.Signal) bool {
-	switch sig {
-	case 0, syscall.SIGCHLD, syscall.SIGCONT, syscall.SIGURG, syscall.SIGWINCH,
-		syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
-		return true
+// signalEffect reads what sig would do to the container's init now. An init that is dead,
+// being recovered or unreadable is taken to end by it.
+func (s *service) signalEffect(id string, sig syscall.Signal) recovery.Effect {
+	c, err := s.getContainer(id)
+	if err != nil {
+		return recovery.Ends
 	}
-	return false
+	p, err := c.Process("")
+	if err != nil || p.Pid() <= 0 {
+		return recovery.Ends
+	}
+	st, err := procfs.ReadSignals(p.Pid())
+	if err != nil || st.Zombie {
+		return recovery.Ends
+	}
+	return recovery.SignalEffect(sig, st)
+}
+
+// askedToEnd reports whether containerd asked the task to end: a Kill or Delete that ends
+// it, or a signal it handles sent less than kill_grace ago. Called with rec.mu.
+func (rec *recoverable) askedToEnd(now time.Time) bool {
+	return rec.killed || (!rec.asked.IsZero() && now.Sub(rec.asked) < rec.policy.KillGrace)
 }
 
 // tryRecover decides, for an init that exited, whether to restore it. It returns true
@@ -333,7 +374,7 @@ func (s *service) tryRecover(e runcC.Exit, c *runctask.Container, p *process.Ini
 		return false
 	}
 	rec.mu.Lock()
-	killed := rec.killed
+	killed := rec.askedToEnd(time.Now())
 	if !recovery.Abnormal(e.Status, killed) {
 		rec.mu.Unlock()
 		return false

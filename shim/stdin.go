@@ -8,13 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
-
 	"time"
 
 	"github.com/containerd/fifo"
+
+	"github.com/warmshim/warm/internal/procfs"
 )
 
 // stdinRelay carries containerd's stdin to a container that may be recovered. Each
@@ -42,21 +42,8 @@ type stdinRelay struct {
 // dying reports whether pid is gone, a zombie, or has a SIGKILL pending: a read it
 // completes now may never reach the application.
 func dying(pid int) bool {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
-	if err != nil {
-		return true
-	}
-	for _, l := range strings.Split(string(data), "\n") {
-		switch {
-		case strings.HasPrefix(l, "State:") && strings.Contains(l, "Z"):
-			return true
-		case strings.HasPrefix(l, "ShdPnd:") || strings.HasPrefix(l, "SigPnd:"):
-			if v, err := strconv.ParseUint(strings.TrimSpace(l[7:]), 16, 64); err == nil && v&(1<<(uint(syscall.SIGKILL)-1)) != 0 {
-				return true
-			}
-		}
-	}
-	return false
+	st, err := procfs.ReadSignals(pid)
+	return err != nil || st.Zombie || procfs.Has(st.Pending, int(syscall.SIGKILL))
 }
 
 // newStdinRelay opens containerd's FIFO and returns the relay with the path of the first

@@ -196,6 +196,83 @@ func TestRecoveryFallbacks(t *testing.T) {
 	}
 }
 
+// trapApp is counterApp with handlers: SIGHUP is taken as a reload (the task goes on),
+// SIGTERM as a graceful stop (exit 3).
+var trapApp = []string{"sh", "-c", "trap 'echo hup' HUP; trap 'exit 3' TERM; i=0; while true; do i=$((i+1)); echo $i; sleep 0.05; done"}
+
+// TestRecoveryAfterSignals: what containerd's signal does to the init decides whether
+// the exit that follows is recovered. A signal the init handles makes an exit within
+// kill_grace the end asked for (a graceful stop: exit 3 reported; a crash right after a
+// reload: reported too), and a crash after kill_grace a crash (recovered); a signal a
+// PID namespace's init has no handler for is dropped by the kernel and takes nothing away.
+func TestRecoveryAfterSignals(t *testing.T) {
+	need(t)
+	cfg := recoveryConfig(t, "")
+	start := func(t *testing.T, app []string, grace string) (containerd.Container, containerd.Task, <-chan containerd.ExitStatus, *syncBuffer) {
+		e := newEnv(t, harness.Warm)
+		e.warmCfg = cfg
+		c := e.container(app, recoveryAnn(map[string]string{"io.containerd.warm.kill-grace": grace}))
+		out := &syncBuffer{}
+		task, exit := e.start(c, streams(nil, out, io.Discard))
+		waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
+		return c, task, exit, out
+	}
+	kill := func(t *testing.T, task containerd.Task, sig syscall.Signal) {
+		t.Helper()
+		if err := task.Kill(cd.Context(context.Background()), sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recovered := func(t *testing.T, c containerd.Container, exit <-chan containerd.ExitStatus, out *syncBuffer, pid uint32) {
+		t.Helper()
+		before := len(strings.Fields(out.String()))
+		killBetweenCheckpoints(t, c.ID(), pid)
+		counterContinues(t, out, before)
+		select {
+		case st := <-exit:
+			t.Fatalf("exit reported for a task that should have been recovered: %+v", st)
+		default:
+		}
+	}
+
+	t.Run("handled, crash after kill_grace", func(t *testing.T) {
+		c, task, exit, out := start(t, trapApp, "1s")
+		kill(t, task, syscall.SIGHUP)
+		waitFor(t, "the reload", func() bool { return strings.Contains(out.String(), "hup") })
+		// No checkpoint is taken within kill_grace (the task may be stopping); the next
+		// comes after it, and a crash then is recovered.
+		cps := checkpointsOf(c.ID())
+		newest := cps[len(cps)-1]
+		time.Sleep(time.Second)
+		waitFor(t, "a checkpoint after kill_grace", func() bool {
+			cps := checkpointsOf(c.ID())
+			return len(cps) > 0 && cps[len(cps)-1] != newest
+		})
+		recovered(t, c, exit, out, task.Pid())
+	})
+	t.Run("handled, crash within kill_grace", func(t *testing.T) {
+		_, task, exit, out := start(t, trapApp, "1m")
+		kill(t, task, syscall.SIGHUP)
+		waitFor(t, "the reload", func() bool { return strings.Contains(out.String(), "hup") })
+		_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
+		if code := exitOf(t, exit); code != 137 {
+			t.Fatalf("exit %d, want 137 reported (not recovered)", code)
+		}
+	})
+	t.Run("handled stop", func(t *testing.T) {
+		_, task, exit, _ := start(t, trapApp, "1m")
+		kill(t, task, syscall.SIGTERM)
+		if code := exitOf(t, exit); code != 3 {
+			t.Fatalf("exit %d, want the graceful stop's 3 reported", code)
+		}
+	})
+	t.Run("dropped by the namespace's init", func(t *testing.T) {
+		c, task, exit, out := start(t, counterApp, "")
+		kill(t, task, syscall.SIGTERM) // sh has no handler: the kernel drops it
+		recovered(t, c, exit, out, task.Pid())
+	})
+}
+
 // TestRecoveryHealthAndCrashLoop: a failing health check retries and gives up; a task
 // that keeps crashing stops being recovered after crash_loop_max recoveries.
 func TestRecoveryHealthAndCrashLoop(t *testing.T) {

@@ -1,10 +1,12 @@
 // Package procfs reads the little of /proc that warm needs: a process's state, parent
-// and nice value, the process tree, and whether a path is a mount point.
+// and nice value, its signal state, the process tree, and whether a path is a mount
+// point.
 package procfs
 
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -122,4 +124,69 @@ func IsMountPoint(p string) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+// Signals is the signal state of a process, from /proc/PID/status: bit n-1 of a mask is
+// signal n.
+type Signals struct {
+	Zombie  bool
+	Pending uint64 // pending for the thread or the whole process (SigPnd | ShdPnd)
+	Blocked uint64
+	Ignored uint64
+	Caught  uint64
+	// NamespacePid is the process's pid in its own (innermost) PID namespace: 1 for a
+	// namespace's init, which the kernel never delivers a signal it has no handler for
+	// (SIGKILL and SIGSTOP from an ancestor namespace aside).
+	NamespacePid int
+}
+
+// Has reports whether signal sig's bit is set in mask.
+func Has(mask uint64, sig int) bool { return sig > 0 && sig <= 64 && mask&(1<<uint(sig-1)) != 0 }
+
+// ParseSignals parses the text of /proc/PID/status.
+func ParseSignals(data []byte) (Signals, error) {
+	var s Signals
+	masks := map[string]*uint64{"SigPnd": &s.Pending, "ShdPnd": &s.Pending, "SigBlk": &s.Blocked, "SigIgn": &s.Ignored, "SigCgt": &s.Caught}
+	seen := 0
+	for _, l := range strings.Split(string(data), "\n") {
+		key, val, ok := strings.Cut(l, ":")
+		if !ok {
+			continue
+		}
+		val = strings.TrimSpace(val)
+		switch {
+		case key == "State":
+			s.Zombie = strings.HasPrefix(val, "Z")
+		case key == "NSpid":
+			f := strings.Fields(val)
+			if len(f) == 0 {
+				return Signals{}, errors.New("proc status: empty NSpid")
+			}
+			n, err := strconv.Atoi(f[len(f)-1])
+			if err != nil {
+				return Signals{}, fmt.Errorf("proc status: NSpid %q: %w", val, err)
+			}
+			s.NamespacePid = n
+		case masks[key] != nil:
+			v, err := strconv.ParseUint(val, 16, 64)
+			if err != nil {
+				return Signals{}, fmt.Errorf("proc status: %s %q: %w", key, val, err)
+			}
+			*masks[key] |= v
+			seen++
+		}
+	}
+	if seen != len(masks) {
+		return Signals{}, errors.New("proc status: signal masks missing")
+	}
+	return s, nil
+}
+
+// ReadSignals reads the signal state of pid.
+func ReadSignals(pid int) (Signals, error) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return Signals{}, err
+	}
+	return ParseSignals(data)
 }

@@ -3,6 +3,7 @@ package procfs
 import (
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 )
@@ -72,5 +73,42 @@ func TestDying(t *testing.T) {
 	_ = cmd.Wait()
 	if !Dying(pid) {
 		t.Fatal("a reaped child is not dying")
+	}
+}
+
+func TestParseSignals(t *testing.T) {
+	text := "Name:\tsh\nState:\tS (sleeping)\nNSpid:\t4242\t1\nSigQ:\t0/1\nSigPnd:\t0000000000000000\nShdPnd:\t0000000000000100\nSigBlk:\t0000000000010000\nSigIgn:\t0000000000000004\nSigCgt:\t0000000000004003\n"
+	st, err := ParseSignals([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Signals{Pending: 0x100, Blocked: 0x10000, Ignored: 0x4, Caught: 0x4003, NamespacePid: 1}
+	if st != want {
+		t.Fatalf("got %+v, want %+v", st, want)
+	}
+	// SIGKILL (9) pending, SIGINT (2) and SIGHUP (1) caught, SIGQUIT (3) ignored,
+	// SIGTERM (15) caught.
+	for sig, in := range map[int]uint64{9: st.Pending, 1: st.Caught, 2: st.Caught, 15: st.Caught, 3: st.Ignored, 17: st.Blocked} {
+		if !Has(in, sig) {
+			t.Errorf("signal %d not found", sig)
+		}
+	}
+	if Has(st.Caught, 9) || Has(st.Caught, 0) || Has(st.Caught, 65) {
+		t.Error("a signal found that is not there")
+	}
+	zombie, err := ParseSignals([]byte(strings.Replace(text, "S (sleeping)", "Z (zombie)", 1)))
+	if err != nil || !zombie.Zombie {
+		t.Fatalf("zombie: %+v %v", zombie, err)
+	}
+	if _, err := ParseSignals([]byte("Name:\tsh\n")); err == nil {
+		t.Fatal("a status without signal masks parsed")
+	}
+	if _, err := ParseSignals([]byte(strings.Replace(text, "0000000000004003", "zz", 1))); err == nil || !strings.Contains(err.Error(), "SigCgt") {
+		t.Fatalf("a bad mask: %v", err)
+	}
+	// A real one: this process, in the host's PID namespace (or a container's).
+	own, err := ReadSignals(os.Getpid())
+	if err != nil || own.Zombie || own.NamespacePid < 1 {
+		t.Fatalf("own signals %+v %v", own, err)
 	}
 }
