@@ -98,6 +98,10 @@ func (s *service) recoverableOf(id string) *recoverable {
 	return s.recover[id]
 }
 
+// errEndedDuringCheckpoint: a periodic checkpoint failed because its task died, or
+// containerd killed it, while CRIU ran.
+var errEndedDuringCheckpoint = errors.New("the task ended during the checkpoint")
+
 // startCheckpoints takes periodic checkpoints of a started container.
 func (s *service) startCheckpoints(rec *recoverable) {
 	if rec.policy.Interval <= 0 {
@@ -111,7 +115,11 @@ func (s *service) startCheckpoints(rec *recoverable) {
 			case <-rec.stop:
 				return
 			case <-t.C:
-				if err := s.periodicCheckpoint(rec); err != nil {
+				err := s.periodicCheckpoint(rec)
+				switch {
+				case errors.Is(err, errEndedDuringCheckpoint):
+					log.G(s.context).WithError(err).WithField("container", rec.id).Info("periodic checkpoint stopped: the task died or was killed during it; the previous checkpoint stays the latest")
+				case err != nil:
 					log.G(s.context).WithError(err).WithField("container", rec.id).Warn("periodic checkpoint failed; the task keeps running and the previous checkpoint stays valid")
 				}
 			}
@@ -254,6 +262,12 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		return nil
 	})
 	if err != nil {
+		rec.mu.Lock()
+		ending = rec.ending
+		rec.mu.Unlock()
+		if ending || procfs.Dying(ip.Pid()) {
+			return fmt.Errorf("%w: %w", errEndedDuringCheckpoint, err)
+		}
 		return err
 	}
 	rec.mu.Lock()
