@@ -88,9 +88,13 @@ func (c *Checkpoints) Commit(fill func(images string) error) (_ *Checkpoint, ret
 // Verify checks a CRIU image directory is complete and readable (store.Verify).
 func Verify(images string) error { return store.Verify(images) }
 
-// List returns the checkpoints that verify, newest first.
-func (c *Checkpoints) List() []*Checkpoint {
-	entries, _ := os.ReadDir(c.dir)
+// List returns the committed checkpoints (each verified before its rename), newest first.
+func (c *Checkpoints) List() []*Checkpoint { return ListCheckpoints(c.dir) }
+
+// ListCheckpoints returns the committed checkpoints in a container's checkpoint
+// directory, newest first, without changing anything there (warmctl reads it).
+func ListCheckpoints(dir string) []*Checkpoint {
+	entries, _ := os.ReadDir(dir)
 	var out []*Checkpoint
 	for _, e := range entries {
 		if !e.IsDir() || !strings.HasPrefix(e.Name(), "c") {
@@ -100,7 +104,7 @@ func (c *Checkpoints) List() []*Checkpoint {
 		if err != nil {
 			continue
 		}
-		d := filepath.Join(c.dir, e.Name())
+		d := filepath.Join(dir, e.Name())
 		out = append(out, &Checkpoint{Seq: seq, Dir: d, Images: filepath.Join(d, "images")})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Seq > out[j].Seq })

@@ -57,6 +57,10 @@ type recoverable struct {
 	// it, so a dump never recreates a removed checkpoint directory.
 	dumpMu sync.Mutex
 	pauses []time.Duration // task pause per periodic checkpoint; guarded by mu
+	// status is what `warmctl recovery ls` reads (noteStatus); guarded by mu, and its
+	// file's writes by statusMu.
+	status   recovery.Status
+	statusMu sync.Mutex
 
 	cfg config.Config // the shim configuration at Create
 	ns  string
@@ -79,7 +83,8 @@ func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequ
 		return nil, err
 	}
 	rec := &recoverable{id: r.ID, bundle: r.Bundle, policy: pol, cps: cps, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, spec: spec, stop: make(chan struct{}), relay: relay,
-		cfg: topts.cfg, ns: ns}
+		cfg: topts.cfg, ns: ns, status: initialStatus(r.ID, pol)}
+	s.noteStatus(rec, func(*recovery.Status) {})
 	for _, p := range []string{r.Stdout, r.Stderr} {
 		if p == "" {
 			continue
@@ -121,6 +126,7 @@ func (s *service) startCheckpoints(rec *recoverable) {
 					log.G(s.context).WithError(err).WithField("container", rec.id).Info("periodic checkpoint stopped: the task died or was killed during it; the previous checkpoint stays the latest")
 				case err != nil:
 					log.G(s.context).WithError(err).WithField("container", rec.id).Warn("periodic checkpoint failed; the task keeps running and the previous checkpoint stays valid")
+					s.noteCheckpoint(rec, 0, err)
 				}
 			}
 		}
@@ -279,6 +285,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 	rec.cps.Prune(rec.policy.Keep)
 	log.G(s.context).WithField("container", rec.id).WithField("pause", pause).WithField("frozen", frozen).
 		WithField("took", took).WithField("prefrozen", prefrozen).Info("periodic checkpoint")
+	s.noteCheckpoint(rec, pause, nil)
 	if rec.policy.Standby {
 		go s.refreshStandby(rec, cp)
 	}
@@ -331,7 +338,9 @@ func (s *service) killedByContainerd(id string, sig uint32, deleting bool) {
 		return
 	case recovery.Handled:
 		rec.asked = time.Now()
+		until := rec.asked.Add(rec.policy.KillGrace)
 		rec.mu.Unlock()
+		s.noteStatus(rec, func(st *recovery.Status) { st.State, st.StoppingUntil = recovery.StateStopping, &until })
 		log.G(s.context).WithField("container", id).WithField("signal", unix.SignalName(signal)).
 			WithField("kill_grace", rec.policy.KillGrace).
 			Debug("the task handles containerd's signal: an exit within kill_grace is not recovered")
@@ -340,6 +349,7 @@ func (s *service) killedByContainerd(id string, sig uint32, deleting bool) {
 	rec.killed = true
 	rec.ending = rec.ending || deleting || sig == uint32(unix.SIGKILL)
 	rec.mu.Unlock()
+	s.noteStatus(rec, func(st *recovery.Status) { st.State, st.StoppingUntil = recovery.StateEnding, nil })
 	if s.monitor != nil && s.monitor.abortRestore(id) {
 		log.G(s.context).WithField("container", id).Info("a restore in progress was stopped: containerd killed or deleted the task")
 	}
@@ -391,27 +401,32 @@ func (s *service) tryRecover(e runcC.Exit, c *runctask.Container, p *process.Ini
 	killed := rec.askedToEnd(time.Now())
 	if !recovery.Abnormal(e.Status, killed) {
 		rec.mu.Unlock()
+		s.noteStatus(rec, func(st *recovery.Status) { st.State, st.StoppingUntil = recovery.StateExited, nil })
 		return false
 	}
 	if !rec.loop.Allow(time.Now(), rec.policy.CrashLoopMax, rec.policy.CrashLoopWindow) {
 		rec.mu.Unlock()
 		log.G(s.context).WithField("container", c.ID).Warn("crash loop: recovery stopped; reporting the exit")
+		s.noteCrash(rec, e.Timestamp, e.Status, fmt.Sprintf("reported: crash loop (more than crash_loop_max %d recoveries within %v)", rec.policy.CrashLoopMax, rec.policy.CrashLoopWindow), recovery.StateExited)
 		return false
 	}
 	if len(rec.cps.List()) == 0 {
 		rec.mu.Unlock()
 		log.G(s.context).WithField("container", c.ID).Warn("no checkpoint to recover from; reporting the exit")
+		s.noteCrash(rec, e.Timestamp, e.Status, "reported: no checkpoint to recover from", recovery.StateExited)
 		return false
 	}
 	done := make(chan struct{})
 	rec.recovering = done
 	rec.mu.Unlock()
 	detected := time.Now()
+	s.noteCrash(rec, e.Timestamp, e.Status, "recovering", recovery.StateRecovering)
 	go func() {
 		defer close(done)
 		err := s.recoverTask(rec, c, p, e, detected)
 		if err != nil {
 			log.G(s.context).WithError(err).WithField("container", c.ID).Error("recovery failed; reporting the original exit")
+			s.noteRecoveryFailed(rec, err)
 			s.handleProcessExit(e, c, p)
 		}
 	}()
@@ -486,6 +501,8 @@ func (s *service) recoverTask(rec *recoverable, old *runctask.Container, oldInit
 		s.mu.Lock()
 		s.containers[rec.id] = newC
 		s.mu.Unlock()
+		// Noted before a death since the health check is handled (a crash after it).
+		s.noteRecovered(rec, cp, time.Since(e.Timestamp), fromStandby)
 		died, dead := s.forgetCandidate(newC)
 		s.lifecycleMu.Lock()
 		delete(s.containerInitExit, old)

@@ -2,9 +2,11 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +18,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/recovery"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -48,6 +51,32 @@ func recoveryConfig(t *testing.T, extra string) string {
 func checkpointsOf(id string) []string {
 	m, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, id, "c*"))
 	return m
+}
+
+// recoveryOf is container id's entry in `warmctl recovery ls --json` (read from the
+// state directory), nil when it is not listed.
+func recoveryOf(t *testing.T, id string) *recoveryEntry {
+	t.Helper()
+	out, err := exec.Command(cd.Env.Warmctl, "--state-dir", cd.WarmState, "--run-dir", cd.WarmRun, "-n", cd.Namespace, "--json", "recovery", "ls").Output()
+	if err != nil {
+		t.Fatalf("warmctl recovery ls: %v", err)
+	}
+	var es []recoveryEntry
+	if err := json.Unmarshal(out, &es); err != nil {
+		t.Fatalf("warmctl recovery ls --json: %v: %s", err, out)
+	}
+	for i := range es {
+		if es[i].Container == id {
+			return &es[i]
+		}
+	}
+	return nil
+}
+
+type recoveryEntry struct {
+	Container   string
+	Status      *recovery.Status
+	Checkpoints []struct{ Name string }
 }
 
 // counterContinues waits for counterApp's output after the first before fields to go on,
@@ -102,6 +131,15 @@ func TestRecoveryKill9(t *testing.T) {
 		t.Fatalf("exit reported for a recovered task: %+v", st)
 	default:
 	}
+	// warmctl tells it, from the state directory.
+	r := recoveryOf(t, c.ID())
+	if r == nil || r.Status == nil || len(r.Checkpoints) == 0 {
+		t.Fatalf("warmctl recovery ls: %+v", r)
+	}
+	if st := r.Status; st.State != recovery.StateWatching || st.Recoveries != 1 || st.LastCrash == nil ||
+		st.LastCrash.ExitStatus != 137 || st.LastCrash.Result != "recovered" || st.LastCrash.Checkpoint == "" || st.LastCheckpoint == nil {
+		t.Fatalf("warmctl recovery ls after a recovery: %+v (last crash %+v)", st, st.LastCrash)
+	}
 	t2, err := c.Task(e.ctx, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -116,11 +154,17 @@ func TestRecoveryKill9(t *testing.T) {
 	if code := exitOf(t, exit); code != 137 {
 		t.Fatalf("exit %d after ctr kill", code)
 	}
+	if r := recoveryOf(t, c.ID()); r == nil || r.Status == nil || r.Status.State != recovery.StateExited {
+		t.Fatalf("warmctl recovery ls after containerd's kill: %+v", r)
+	}
 	if _, err := task.Delete(e.ctx); err != nil {
 		t.Fatal(err)
 	}
 	if cps := checkpointsOf(c.ID()); len(cps) != 0 {
 		t.Fatalf("checkpoints left after delete: %v", cps)
+	}
+	if r := recoveryOf(t, c.ID()); r != nil {
+		t.Fatalf("listed after its delete: %+v", r)
 	}
 }
 
@@ -239,6 +283,9 @@ func TestRecoveryAfterSignals(t *testing.T) {
 		c, task, exit, out := start(t, trapApp, "1s")
 		kill(t, task, syscall.SIGHUP)
 		waitFor(t, "the reload", func() bool { return strings.Contains(out.String(), "hup") })
+		if st, err := recovery.ReadStatus(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID())); err != nil || st.State != recovery.StateStopping || st.StoppingUntil == nil {
+			t.Fatalf("status within kill_grace: %+v %v", st, err)
+		}
 		// No checkpoint is taken within kill_grace (the task may be stopping); the next
 		// comes after it, and a crash then is recovered.
 		cps := checkpointsOf(c.ID())

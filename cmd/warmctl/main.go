@@ -10,6 +10,9 @@
 //	warmctl pool drain TEMPLATE
 //	warmctl template ls
 //	warmctl template rm TEMPLATE
+//	warmctl recovery ls         the containers with crash recovery: state, checkpoints
+//	                            (newest, size, the task's last pause), recoveries, the
+//	                            last crash and what became of it (from state_dir)
 //	warmctl reload              the pool shim reads its warm.toml again now (it follows it
 //	                            anyway) and says what is wrong with it; with no pool shim,
 //	                            the file is checked
@@ -52,7 +55,7 @@ func main() {
 	stateDir := flag.String("state-dir", "", "warm's state_dir (default: warm.toml's, else /var/lib/warm)")
 	asJSON := flag.Bool("json", false, "print JSON")
 	flag.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--state-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | reload | shutdown")
+		fmt.Fprintln(os.Stderr, "usage: warmctl [-n NAMESPACE] [--run-dir DIR] [--state-dir DIR] [--json] pool ls | pool prewarm TEMPLATE N | pool drain TEMPLATE | template ls | template rm TEMPLATE | recovery ls | reload | shutdown")
 		fmt.Fprintln(os.Stderr, "       warmctl [-n NAMESPACE] start [--address SOCK] [--socket-dir DIR] [--config FILE] [--shim BIN] [--wait D]")
 	}
 	flag.Parse()
@@ -241,6 +244,16 @@ func run(c *ctl, args []string, asJSON bool) error {
 		return nil
 	case cmd == "shutdown":
 		return c.do("POST", "/shutdown", nil)
+	case isRecoveryLs(cmd):
+		// Read from the state directory: recovered containers have shims of their own.
+		es, err := recoveries(c.stateDir, c.ns)
+		if err != nil {
+			return err
+		}
+		if asJSON {
+			return printRecoveriesJSON(os.Stdout, es)
+		}
+		return printRecoveries(os.Stdout, es, time.Now())
 	}
 	flag.Usage()
 	return fmt.Errorf("unknown command %q", cmd)
