@@ -231,6 +231,9 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 			defer time.AfterFunc(preFreezeLimit, thawOnce).Stop()
 		}
 		err := ip.Runtime().Checkpoint(ctx, rec.id, opts, runcC.LeaveRunning)
+		if err != nil {
+			s.killStragglers(rec.id, work, "checkpoint")
+		}
 		if thawOnce != nil {
 			thawOnce()
 			prefrozen = true
@@ -309,6 +312,19 @@ func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atom
 				Warn(sub + " ran past checkpoint_timeout: runc and CRIU killed")
 		}
 	})
+}
+
+// killStragglers kills what still works in dir (runc's CRIU work directory) once the
+// runc command that used it ended in failure: a CRIU whose runc was killed (an abort, a
+// timeout) goes on alone, and one was found left stopped for good by an abort of a
+// checkpoint (CI: a criu swrk orphaned in state T after a Delete during a dump, its runc
+// killed); nothing else reaps it.
+func (s *service) killStragglers(id, dir, what string) {
+	for _, pid := range procfs.InDir(dir) {
+		if err := unix.Kill(pid, unix.SIGKILL); err == nil {
+			log.G(s.context).WithField("container", id).WithField("pid", pid).Warn("killed a process (CRIU) left working for a failed " + what)
+		}
+	}
 }
 
 // killedByContainerd marks that containerd's Kill (with signal sig) or Delete (deleting,
@@ -605,6 +621,13 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runcta
 	p, err := newC.Start(ctx, &taskAPI.StartRequest{ID: rec.id})
 	watchdog.Stop()
 	if err != nil {
+		if st == nil {
+			work := ropts.CriuWorkPath
+			if work == "" {
+				work = filepath.Join(rec.bundle, "work") // runctask's default
+			}
+			s.killStragglers(rec.id, work, "restore")
+		}
 		handleStarted(newC, p)
 		s.forgetCandidate(newC)
 		return nil, fmt.Errorf("restore: %w", err)

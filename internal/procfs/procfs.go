@@ -190,3 +190,24 @@ func ReadSignals(pid int) (Signals, error) {
 	}
 	return ParseSignals(data)
 }
+
+// InDir returns the processes whose working directory is dir (symbolic links in dir
+// resolved), this one aside: CRIU works in the directory runc gives it, so those left
+// there by a runc that was killed can be found after it.
+func InDir(dir string) []int {
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	self := os.Getpid()
+	var out []int
+	cwds, _ := filepath.Glob("/proc/[0-9]*/cwd")
+	for _, c := range cwds {
+		if target, err := os.Readlink(c); err != nil || target != dir {
+			continue
+		}
+		if pid, err := strconv.Atoi(filepath.Base(filepath.Dir(c))); err == nil && pid != self {
+			out = append(out, pid)
+		}
+	}
+	return out
+}

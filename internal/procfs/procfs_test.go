@@ -3,6 +3,7 @@ package procfs
 import (
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -110,5 +111,27 @@ func TestParseSignals(t *testing.T) {
 	own, err := ReadSignals(os.Getpid())
 	if err != nil || own.Zombie || own.NamespacePid < 1 {
 		t.Fatalf("own signals %+v %v", own, err)
+	}
+}
+
+func TestInDir(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(t.TempDir(), "work")
+	if err := os.Symlink(dir, link); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sleep", "30")
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for _, d := range []string{dir, link} {
+		if got := InDir(d); len(got) != 1 || got[0] != cmd.Process.Pid {
+			t.Errorf("InDir(%s) = %v, want [%d]", d, got, cmd.Process.Pid)
+		}
+	}
+	if got := InDir(t.TempDir()); len(got) != 0 {
+		t.Errorf("an empty directory: %v", got)
 	}
 }
