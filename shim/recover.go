@@ -59,8 +59,9 @@ type recoverable struct {
 	pauses []time.Duration // task pause per periodic checkpoint; guarded by mu
 	// status is what `warmctl recovery ls` reads (noteStatus); guarded by mu, and its
 	// file's writes by statusMu.
-	status   recovery.Status
-	statusMu sync.Mutex
+	status     recovery.Status
+	statusMu   sync.Mutex
+	statusDone bool // the container is being deleted: no more writes; guarded by statusMu
 
 	cfg config.Config // the shim configuration at Create
 	ns  string
@@ -819,6 +820,10 @@ func (s *service) forgetRecovery(id string) {
 	if recovered > 0 || rec.remounted {
 		_ = mount.UnmountAll(filepath.Join(rec.bundle, "rootfs"), 0)
 	}
+	// A status write racing the removal could leave the directory behind.
+	rec.statusMu.Lock()
+	rec.statusDone = true
+	rec.statusMu.Unlock()
 	_ = rec.cps.Remove()
 	if recovered > 0 {
 		log.G(s.context).WithField("container", id).WithField("recoveries", recovered).Info("recovered container deleted")

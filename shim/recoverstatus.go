@@ -16,12 +16,14 @@ import (
 func (s *service) noteStatus(rec *recoverable, change func(st *recovery.Status)) {
 	rec.statusMu.Lock()
 	defer rec.statusMu.Unlock()
+	if rec.statusDone {
+		return
+	}
 	rec.mu.Lock()
 	change(&rec.status)
 	rec.status.Updated = time.Now()
 	st := rec.status // the change replaces what it changes: the pointers are not shared
 	rec.mu.Unlock()
-	// A container being deleted has no directory any more: nothing to tell.
 	if err := recovery.WriteStatus(rec.cps.Dir(), st); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		log.G(s.context).WithError(err).WithField("container", rec.id).Warn("recovery status not written")
 	}
