@@ -1,6 +1,7 @@
 package recovery
 
 import (
+	"strings"
 	"syscall"
 
 	"github.com/warmshim/warm/internal/procfs"
@@ -33,6 +34,9 @@ func (e Effect) String() string {
 	return "unknown"
 }
 
+// NonTerminating reports whether sig's default action leaves a task running.
+func NonTerminating(sig syscall.Signal) bool { return nonTerminating(sig) }
+
 // nonTerminating are the signals whose default action leaves a task running (SIGSTOP
 // and the job-control stops suspend it; a suspended task is not an exit).
 func nonTerminating(sig syscall.Signal) bool {
@@ -54,7 +58,17 @@ func SignalEffect(sig syscall.Signal, st procfs.Signals) Effect {
 	switch {
 	case sig == syscall.SIGKILL:
 		return Ends
-	case CannotEnd(sig), procfs.Has(st.Ignored, int(sig)):
+	case CannotEnd(sig):
+		return NoEffect
+	case strings.HasPrefix(st.Name, "runc:["):
+		// Still runc's init (a container created, or started a moment ago, not yet
+		// its process): Go's runtime catches every signal and exits on those that end
+		// a process by default. The process that follows starts with the defaults.
+		if nonTerminating(sig) {
+			return NoEffect
+		}
+		return Ends
+	case procfs.Has(st.Ignored, int(sig)):
 		return NoEffect
 	case sig == syscall.SIGCHLD, sig == syscall.SIGCONT, sig == syscall.SIGURG:
 		// Handlers of these are for children, resumption and out-of-band data, not

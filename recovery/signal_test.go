@@ -22,6 +22,8 @@ func TestSignalEffect(t *testing.T) {
 	nsInit := procfs.Signals{NamespacePid: 1} // a container's init, no handler
 	traps := procfs.Signals{NamespacePid: 1, Caught: mask(syscall.SIGTERM, syscall.SIGHUP, syscall.SIGWINCH, syscall.SIGCHLD)}
 	ignores := procfs.Signals{NamespacePid: 7, Ignored: mask(syscall.SIGTERM), Caught: mask(syscall.SIGTERM)}
+	all := ^uint64(0)
+	runcInit := procfs.Signals{Name: "runc:[2:INIT]", NamespacePid: 1, Caught: all} // Go catches everything
 	cases := []struct {
 		sig  syscall.Signal
 		st   procfs.Signals
@@ -45,6 +47,11 @@ func TestSignalEffect(t *testing.T) {
 		{syscall.SIGTSTP, plain, NoEffect},
 		{syscall.SIGUSR1, plain, Ends},
 		{syscall.SIGUSR1, traps, NoEffect}, // nsInit without a handler for it
+		{syscall.SIGTERM, runcInit, Ends},  // Go's runtime exits on it
+		{syscall.SIGHUP, runcInit, Ends},
+		{syscall.SIGWINCH, runcInit, NoEffect}, // not a handler of the task's
+		{syscall.SIGCHLD, runcInit, NoEffect},
+		{0, runcInit, NoEffect},
 	}
 	for _, c := range cases {
 		if got := SignalEffect(c.sig, c.st); got != c.want {

@@ -146,6 +146,13 @@ func (m *monitor) abortCheckpoint(id string) bool { return m.abort("checkpoint",
 // on a restored task that containerd had killed mid-restore.
 func (m *monitor) abortRestore(id string) bool { return m.abort("restore", id) }
 
+// checkpointing reports whether a runc checkpoint of container id is running.
+func (m *monitor) checkpointing(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.running["checkpoint "+id] != nil
+}
+
 func (m *monitor) abort(sub, id string) bool {
 	m.mu.Lock()
 	cmd := m.running[sub+" "+id]

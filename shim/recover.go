@@ -398,7 +398,15 @@ func (s *service) signalEffect(id string, sig syscall.Signal) recovery.Effect {
 	if err != nil || st.Zombie {
 		return recovery.Ends
 	}
-	return recovery.SignalEffect(sig, st)
+	effect := recovery.SignalEffect(sig, st)
+	if effect == recovery.NoEffect && !recovery.CannotEnd(sig) && !recovery.NonTerminating(sig) &&
+		s.monitor != nil && s.monitor.checkpointing(id) {
+		// CRIU holds the task (seized, its parasite inside): what its signal state
+		// says now is not trusted to be what the task does with the signal. Taken as
+		// handled: an exit within kill_grace is not recovered.
+		effect = recovery.Handled
+	}
+	return effect
 }
 
 // askedToEnd reports whether containerd asked the task to end: a Kill or Delete that ends

@@ -255,14 +255,25 @@ func TestRecoveryAfterSignals(t *testing.T) {
 	start := func(t *testing.T, app []string, grace string) (containerd.Container, containerd.Task, <-chan containerd.ExitStatus, *syncBuffer) {
 		e := newEnv(t, harness.Warm)
 		e.warmCfg = cfg
-		c := e.container(app, recoveryAnn(map[string]string{"io.containerd.warm.kill-grace": grace}))
+		c := e.container(app, recoveryAnn(map[string]string{"io.containerd.warm.kill-grace": grace, "io.containerd.warm.checkpoint-interval": "1s"}))
 		out := &syncBuffer{}
 		task, exit := e.start(c, streams(nil, out, io.Discard))
 		waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
 		return c, task, exit, out
 	}
-	kill := func(t *testing.T, task containerd.Task, sig syscall.Signal) {
+	// kill signals through containerd right after a checkpoint, well before the next:
+	// during one, the shim takes the task's signal state as unreadable (CRIU holds the
+	// task) and the signal as handled.
+	kill := func(t *testing.T, c containerd.Container, task containerd.Task, sig syscall.Signal) {
 		t.Helper()
+		cps := checkpointsOf(c.ID())
+		newest := cps[len(cps)-1]
+		for i := 0; i < 1000; i++ {
+			if cps := checkpointsOf(c.ID()); cps[len(cps)-1] != newest {
+				break
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		if err := task.Kill(cd.Context(context.Background()), sig); err != nil {
 			t.Fatal(err)
 		}
@@ -281,7 +292,7 @@ func TestRecoveryAfterSignals(t *testing.T) {
 
 	t.Run("handled, crash after kill_grace", func(t *testing.T) {
 		c, task, exit, out := start(t, trapApp, "1s")
-		kill(t, task, syscall.SIGHUP)
+		kill(t, c, task, syscall.SIGHUP)
 		waitFor(t, "the reload", func() bool { return strings.Contains(out.String(), "hup") })
 		if st, err := recovery.ReadStatus(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID())); err != nil || st.State != recovery.StateStopping || st.StoppingUntil == nil {
 			t.Fatalf("status within kill_grace: %+v %v", st, err)
@@ -298,8 +309,8 @@ func TestRecoveryAfterSignals(t *testing.T) {
 		recovered(t, c, exit, out, task.Pid())
 	})
 	t.Run("handled, crash within kill_grace", func(t *testing.T) {
-		_, task, exit, out := start(t, trapApp, "1m")
-		kill(t, task, syscall.SIGHUP)
+		c, task, exit, out := start(t, trapApp, "1m")
+		kill(t, c, task, syscall.SIGHUP)
 		waitFor(t, "the reload", func() bool { return strings.Contains(out.String(), "hup") })
 		_ = syscall.Kill(int(task.Pid()), syscall.SIGKILL)
 		if code := exitOf(t, exit); code != 137 {
@@ -307,15 +318,18 @@ func TestRecoveryAfterSignals(t *testing.T) {
 		}
 	})
 	t.Run("handled stop", func(t *testing.T) {
-		_, task, exit, _ := start(t, trapApp, "1m")
-		kill(t, task, syscall.SIGTERM)
+		c, task, exit, _ := start(t, trapApp, "1m")
+		kill(t, c, task, syscall.SIGTERM)
 		if code := exitOf(t, exit); code != 3 {
 			t.Fatalf("exit %d, want the graceful stop's 3 reported", code)
 		}
 	})
 	t.Run("dropped by the namespace's init", func(t *testing.T) {
 		c, task, exit, out := start(t, counterApp, "")
-		kill(t, task, syscall.SIGTERM) // sh has no handler: the kernel drops it
+		kill(t, c, task, syscall.SIGTERM) // sh has no handler: the kernel drops it
+		if st, err := recovery.ReadStatus(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID())); err != nil || st.State != recovery.StateWatching {
+			t.Fatalf("status after a signal the kernel dropped: %+v %v", st, err)
+		}
 		recovered(t, c, exit, out, task.Pid())
 	})
 }

@@ -129,6 +129,7 @@ func IsMountPoint(p string) (bool, error) {
 // Signals is the signal state of a process, from /proc/PID/status: bit n-1 of a mask is
 // signal n.
 type Signals struct {
+	Name    string // the command name (comm)
 	Zombie  bool
 	Pending uint64 // pending for the thread or the whole process (SigPnd | ShdPnd)
 	Blocked uint64
@@ -155,6 +156,8 @@ func ParseSignals(data []byte) (Signals, error) {
 		}
 		val = strings.TrimSpace(val)
 		switch {
+		case key == "Name":
+			s.Name = val
 		case key == "State":
 			s.Zombie = strings.HasPrefix(val, "Z")
 		case key == "NSpid":

@@ -83,7 +83,7 @@ func TestParseSignals(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Signals{Pending: 0x100, Blocked: 0x10000, Ignored: 0x4, Caught: 0x4003, NamespacePid: 1}
+	want := Signals{Name: "sh", Pending: 0x100, Blocked: 0x10000, Ignored: 0x4, Caught: 0x4003, NamespacePid: 1}
 	if st != want {
 		t.Fatalf("got %+v, want %+v", st, want)
 	}
