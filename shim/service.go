@@ -365,9 +365,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.warm.createdIn(r.ID, time.Since(began))
 	if log.GetLevel() >= log.DebugLevel { // the fields cost a hit's Create otherwise
 		log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).
-			WithField("runc_create", dNew).WithField("mount", container.Timings.Mount).
-			WithField("init_create", container.Timings.Create).WithField("cgroup_load", container.Timings.Cgroup).
-			WithField("oom_watch", dOOM).Debug("created")
+			WithField("runc_create", dNew).WithField("oom_watch", dOOM).Debug("created")
 	}
 	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
 }

@@ -25,7 +25,6 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
-	"time"
 
 	"github.com/containerd/cgroups/v3"
 	"github.com/containerd/cgroups/v3/cgroup1"
@@ -118,12 +117,9 @@ func NewContainer(ctx context.Context, platform stdio.Platform, r *task.CreateTa
 			}
 		}
 	}()
-	tMount := time.Now()
 	if err := mount.All(mounts, rootfs); err != nil {
 		return nil, fmt.Errorf("failed to mount rootfs component: %w", err)
 	}
-	var timings CreateTimings
-	timings.Mount = time.Since(tMount)
 
 	p, err := newInit(
 		ctx,
@@ -138,11 +134,9 @@ func NewContainer(ctx context.Context, platform stdio.Platform, r *task.CreateTa
 	if err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	tCreate := time.Now()
 	if err := p.Create(ctx, config); err != nil {
 		return nil, errgrpc.ToGRPC(err)
 	}
-	timings.Create = time.Since(tCreate)
 	container := &Container{
 		ID:              r.ID,
 		Bundle:          r.Bundle,
@@ -152,13 +146,10 @@ func NewContainer(ctx context.Context, platform stdio.Platform, r *task.CreateTa
 	}
 	pid := p.Pid()
 	if pid > 0 {
-		tCgroup := time.Now()
 		if cg, err := loadProcessCgroup(ctx, pid); err == nil {
 			container.cgroup = cg
 		}
-		timings.Cgroup = time.Since(tCgroup)
 	}
-	container.Timings = timings
 	return container, nil
 }
 
@@ -248,15 +239,6 @@ type Container struct {
 	process         process.Process
 	processes       map[string]process.Process
 	reservedProcess map[string]struct{}
-
-	// Timings are NewContainer's phases (warm: the shim's debug log of a Create).
-	Timings CreateTimings
-}
-
-// CreateTimings are the phases of NewContainer: the root filesystem's mount, the init's
-// create (stdio and runc create), and loading its cgroup.
-type CreateTimings struct {
-	Mount, Create, Cgroup time.Duration
 }
 
 // All processes in the container
