@@ -34,12 +34,9 @@ func (e Effect) String() string {
 	return "unknown"
 }
 
-// NonTerminating reports whether sig's default action leaves a task running.
-func NonTerminating(sig syscall.Signal) bool { return nonTerminating(sig) }
-
-// nonTerminating are the signals whose default action leaves a task running (SIGSTOP
-// and the job-control stops suspend it; a suspended task is not an exit).
-func nonTerminating(sig syscall.Signal) bool {
+// NonTerminating reports whether sig's default action leaves a task running (SIGSTOP and
+// the job-control stops suspend it; a suspended task is not an exit).
+func NonTerminating(sig syscall.Signal) bool {
 	switch sig {
 	case syscall.SIGCHLD, syscall.SIGCONT, syscall.SIGURG, syscall.SIGWINCH,
 		syscall.SIGSTOP, syscall.SIGTSTP, syscall.SIGTTIN, syscall.SIGTTOU:
@@ -64,7 +61,7 @@ func SignalEffect(sig syscall.Signal, st procfs.Signals) Effect {
 		// Still runc's init (a container created, or started a moment ago, not yet
 		// its process): Go's runtime catches every signal and exits on those that end
 		// a process by default. The process that follows starts with the defaults.
-		if nonTerminating(sig) {
+		if NonTerminating(sig) {
 			return NoEffect
 		}
 		return Ends
@@ -76,7 +73,7 @@ func SignalEffect(sig syscall.Signal, st procfs.Signals) Effect {
 		return NoEffect
 	case procfs.Has(st.Caught, int(sig)):
 		return Handled
-	case nonTerminating(sig):
+	case NonTerminating(sig):
 		return NoEffect
 	case st.NamespacePid == 1:
 		// A PID namespace's init: the kernel drops a signal it has no handler for.

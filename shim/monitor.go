@@ -11,6 +11,7 @@ import (
 	"time"
 
 	runcC "github.com/containerd/go-runc"
+	"github.com/containerd/log"
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/internal/pipewatch"
@@ -99,12 +100,36 @@ func (m *monitor) Wait(cmd *exec.Cmd, ec chan runcC.Exit) (int, error) {
 	sub, id, _ := wrap.ParseArgs(cmd.Args)
 	defer m.untrack(cmd, sub, id)
 	status, err := m.inner.Wait(cmd, ec)
+	if tracked[sub] && (err != nil || status != 0) {
+		// CRIU works in runc's work directory (its image directory without one).
+		work := wrap.SubFlag(cmd.Args, "--work-path")
+		if work == "" {
+			work = wrap.SubFlag(cmd.Args, "--image-path")
+		}
+		killStragglers(id, work, sub)
+	}
 	if sub == "restore" && (err != nil || status != 0) {
 		// Killed (recovery aborts a restore that hangs, or that containerd's Kill or
 		// Delete overtook), runc and CRIU leave mounts and cgroups behind.
 		oci.ReleaseKilledRestore(wrap.Root(cmd.Args), id, wrap.SubFlag(cmd.Args, "--bundle"), wrap.SubFlag(cmd.Args, "--work-path"))
 	}
 	return status, err
+}
+
+// killStragglers kills what still works in dir (a CRIU work directory) once the runc
+// command that used it (what) failed: a CRIU whose runc was killed (an abort, a timeout)
+// goes on alone, and one was found left stopped for good by an abort of a checkpoint (CI:
+// a criu swrk orphaned in state T after a Delete during a dump, its runc killed);
+// nothing else reaps it.
+func killStragglers(id, dir, what string) {
+	if dir == "" {
+		return
+	}
+	for _, pid := range procfs.InDir(dir) {
+		if err := unix.Kill(pid, unix.SIGKILL); err == nil {
+			log.L.WithField("container", id).WithField("pid", pid).Warn("killed a process (CRIU) left working for a failed " + what)
+		}
+	}
 }
 
 // tracked are the runc subcommands that can be aborted (CRIU under them can hang).

@@ -85,7 +85,7 @@ func (s *service) prepareRecovery(ctx context.Context, r *taskAPI.CreateTaskRequ
 	}
 	rec := &recoverable{id: r.ID, bundle: r.Bundle, policy: pol, cps: cps, stdin: r.Stdin, stdout: r.Stdout, stderr: r.Stderr, spec: spec, stop: make(chan struct{}), relay: relay,
 		cfg: topts.cfg, ns: ns, status: initialStatus(r.ID, pol)}
-	s.noteStatus(rec, func(*recovery.Status) {})
+	go s.noteStatus(rec, nil) // not on the Create's path
 	for _, p := range []string{r.Stdout, r.Stderr} {
 		if p == "" {
 			continue
@@ -232,9 +232,6 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 			defer time.AfterFunc(preFreezeLimit, thawOnce).Stop()
 		}
 		err := ip.Runtime().Checkpoint(ctx, rec.id, opts, runcC.LeaveRunning)
-		if err != nil {
-			s.killStragglers(rec.id, work, "checkpoint")
-		}
 		if thawOnce != nil {
 			thawOnce()
 			prefrozen = true
@@ -313,19 +310,6 @@ func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atom
 				Warn(sub + " ran past checkpoint_timeout: runc and CRIU killed")
 		}
 	})
-}
-
-// killStragglers kills what still works in dir (runc's CRIU work directory) once the
-// runc command that used it ended in failure: a CRIU whose runc was killed (an abort, a
-// timeout) goes on alone, and one was found left stopped for good by an abort of a
-// checkpoint (CI: a criu swrk orphaned in state T after a Delete during a dump, its runc
-// killed); nothing else reaps it.
-func (s *service) killStragglers(id, dir, what string) {
-	for _, pid := range procfs.InDir(dir) {
-		if err := unix.Kill(pid, unix.SIGKILL); err == nil {
-			log.G(s.context).WithField("container", id).WithField("pid", pid).Warn("killed a process (CRIU) left working for a failed " + what)
-		}
-	}
 }
 
 // killedByContainerd marks that containerd's Kill (with signal sig) or Delete (deleting,
@@ -630,13 +614,6 @@ func (s *service) restoreFrom(ctx context.Context, rec *recoverable, old *runcta
 	p, err := newC.Start(ctx, &taskAPI.StartRequest{ID: rec.id})
 	watchdog.Stop()
 	if err != nil {
-		if st == nil {
-			work := ropts.CriuWorkPath
-			if work == "" {
-				work = filepath.Join(rec.bundle, "work") // runctask's default
-			}
-			s.killStragglers(rec.id, work, "restore")
-		}
 		handleStarted(newC, p)
 		s.forgetCandidate(newC)
 		return nil, fmt.Errorf("restore: %w", err)

@@ -11,8 +11,10 @@ import (
 	"github.com/warmshim/warm/recovery"
 )
 
-// noteStatus changes a recovered container's status and writes it beside its
-// checkpoints (recovery.WriteStatus), for `warmctl recovery ls`. Called without rec.mu.
+// noteStatus changes a recovered container's status (change may be nil) and writes it
+// beside its checkpoints (recovery.WriteStatus), for `warmctl recovery ls`. Each write
+// takes the status as it is then, so writes that run late or out of order still leave
+// the latest. Called without rec.mu.
 func (s *service) noteStatus(rec *recoverable, change func(st *recovery.Status)) {
 	rec.statusMu.Lock()
 	defer rec.statusMu.Unlock()
@@ -20,7 +22,9 @@ func (s *service) noteStatus(rec *recoverable, change func(st *recovery.Status))
 		return
 	}
 	rec.mu.Lock()
-	change(&rec.status)
+	if change != nil {
+		change(&rec.status)
+	}
 	rec.status.Updated = time.Now()
 	st := rec.status // the change replaces what it changes: the pointers are not shared
 	rec.mu.Unlock()
@@ -65,12 +69,8 @@ func (s *service) noteCrash(rec *recoverable, at time.Time, status int, result, 
 // noteRecovered records the recovery of the latest crash.
 func (s *service) noteRecovered(rec *recoverable, cp *recovery.Checkpoint, servingAfter time.Duration, standby bool) {
 	s.noteStatus(rec, func(st *recovery.Status) {
-		c := recovery.Crash{}
-		if st.LastCrash != nil {
-			c = *st.LastCrash
-		}
+		c := lastCrash(st)
 		c.Result, c.Checkpoint, c.ServingAfter, c.Standby = "recovered", filepath.Base(cp.Dir), servingAfter.String(), standby
-		st.LastCrash = &c
 		st.State = recovery.StateWatching
 		st.Recoveries = rec.recovered // change runs with rec.mu
 	})
@@ -79,12 +79,18 @@ func (s *service) noteRecovered(rec *recoverable, cp *recovery.Checkpoint, servi
 // noteRecoveryFailed records the recovery's end without a restored task.
 func (s *service) noteRecoveryFailed(rec *recoverable, err error) {
 	s.noteStatus(rec, func(st *recovery.Status) {
-		c := recovery.Crash{}
-		if st.LastCrash != nil {
-			c = *st.LastCrash
-		}
-		c.Result = "reported: " + err.Error()
-		st.LastCrash = &c
+		lastCrash(st).Result = "reported: " + err.Error()
 		st.State = recovery.StateExited
 	})
+}
+
+// lastCrash replaces st's last crash by a copy of it (a written status may share the
+// old one) and returns the copy to change.
+func lastCrash(st *recovery.Status) *recovery.Crash {
+	c := &recovery.Crash{}
+	if st.LastCrash != nil {
+		*c = *st.LastCrash
+	}
+	st.LastCrash = c
+	return c
 }

@@ -1,7 +1,6 @@
 package shim
 
 import (
-	"context"
 	"os/exec"
 	"syscall"
 	"testing"
@@ -26,7 +25,7 @@ func TestKillStragglers(t *testing.T) {
 	if err := stopped.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
 	}
-	(&service{context: context.Background()}).killStragglers("c", work, "checkpoint")
+	killStragglers("c", work, "checkpoint")
 	for _, c := range []*exec.Cmd{running, stopped} {
 		done := make(chan error, 1)
 		go func() { done <- c.Wait() }()

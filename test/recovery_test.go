@@ -48,8 +48,13 @@ func recoveryConfig(t *testing.T, extra string) string {
 	return p
 }
 
+// checkpointDir is where warm keeps container id's checkpoints and recovery status.
+func checkpointDir(id string) string {
+	return filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, id)
+}
+
 func checkpointsOf(id string) []string {
-	m, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, id, "c*"))
+	m, _ := filepath.Glob(filepath.Join(checkpointDir(id), "c*"))
 	return m
 }
 
@@ -266,14 +271,7 @@ func TestRecoveryAfterSignals(t *testing.T) {
 	// task) and the signal as handled.
 	kill := func(t *testing.T, c containerd.Container, task containerd.Task, sig syscall.Signal) {
 		t.Helper()
-		cps := checkpointsOf(c.ID())
-		newest := cps[len(cps)-1]
-		for i := 0; i < 1000; i++ {
-			if cps := checkpointsOf(c.ID()); cps[len(cps)-1] != newest {
-				break
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		nextCheckpoint(c.ID(), 5*time.Second)
 		if err := task.Kill(cd.Context(context.Background()), sig); err != nil {
 			t.Fatal(err)
 		}
@@ -294,7 +292,7 @@ func TestRecoveryAfterSignals(t *testing.T) {
 		c, task, exit, out := start(t, trapApp, "1s")
 		kill(t, c, task, syscall.SIGHUP)
 		waitFor(t, "the reload", func() bool { return strings.Contains(out.String(), "hup") })
-		if st, err := recovery.ReadStatus(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID())); err != nil || st.State != recovery.StateStopping || st.StoppingUntil == nil {
+		if st, err := recovery.ReadStatus(checkpointDir(c.ID())); err != nil || st.State != recovery.StateStopping || st.StoppingUntil == nil {
 			t.Fatalf("status within kill_grace: %+v %v", st, err)
 		}
 		// No checkpoint is taken within kill_grace (the task may be stopping); the next
@@ -327,7 +325,7 @@ func TestRecoveryAfterSignals(t *testing.T) {
 	t.Run("dropped by the namespace's init", func(t *testing.T) {
 		c, task, exit, out := start(t, counterApp, "")
 		kill(t, c, task, syscall.SIGTERM) // sh has no handler: the kernel drops it
-		if st, err := recovery.ReadStatus(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID())); err != nil || st.State != recovery.StateWatching {
+		if st, err := recovery.ReadStatus(checkpointDir(c.ID())); err != nil || st.State != recovery.StateWatching {
 			t.Fatalf("status after a signal the kernel dropped: %+v %v", st, err)
 		}
 		recovered(t, c, exit, out, task.Pid())
@@ -595,6 +593,15 @@ func TestRecoveryExecsReportedExited(t *testing.T) {
 // once seen hanging when the task died under it; see the recovery notes).
 func killBetweenCheckpoints(t *testing.T, id string, pid uint32) {
 	t.Helper()
+	nextCheckpoint(id, 2*time.Second)
+	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// nextCheckpoint waits, at most max, for a checkpoint of container id newer than its
+// newest now (polling every 5 ms: it returns as the checkpoint is committed).
+func nextCheckpoint(id string, max time.Duration) {
 	newest := func() string {
 		cps := checkpointsOf(id)
 		if len(cps) == 0 {
@@ -603,11 +610,8 @@ func killBetweenCheckpoints(t *testing.T, id string, pid uint32) {
 		return cps[len(cps)-1]
 	}
 	before := newest()
-	for i := 0; i < 400 && newest() == before; i++ {
+	for end := time.Now().Add(max); newest() == before && time.Now().Before(end); {
 		time.Sleep(5 * time.Millisecond)
-	}
-	if err := syscall.Kill(int(pid), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
 	}
 }
 
@@ -641,14 +645,7 @@ func TestRecoveryStandby(t *testing.T) {
 		if err := syscall.Kill(int(oldPid), syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		var after []int
-		waitFor(t, "output after the recovery", func() bool {
-			after = numbersAfter(out.String(), before+1)
-			return len(after) >= 5
-		})
-		if after[len(after)-1] < 5 {
-			t.Fatalf("counter after recovery %v: a cold start, not the checkpoint's state", after)
-		}
+		counterContinues(t, &out, before)
 		fromStandby := cd.LogLines("container="+c.ID(), `msg="task recovered"`, "standby=true")
 		if n := logHas(`msg="task recovered"`); n != round || fromStandby != round {
 			t.Fatalf("recoveries logged %d, from a standby %d: want %d, all adopted from a standby", n, fromStandby, round)
@@ -826,7 +823,7 @@ func TestRecoveryKillDuringDump(t *testing.T) {
 	waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
 	// Kill once CRIU has seized the task for the next dump.
 	seized := func() bool {
-		logs, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID(), ".tmp-*", "work", "dump.log"))
+		logs, _ := filepath.Glob(filepath.Join(checkpointDir(c.ID()), ".tmp-*", "work", "dump.log"))
 		for _, l := range logs {
 			if data, _ := os.ReadFile(l); strings.Contains(string(data), "Seized task") {
 				return true
@@ -912,7 +909,7 @@ func TestRecoveryDeleteDuringCheckpoint(t *testing.T) {
 		task, _ := e.start(c, nullIO())
 		waitFor(t, "a checkpoint", func() bool { return len(checkpointsOf(c.ID())) >= 1 })
 		dumping := func() bool {
-			m, _ := filepath.Glob(filepath.Join(cd.WarmState, "checkpoints", cd.Namespace, c.ID(), ".tmp-*"))
+			m, _ := filepath.Glob(filepath.Join(checkpointDir(c.ID()), ".tmp-*"))
 			return len(m) > 0
 		}
 		for j := 0; j < 20000 && !dumping(); j++ {

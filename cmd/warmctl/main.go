@@ -244,7 +244,7 @@ func run(c *ctl, args []string, asJSON bool) error {
 		return nil
 	case cmd == "shutdown":
 		return c.do("POST", "/shutdown", nil)
-	case isRecoveryLs(cmd):
+	case cmd == "recovery ls" || cmd == "recovery list" || cmd == "recoveries":
 		// Read from the state directory: recovered containers have shims of their own.
 		es, err := recoveries(c.stateDir, c.ns)
 		if err != nil {

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -156,9 +155,4 @@ func printRecoveriesJSON(w io.Writer, es []recoveryEntry) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(es)
-}
-
-// isRecoveryLs reports whether cmd asks for the recovery listing.
-func isRecoveryLs(cmd string) bool {
-	return cmd == "recovery ls" || cmd == "recovery list" || strings.TrimSpace(cmd) == "recoveries"
 }
