@@ -121,6 +121,13 @@ func (e *Env) Import(ref string, files []harness.File) error {
 // CtrFirstReply runs `ctr run --rm` with the given flags and measures from the start of
 // ctr to the first line of the application's reply to "ping".
 func (e *Env) CtrFirstReply(flags []string, app App) (time.Duration, error) {
+	d, _, err := e.CtrFirstReplyCPU(flags, app)
+	return d, err
+}
+
+// CtrFirstReplyCPU is CtrFirstReply that also returns the CPU time (user and system) the
+// ctr process spent in its whole run, its --rm delete included.
+func (e *Env) CtrFirstReplyCPU(flags []string, app App) (reply, ctrCPU time.Duration, err error) {
 	id := e.ID("b" + app.Name)
 	args := append([]string{"--address", e.CD.Address, "--namespace", e.CD.Namespace, "run", "--rm"}, flags...)
 	args = append(append(args, app.Image, id), app.Args...)
@@ -128,16 +135,16 @@ func (e *Env) CtrFirstReply(flags []string, app App) (time.Duration, error) {
 	cmd.Cancel = func() error { return cmd.Process.Kill() }
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	cmd.Stderr = io.Discard
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	_, _ = stdin.Write([]byte("ping\n"))
 	d, rerr := firstReply(stdout, start)
@@ -146,9 +153,9 @@ func (e *Env) CtrFirstReply(flags []string, app App) (time.Duration, error) {
 	go io.Copy(io.Discard, stdout)
 	werr := cmd.Wait()
 	if rerr != nil {
-		return 0, fmt.Errorf("%s: %w (ctr: %v)", strings.Join(args, " "), rerr, werr)
+		return 0, 0, fmt.Errorf("%s: %w (ctr: %v)", strings.Join(args, " "), rerr, werr)
 	}
-	return d, nil
+	return d, cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(), nil
 }
 
 func firstReply(r io.Reader, start time.Time) (time.Duration, error) {
