@@ -22,6 +22,7 @@ import (
 
 	"github.com/pelletier/go-toml/v2"
 
+	"github.com/warmshim/warm/internal/criuconf"
 	"github.com/warmshim/warm/store"
 )
 
@@ -41,6 +42,13 @@ type Config struct {
 	RuncRoot string `toml:"runc_root"`
 	// Criu is the CRIU binary runc uses for checkpoint and restore: a name or an absolute path.
 	Criu string `toml:"criu"`
+	// CriuNetworkLock is how CRIU locks the network of the checkpoints warm takes itself
+	// (periodic checkpoints, templates): "skip" (none), "iptables" (CRIU's own default)
+	// or "nftables". They leave the task running and hold no established connection, so
+	// the lock protects nothing there; with iptables it is about a third of the task's
+	// pause. containerd's checkpoints (ctr, CRI) keep CRIU's default. See
+	// internal/criuconf.
+	CriuNetworkLock string `toml:"criu_network_lock"`
 	// SystemdCgroup makes runc use the systemd cgroup driver.
 	SystemdCgroup bool `toml:"systemd_cgroup"`
 	// CgroupFavorDynmods lets the pool shim remount a pure cgroup v2 host's hierarchy
@@ -250,7 +258,7 @@ func merge(base, over Pool) Pool {
 
 // Default returns the configuration used when no file exists.
 func Default() Config {
-	return Config{Runc: "runc", Criu: "criu", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm",
+	return Config{Runc: "runc", Criu: "criu", CriuNetworkLock: "skip", LogLevel: "info", StateDir: "/var/lib/warm", RunDir: "/run/warm",
 		Recovery: Recovery{MaxRetries: 3, Backoff: Duration{100 * time.Millisecond}, HealthTimeout: Duration{5 * time.Second},
 			CrashLoopMax: 5, CrashLoopWindow: Duration{time.Minute}, CheckpointKeep: 3, Incremental: true,
 			CheckpointTimeout: Duration{2 * time.Minute}, KillGrace: Duration{2 * time.Minute}}}
@@ -388,6 +396,9 @@ func (c Config) Validate() error {
 	}
 	if c.Criu == "" {
 		return errors.New(`key criu: must name the CRIU binary (a name in PATH or an absolute path), e.g. criu = "criu"`)
+	}
+	if !contains(criuconf.Methods, c.CriuNetworkLock) {
+		return fmt.Errorf("key criu_network_lock: %q is not one of %s", c.CriuNetworkLock, strings.Join(criuconf.Methods, ", "))
 	}
 	if c.RuncRoot != "" && !filepath.IsAbs(c.RuncRoot) {
 		return fmt.Errorf("key runc_root: %q must be an absolute path", c.RuncRoot)

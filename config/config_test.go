@@ -17,8 +17,8 @@ func TestParse(t *testing.T) {
 		wantErr []string // substrings the error must contain
 	}{
 		{name: "empty gives defaults", text: "", want: Default()},
-		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\nsystemd_cgroup = true\ncgroup_favordynmods = true\nrefill_pause = true\nlog_level = \"debug\"\n",
-			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", SystemdCgroup: true, CgroupFavorDynmods: true, RefillPause: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm", Recovery: Default().Recovery}},
+		{name: "all keys", text: "runc = \"/opt/runc\"\nrunc_root = \"/run/warm/runc\"\ncriu = \"/opt/criu\"\ncriu_network_lock = \"nftables\"\nsystemd_cgroup = true\ncgroup_favordynmods = true\nrefill_pause = true\nlog_level = \"debug\"\n",
+			want: Config{Runc: "/opt/runc", RuncRoot: "/run/warm/runc", Criu: "/opt/criu", CriuNetworkLock: "nftables", SystemdCgroup: true, CgroupFavorDynmods: true, RefillPause: true, LogLevel: "debug", StateDir: "/var/lib/warm", RunDir: "/run/warm", Recovery: Default().Recovery}},
 		{name: "recovery", text: "[recovery]\nenabled = true\nmax_retries = 5\nbackoff = \"1s\"\n", want: func() Config {
 			c := Default()
 			c.Recovery.Enabled, c.Recovery.MaxRetries, c.Recovery.Backoff = true, 5, Duration{time.Second}
@@ -33,6 +33,7 @@ func TestParse(t *testing.T) {
 		{name: "zero kill grace", text: "[recovery]\nkill_grace = \"0s\"\n", wantErr: []string{"recovery.kill_grace", "positive"}},
 		{name: "unknown key", text: "runc_path = \"x\"\n", wantErr: []string{"unknown key runc_path", "allowed keys are", "runc_root"}},
 		{name: "bad type", text: "systemd_cgroup = \"yes\"\n", wantErr: []string{"systemd_cgroup"}},
+		{name: "bad network lock", text: "criu_network_lock = \"none\"\n", wantErr: []string{"key criu_network_lock", "none", "skip, iptables, nftables"}},
 		{name: "bad log level", text: "log_level = \"loud\"\n", wantErr: []string{"key log_level", "loud", "trace, debug, info, warn, error"}},
 		{name: "relative runc root", text: "runc_root = \"run\"\n", wantErr: []string{"key runc_root", "absolute"}},
 		{name: "empty runc", text: "runc = \"\"\n", wantErr: []string{"key runc"}},

@@ -173,7 +173,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 		// way out: its state is not one to restore later.
 		return nil
 	}
-	ctx := s.context
+	ctx := ownDumpContext(s.context, rec.cfg)
 	// CRIU can hang (seen on a task that died during a dump): past checkpoint_timeout,
 	// the runc checkpoint and CRIU under it are killed and this checkpoint fails.
 	var timedOut atomic.Bool

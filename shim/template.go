@@ -177,11 +177,15 @@ wait:
 	} else {
 		meta.Snapshotter, meta.SnapshotParent = sn, parent
 	}
+	w.mu.Lock()
+	cfg := w.cfg
+	w.mu.Unlock()
+	dumpCtx := ownDumpContext(ctx, cfg)
 	start := time.Now()
 	t, err := w.store.Commit(meta, func(images string) error {
 		work := filepath.Join(c.Bundle, "warm-template-work")
 		defer os.RemoveAll(work)
-		err := ip.Runtime().Checkpoint(ctx, c.ID, &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}, runcC.LeaveRunning)
+		err := ip.Runtime().Checkpoint(dumpCtx, c.ID, &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}, runcC.LeaveRunning)
 		if err != nil {
 			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
 		}

@@ -995,3 +995,75 @@ func TestRecoveryRestoreHangs(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckpointNetworkLock: the checkpoints warm takes itself (here: periodic ones for
+// recovery) run CRIU with the network lock of warm's configuration (criu_network_lock,
+// default skip) from a file warm writes, and a recovery from such a checkpoint works;
+// containerd's own checkpoint (the Checkpoint RPC) keeps CRIU's defaults.
+func TestCheckpointNetworkLock(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	dir := tempDir(t)
+	spyLog := filepath.Join(dir, "criu.log")
+	spy := filepath.Join(dir, "criu")
+	script := fmt.Sprintf("#!/bin/sh\necho \"CRIU_CONFIG_FILE=${CRIU_CONFIG_FILE:-} $(cat \"${CRIU_CONFIG_FILE:-/dev/null}\" 2>&1)\" >> %s\nexec %s \"$@\"\n", spyLog, cd.Env.Criu)
+	if err := os.WriteFile(spy, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := recoveryConfig(t, "")
+	withCriu(t, cfg, spy)
+	e.warmCfg = cfg
+	calls := func() []string {
+		data, _ := os.ReadFile(spyLog)
+		return strings.Split(strings.TrimSpace(string(data)), "\n")
+	}
+
+	// containerd's checkpoint of a container without recovery: CRIU's defaults.
+	plain := e.container(counterApp)
+	ptask, pexit := e.start(plain, nullIO())
+	ck, err := ptask.Checkpoint(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
+	rpc := calls()
+	if len(rpc) == 0 || rpc[0] == "" {
+		t.Fatal("the spy saw no CRIU for containerd's checkpoint")
+	}
+	for _, l := range rpc {
+		if strings.TrimSpace(l) != "CRIU_CONFIG_FILE=" {
+			t.Fatalf("containerd's checkpoint ran CRIU with warm's configuration: %q", l)
+		}
+	}
+	_ = ptask.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, pexit)
+	if _, err := ptask.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Periodic checkpoints: warm's file, network-lock skip; and a recovery from them.
+	c := e.container(counterApp, recoveryAnn(nil))
+	var out syncBuffer
+	task, exit := e.start(c, streams(nil, &out, io.Discard))
+	waitFor(t, "two checkpoints", func() bool { return len(checkpointsOf(c.ID())) >= 2 })
+	want := fmt.Sprintf("CRIU_CONFIG_FILE=%s network-lock skip", filepath.Join(cd.WarmRun, "criu", "criu-network-lock-skip.conf"))
+	own := calls()[len(rpc):]
+	if len(own) < 2 {
+		t.Fatalf("the spy saw %d CRIU runs for two checkpoints", len(own))
+	}
+	for _, l := range own {
+		if l != want {
+			t.Fatalf("a periodic checkpoint ran CRIU with %q, want %q", l, want)
+		}
+	}
+	before := len(strings.Fields(out.String()))
+	killBetweenCheckpoints(t, c.ID(), task.Pid())
+	counterContinues(t, &out, before)
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	exitOf(t, exit)
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
