@@ -420,6 +420,11 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
+	if r.ExecID != "" {
+		if err := s.execBeforeStart(ctx, container); err != nil {
+			return nil, err
+		}
+	}
 	var cinit *runctask.Container
 	s.lifecycleMu.Lock()
 	if r.ExecID == "" {
@@ -566,6 +571,26 @@ func (s *service) Exec(ctx context.Context, r *taskAPI.ExecProcessRequest) (*pty
 	}
 	s.send(&eventstypes.TaskExecAdded{ContainerID: container.ID, ExecID: p.ID()})
 	return empty, nil
+}
+
+// execBeforeStart refuses an exec into a container served from a pool that was created
+// and not started, with an error that says why: its application is frozen until Start,
+// and runc would refuse the exec as into a paused container. A cold container accepts
+// one (its process is still runc init); a sandbox cannot, without thawing the
+// application before its Start.
+func (s *service) execBeforeStart(ctx context.Context, c *runctask.Container) error {
+	if !s.warm.isHit(c.ID) {
+		return nil
+	}
+	p, err := c.Process("")
+	if err != nil {
+		return nil
+	}
+	if st, _ := p.Status(ctx); st != "created" {
+		return nil
+	}
+	return errgrpc.ToGRPCf(errdefs.ErrFailedPrecondition,
+		"container %s was served from a warm pool and is not started yet: its application stays frozen until Start, so exec after starting it (a cold container accepts an exec before Start; see docs/pool.md)", c.ID)
 }
 
 // ResizePty of a process.

@@ -18,7 +18,9 @@ import (
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/core/leases"
+	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
+	"github.com/containerd/errdefs"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
@@ -1075,6 +1077,19 @@ func TestPoolHitNeverStarted(t *testing.T) {
 	}
 	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Created {
 		t.Fatalf("status %+v, %v after SIGWINCH: want created", st, err)
+	}
+	// An exec before Start is refused with a reason (a cold container would take it),
+	// and leaves the container to start normally.
+	pspec := &specs.Process{Args: []string{"true"}, Cwd: "/"}
+	proc, err := task.Exec(e.ctx, "early", pspec, cio.NullIO)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := proc.Start(e.ctx); !errdefs.IsFailedPrecondition(err) || !strings.Contains(fmt.Sprint(err), "served from a warm pool and is not started") {
+		t.Fatalf("exec into a created, never started hit: %v, want a failed precondition that says why", err)
+	}
+	if _, err := proc.Delete(e.ctx); err != nil {
+		t.Fatalf("delete of the refused exec: %v", err)
 	}
 	if err := task.Start(e.ctx); err != nil {
 		t.Fatal(err)
