@@ -268,6 +268,20 @@ func (e *Env) WaitFrozen(name string, n int) error {
 	return fmt.Errorf("pool %s never reached %d frozen sandboxes: %+v %v", name, n, st, err)
 }
 
+// WaitSettled waits until the template's pool holds a frozen sandbox and restores none:
+// a hit then has no refill beside it.
+func (e *Env) WaitSettled(name string) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		if st, ok, err := e.Ctl.Pool(name); err == nil && ok && st.Frozen >= 1 && st.Restoring == 0 {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	st, _, err := e.Ctl.Pool(name)
+	return fmt.Errorf("pool %s never settled: %+v %v", name, st, err)
+}
+
 // NativeCheckpoint runs app through runc, waits until it answers, and checkpoints it as
 // `ctr c checkpoint --task` does, into image ref.
 func (e *Env) NativeCheckpoint(app App, ref string) error {
