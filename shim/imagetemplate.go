@@ -250,13 +250,25 @@ func (w *warm) importImage(ctx context.Context, st *store.Store, ns, name, ref s
 	}
 	meta := store.Meta{Name: name, Namespace: ns, Created: time.Now().UTC(), Source: source, Spec: spec,
 		Layers: layers, Snapshotter: snapshotter, SnapshotParent: parent}
+	w.mu.Lock()
+	lock := w.cfg.CriuNetworkLock
+	w.mu.Unlock()
 	return st.Commit(meta, func(images string) error {
 		ra, err := cs.ReaderAt(ctx, *ckpt)
 		if err != nil {
 			return err
 		}
 		defer ra.Close()
-		_, err = archive.Apply(ctx, images, content.NewReader(ra), archive.WithFilter(checkpointEntries(ckpt.Size)), archive.WithNoSameOwner())
+		if _, err = archive.Apply(ctx, images, content.NewReader(ra), archive.WithFilter(checkpointEntries(ckpt.Size)), archive.WithNoSameOwner()); err != nil {
+			return err
+		}
+		// CRIU restores the images with the network lock they record: containerd's
+		// checkpoint recorded CRIU's default, which each refill and restore on create
+		// would pay for (docs/pool.md, Templates).
+		changed, err := store.SetNetworkLock(images, lock)
+		if changed {
+			log.G(ctx).WithField("template", name).WithField("criu_network_lock", lock).Info("checkpoint image: CRIU's network lock set for its restores")
+		}
 		return err
 	})
 }

@@ -7,7 +7,6 @@
 package store
 
 import (
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -294,43 +293,17 @@ func plainFiles(images string) error {
 var criuMagic = sync.OnceValue(magic.LoadMagic)
 
 func decodeInventory(data []byte) error {
-	word := func(off int) (uint64, bool) {
-		if off+4 > len(data) {
-			return 0, false
-		}
-		return uint64(binary.LittleEndian.Uint32(data[off:])), true
+	inv, err := splitInventory(data)
+	if err != nil {
+		return err
 	}
-	off := 0
-	m, ok := word(off)
-	if ok && (m == criuMagic().ByName["IMG_COMMON"] || m == criuMagic().ByName["IMG_SERVICE"]) {
-		off += 4
-		m, ok = word(off)
-	}
-	if !ok || criuMagic().ByValue[m] != "INVENTORY" {
-		return errors.New("not an inventory image (bad magic)")
-	}
-	off += 4
-	size, ok := word(off)
-	off += 4
-	if !ok || size == 0 || off+int(size) > len(data) {
-		return errors.New("truncated entry")
-	}
-	entry := data[off : off+int(size)]
 	hasVersion := false
-	for len(entry) > 0 {
-		num, typ, n := protowire.ConsumeTag(entry)
-		if n < 0 {
-			return errors.New("corrupt entry")
-		}
-		entry = entry[n:]
+	if err := eachField(inv.entry, func(num protowire.Number, typ protowire.Type, _ []byte) {
 		if num == 1 && typ == protowire.VarintType {
 			hasVersion = true
 		}
-		n = protowire.ConsumeFieldValue(num, typ, entry)
-		if n < 0 {
-			return errors.New("corrupt entry")
-		}
-		entry = entry[n:]
+	}); err != nil {
+		return err
 	}
 	if !hasVersion {
 		return errors.New("entry without img_version")

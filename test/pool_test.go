@@ -26,6 +26,7 @@ import (
 
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/pool"
+	"github.com/warmshim/warm/store"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -563,6 +564,19 @@ func TestPoolFromCheckpointImage(t *testing.T) {
 	// The first Create with this config starts the import (and runs cold meanwhile).
 	serve()
 	waitFor(t, "pool from the checkpoint image", func() bool { s, ok, _ := ctl.Pool(name); return ok && s.Frozen >= 1 })
+	// containerd's checkpoint recorded CRIU's default network lock; the template's copy
+	// records warm's (skip), which its restores use.
+	st, err := store.New(filepath.Join(cd.WarmState, "templates"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl, err := st.Get(cd.Namespace, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lock, err := store.NetworkLock(tmpl.Images); err != nil || lock != "skip" {
+		t.Fatalf("the template's images record network lock %q (%v), want skip", lock, err)
+	}
 	if got := serve(); got != seed {
 		t.Fatalf("served seed %s, checkpointed %s", got, seed)
 	}

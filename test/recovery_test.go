@@ -19,6 +19,7 @@ import (
 
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/recovery"
+	"github.com/warmshim/warm/store"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -1055,6 +1056,21 @@ func TestCheckpointNetworkLock(t *testing.T) {
 		if l != want {
 			t.Fatalf("a periodic checkpoint ran CRIU with %q, want %q", l, want)
 		}
+	}
+	// CRIU recorded it in the images (their restore skips the lock too).
+	read := 0
+	for _, cp := range checkpointsOf(c.ID()) {
+		lock, err := store.NetworkLock(filepath.Join(cp, "images"))
+		if os.IsNotExist(err) {
+			continue // pruned meanwhile
+		}
+		if err != nil || lock != "skip" {
+			t.Fatalf("checkpoint %s records network lock %q (%v), want skip", cp, lock, err)
+		}
+		read++
+	}
+	if read == 0 {
+		t.Fatal("no checkpoint's inventory could be read")
 	}
 	before := len(strings.Fields(out.String()))
 	killBetweenCheckpoints(t, c.ID(), task.Pid())
