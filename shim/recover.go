@@ -835,7 +835,15 @@ func (s *service) saveCheckpoint(id, images string) {
 	if rec == nil {
 		return
 	}
-	if _, err := rec.cps.Commit(func(dst string) error { return copyTree(images, dst) }); err != nil {
+	if _, err := rec.cps.Commit(func(dst string) error {
+		if err := copyTree(images, dst); err != nil {
+			return err
+		}
+		// The copy records warm's network lock, as the periodic checkpoints do: a
+		// recovery restores it with that (containerd's own image keeps CRIU's).
+		_, err := store.SetNetworkLock(dst, rec.cfg.CriuNetworkLock)
+		return err
+	}); err != nil {
 		log.G(s.context).WithError(err).WithField("container", id).Warn("keeping the checkpoint for recovery")
 		return
 	}

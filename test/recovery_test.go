@@ -745,8 +745,13 @@ func checkpointForRecovery(t *testing.T, e *env, c containerd.Container, task co
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = e.client.ImageService().Delete(context.WithoutCancel(e.ctx), ck.Name()) })
-	if cps := checkpointsOf(c.ID()); len(cps) != 1 {
+	cps := checkpointsOf(c.ID())
+	if len(cps) != 1 {
 		t.Fatalf("the Checkpoint RPC's checkpoint was not kept for recovery: %v", cps)
+	}
+	// Its copy records warm's network lock (containerd's image keeps CRIU's default).
+	if lock, err := store.NetworkLock(filepath.Join(cps[0], "images")); err != nil || lock != "skip" {
+		t.Fatalf("the kept checkpoint records network lock %q (%v), want skip", lock, err)
 	}
 }
 
