@@ -1227,6 +1227,18 @@ func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 func TestPoolRefillPausedDuringHit(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
+	// The template is dumped with CRIU's iptables network lock, and its refills restore
+	// with it too (CRIU takes the method from the images): the unlock adds about 50 ms
+	// at the end of each restore, which the second hit's Create falls in. With the lock
+	// skipped, a restore of echoApp can end before that Create reaches the pool.
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.warmCfg = filepath.Join(tempDir(t), "warm.toml")
+	if err := os.WriteFile(e.warmCfg, append([]byte("criu_network_lock = \"iptables\"\n"), base...), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	name := "gate-" + shortName(t)
 	seed := makeTemplate(t, e, name)
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
