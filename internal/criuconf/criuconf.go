@@ -30,7 +30,7 @@ const EnvVar = "CRIU_CONFIG_FILE"
 
 var (
 	mu      sync.Mutex
-	written = map[string]bool{} // files already written by this process; guarded by mu
+	written = map[string]bool{} // files this process wrote; guarded by mu
 )
 
 // Env returns the environment entries that make the CRIU under a runc command read a
@@ -47,7 +47,9 @@ func Env(dir, method string) ([]string, error) {
 	path := filepath.Join(dir, "criu-network-lock-"+method+".conf")
 	mu.Lock()
 	defer mu.Unlock()
-	if !written[path] {
+	// Written before by this process, and still there (a run_dir cleaned meanwhile is
+	// written again: CRIU ignores a configuration file it cannot open).
+	if _, err := os.Stat(path); err != nil || !written[path] {
 		if err := write(dir, path, []byte("network-lock "+method+"\n")); err != nil {
 			return nil, err
 		}

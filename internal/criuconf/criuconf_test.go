@@ -57,6 +57,25 @@ func TestEnvWritesTheFile(t *testing.T) {
 	}
 }
 
+// A file removed behind the shim's back (a cleaned run_dir) is written again.
+func TestEnvWritesARemovedFileAgain(t *testing.T) {
+	t.Setenv(EnvVar, "")
+	dir := t.TempDir()
+	env, err := Env(dir, "skip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Env(dir, "skip"); err != nil {
+		t.Fatal(err)
+	}
+	if data, err := os.ReadFile(strings.TrimPrefix(env[0], EnvVar+"=")); err != nil || string(data) != "network-lock skip\n" {
+		t.Fatalf("after removal: %q, %v", data, err)
+	}
+}
+
 func TestEnvKeepsTheOperatorsFile(t *testing.T) {
 	t.Setenv(EnvVar, "/etc/criu/mine.conf")
 	dir := t.TempDir()
