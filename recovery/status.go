@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/warmshim/warm/internal/atomicfile"
 )
 
 // StatusFile is the name of a container's recovery status, beside its checkpoints.
@@ -66,19 +68,7 @@ func WriteStatus(dir string, st Status) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".status-")
-	if err != nil {
-		return fmt.Errorf("recovery status: %w", err)
-	}
-	defer os.Remove(tmp.Name()) // gone once renamed
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("recovery status: %w", err)
-	}
-	if err := tmp.Close(); err != nil { // CreateTemp made it 0600
-		return fmt.Errorf("recovery status: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), filepath.Join(dir, StatusFile)); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, StatusFile), append(data, '\n')); err != nil {
 		return fmt.Errorf("recovery status: %w", err)
 	}
 	return nil

@@ -4,10 +4,11 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/warmshim/warm/internal/atomicfile"
 )
 
 // inventoryNetworkLock is the field of CRIU's inventory entry that records how the dump
@@ -87,19 +88,7 @@ func SetNetworkLock(images, method string) (bool, error) {
 	out := append([]byte(nil), inv.header...)
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(entry)))
 	out = append(append(out, entry...), inv.rest...)
-	tmp, err := os.CreateTemp(images, ".inventory-*.img")
-	if err != nil {
-		return false, err
-	}
-	_, err = tmp.Write(out)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := atomicfile.Write(path, out); err != nil {
 		return false, fmt.Errorf("inventory.img: %w", err)
 	}
 	return true, nil

@@ -71,7 +71,7 @@ func TestSetNetworkLock(t *testing.T) {
 			t.Errorf("field %d changed: %s -> %s", num, f, a[num])
 		}
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, ".inventory-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, ".inventory.img-*")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 	// Already so: nothing written.

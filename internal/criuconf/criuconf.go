@@ -20,6 +20,8 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+
+	"github.com/warmshim/warm/internal/atomicfile"
 )
 
 // Methods are the network lock methods CRIU knows.
@@ -68,19 +70,7 @@ func write(dir, path string, data []byte) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("CRIU configuration: %w", err)
 	}
-	f, err := os.CreateTemp(dir, ".criu-*.conf")
-	if err != nil {
-		return fmt.Errorf("CRIU configuration: %w", err)
-	}
-	_, err = f.Write(data)
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := atomicfile.Write(path, data); err != nil {
 		return fmt.Errorf("CRIU configuration %s: %w", path, err)
 	}
 	return nil

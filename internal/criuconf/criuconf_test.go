@@ -52,7 +52,7 @@ func TestEnvWritesTheFile(t *testing.T) {
 	if data, _ := os.ReadFile(path); string(data) != "network-lock skip\n" {
 		t.Errorf("rewritten file holds %q", data)
 	}
-	if left, _ := filepath.Glob(filepath.Join(dir, ".criu-*")); len(left) != 0 {
+	if left, _ := filepath.Glob(filepath.Join(dir, ".criu-network-lock-*")); len(left) != 0 {
 		t.Errorf("temporary files left: %v", left)
 	}
 }
