@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,6 +86,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		healthReady:          make(map[string]chan struct{}),
 		outputs:              make(map[process.Process]*outputDrain),
 		candidateExits:       make(map[*runctask.Container]runcC.Exit),
+		exitTimes:            make(map[string]time.Time),
 	}
 	sd.RegisterCallback(func(ctx context.Context) error { return s.warm.close(ctx) })
 	s.warm.onIdle = func() {
@@ -135,8 +137,12 @@ type service struct {
 	// candidateExits: exits of tasks a recovery restored and had not installed yet;
 	// guarded by mu
 	candidateExits map[*runctask.Container]runcC.Exit
-	warm           *warm
-	monitor        *monitor // go-runc's process monitor (runc commands of this shim)
+	// exitTimes: when each process that exited did, by "container/exec" ("container/"
+	// for the init): the exit is reported later (once its output drained, or after a
+	// recovery failed), and the process package dates it then; guarded by mu
+	exitTimes map[string]time.Time
+	warm      *warm
+	monitor   *monitor // go-runc's process monitor (runc commands of this shim)
 
 	lifecycleMu sync.Mutex
 	// running maps a pid to the processes the service started with it; guarded by lifecycleMu.
@@ -529,6 +535,8 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		return nil, errgrpc.ToGRPC(err)
 	}
 	s.dropOutput(p)
+	exitedAt := s.exitedAt(container.ID, p)
+	s.forgetExitTimes(container.ID, r.ExecID)
 	if r.ExecID == "" {
 		s.mu.Lock()
 		delete(s.containers, r.ID)
@@ -541,7 +549,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 			ContainerID: container.ID,
 			Pid:         uint32(p.Pid()),
 			ExitStatus:  uint32(p.ExitStatus()),
-			ExitedAt:    protobuf.ToTimestamp(p.ExitedAt()),
+			ExitedAt:    protobuf.ToTimestamp(exitedAt),
 		})
 		s.lifecycleMu.Lock()
 		delete(s.containerInitExit, container)
@@ -549,7 +557,7 @@ func (s *service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	}
 	return &taskAPI.DeleteResponse{
 		ExitStatus: uint32(p.ExitStatus()),
-		ExitedAt:   protobuf.ToTimestamp(p.ExitedAt()),
+		ExitedAt:   protobuf.ToTimestamp(exitedAt),
 		Pid:        uint32(p.Pid()),
 	}, nil
 }
@@ -637,7 +645,7 @@ func (s *service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 		Stderr:     sio.Stderr,
 		Terminal:   sio.Terminal,
 		ExitStatus: uint32(p.ExitStatus()),
-		ExitedAt:   protobuf.ToTimestamp(p.ExitedAt()),
+		ExitedAt:   protobuf.ToTimestamp(s.exitedAt(r.ID, p)),
 	}, nil
 }
 
@@ -812,7 +820,7 @@ func (s *service) Wait(ctx context.Context, r *taskAPI.WaitRequest) (*taskAPI.Wa
 	}
 	return &taskAPI.WaitResponse{
 		ExitStatus: uint32(p.ExitStatus()),
-		ExitedAt:   protobuf.ToTimestamp(p.ExitedAt()),
+		ExitedAt:   protobuf.ToTimestamp(s.exitedAt(r.ID, p)),
 	}, nil
 }
 
@@ -995,13 +1003,61 @@ func (s *service) publishInitExit(e runcC.Exit, c *runctask.Container, p *proces
 	}()
 }
 
-func (s *service) handleProcessExit(e runcC.Exit, c *runctask.Container, p process.Process) {
-	p.SetExited(e.Status)
+// exitKey names process p of container id in exitTimes.
+func exitKey(id string, p process.Process, isInit bool) string {
+	if isInit {
+		return id + "/"
+	}
+	return id + "/" + p.ID()
+}
+
+// exitedAt is when process p of container id exited: the time of its reap, where the
+// shim reported the exit (the process package's own date is that of the report).
+func (s *service) exitedAt(id string, p process.Process) time.Time {
+	reported := p.ExitedAt()
+	if reported.IsZero() {
+		return reported // not exited, or its exit not reported yet
+	}
 	_, isInit := p.(*process.Init)
+	s.mu.Lock()
+	t, ok := s.exitTimes[exitKey(id, p, isInit)]
+	s.mu.Unlock()
+	if ok {
+		return t
+	}
+	return reported
+}
+
+// forgetExitTimes drops what exitTimes holds for container id (all of it when exec is
+// "" and the init is deleted, else the exec's).
+func (s *service) forgetExitTimes(id, exec string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if exec != "" {
+		delete(s.exitTimes, id+"/"+exec)
+		return
+	}
+	for k := range s.exitTimes {
+		if strings.HasPrefix(k, id+"/") {
+			delete(s.exitTimes, k)
+		}
+	}
+}
+
+func (s *service) handleProcessExit(e runcC.Exit, c *runctask.Container, p process.Process) {
+	_, isInit := p.(*process.Init)
+	// The time of the exit (the reap), not of this report: kept before SetExited, which
+	// ends the Waits that read it.
+	if e.Timestamp.IsZero() {
+		e.Timestamp = time.Now()
+	}
+	s.mu.Lock()
+	s.exitTimes[exitKey(c.ID, p, isInit)] = e.Timestamp
+	s.mu.Unlock()
+	p.SetExited(e.Status)
 	if isInit {
 		// The exit is final: the client may see the end of the output.
 		defer s.releaseHolders(c.ID)
-		e.Timestamp = p.ExitedAt()
 		if err := runctask.WriteExitStatus(c.Bundle, e); err != nil {
 			log.G(s.context).WithField("container_id", c.ID).WithError(err).Error("failed to store exit status in bundle")
 		}
@@ -1011,7 +1067,7 @@ func (s *service) handleProcessExit(e runcC.Exit, c *runctask.Container, p proce
 		ID:          p.ID(),
 		Pid:         uint32(e.Pid),
 		ExitStatus:  uint32(e.Status),
-		ExitedAt:    protobuf.ToTimestamp(p.ExitedAt()),
+		ExitedAt:    protobuf.ToTimestamp(e.Timestamp),
 	})
 	if !isInit {
 		s.lifecycleMu.Lock()

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -384,9 +385,11 @@ func bulkOutput(seed string) string { return strings.Repeat("x", 1<<20) + "\nend
 type slowWriter struct {
 	syncBuffer
 	delay time.Duration
+	last  atomic.Int64 // when the last write began (its bytes were read), in Unix nanoseconds
 }
 
 func (w *slowWriter) Write(p []byte) (int, error) {
+	w.last.Store(time.Now().UnixNano())
 	time.Sleep(w.delay)
 	return w.syncBuffer.Write(p)
 }
@@ -407,12 +410,24 @@ func TestSlowReaderGetsAllOutput(t *testing.T) {
 	waitFor(t, "a frozen sandbox", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 })
 	// 20 ms per 32 KiB read: about 0.6 s for the whole output, so when the application
 	// exits, the pipes and FIFO still hold what the client takes tens of ms to read.
+	// The exit is dated when the application exited, not when the shim reported it
+	// (once the output was read): before the client read its last bytes, which the
+	// pipes and the FIFO held when the application exited.
 	run := func(e *env, c containerd.Container) string {
 		out := &slowWriter{delay: 20 * time.Millisecond}
 		task, exit := e.start(c, streams(nil, out, io.Discard))
-		exitOf(t, exit)
+		var st containerd.ExitStatus
+		select {
+		case st = <-exit:
+		case <-time.After(time.Minute):
+			t.Fatal("task did not exit")
+		}
 		if _, err := task.Delete(e.ctx); err != nil {
 			t.Fatal(err)
+		}
+		if last := time.Unix(0, out.last.Load()); e.runtime == harness.Warm && !st.ExitTime().Before(last) {
+			t.Errorf("exit dated %v, not before the client's last read at %v: the report's time, not the exit's",
+				st.ExitTime().Format(time.StampMicro), last.Format(time.StampMicro))
 		}
 		return out.String()
 	}
