@@ -22,16 +22,67 @@ var networkLockCodes = map[string]uint64{"iptables": 0, "nftables": 1, "skip": 2
 // NetworkLock returns the network lock method a CRIU image set records ("iptables"
 // when it records none, as CRIU reads it).
 func NetworkLock(images string) (string, error) {
-	data, err := readAtMost(filepath.Join(images, "inventory.img"), 64<<10)
+	_, inv, err := readInventory(images)
 	if err != nil {
 		return "", err
 	}
+	return inv.networkLock()
+}
+
+// SetNetworkLock makes a CRIU image set record method as its network lock, so that CRIU
+// restores it so: a template's checkpoint image made by containerd records CRIU's
+// default (iptables), which costs each restore of a pool's sandbox (a namespace of its
+// own, which nothing can reach before its adoption) about 50 ms. The inventory is
+// replaced whole (a temporary file renamed over it). It reports whether it changed.
+func SetNetworkLock(images, method string) (bool, error) {
+	code, ok := networkLockCodes[method]
+	if !ok {
+		return false, fmt.Errorf("unknown CRIU network lock method %q", method)
+	}
+	path, inv, err := readInventory(images)
+	if err != nil {
+		return false, err
+	}
+	if cur, err := inv.networkLock(); err != nil {
+		return false, err
+	} else if cur == method {
+		return false, nil
+	}
+	var entry []byte
+	_ = eachField(inv.entry, func(num protowire.Number, _ protowire.Type, field []byte) { // parsed by networkLock
+		if num != inventoryNetworkLock {
+			entry = append(entry, field...)
+		}
+	})
+	entry = protowire.AppendTag(entry, inventoryNetworkLock, protowire.VarintType)
+	entry = protowire.AppendVarint(entry, code)
+	out := append([]byte(nil), inv.header...)
+	out = binary.LittleEndian.AppendUint32(out, uint32(len(entry)))
+	out = append(append(out, entry...), inv.rest...)
+	if err := atomicfile.Write(path, out); err != nil {
+		return false, fmt.Errorf("inventory.img: %w", err)
+	}
+	return true, nil
+}
+
+// readInventory reads and cuts the inventory of a CRIU image set, and returns its path.
+func readInventory(images string) (string, inventory, error) {
+	path := filepath.Join(images, "inventory.img")
+	data, err := readAtMost(path, 64<<10) // CRIU writes about 100 bytes
+	if err != nil {
+		return path, inventory{}, err
+	}
 	inv, err := splitInventory(data)
 	if err != nil {
-		return "", fmt.Errorf("inventory.img: %w", err)
+		return path, inventory{}, fmt.Errorf("inventory.img: %w", err)
 	}
+	return path, inv, nil
+}
+
+// networkLock is the method the inventory records.
+func (inv inventory) networkLock() (string, error) {
 	code, ok := uint64(0), false
-	err = eachField(inv.entry, func(num protowire.Number, typ protowire.Type, field []byte) {
+	err := eachField(inv.entry, func(num protowire.Number, typ protowire.Type, field []byte) {
 		if num == inventoryNetworkLock && typ == protowire.VarintType {
 			code, _ = protowire.ConsumeVarint(field[protowire.SizeTag(num):])
 			ok = true
@@ -49,49 +100,6 @@ func NetworkLock(images string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("inventory.img: unknown network lock method %d", code)
-}
-
-// SetNetworkLock makes a CRIU image set record method as its network lock, so that CRIU
-// restores it so: a template's checkpoint image made by containerd records CRIU's
-// default (iptables), which costs each restore of a pool's sandbox (a namespace of its
-// own, which nothing can reach before its adoption) about 50 ms. The inventory is
-// replaced whole (a temporary file renamed over it). It reports whether it changed.
-func SetNetworkLock(images, method string) (bool, error) {
-	code, ok := networkLockCodes[method]
-	if !ok {
-		return false, fmt.Errorf("unknown CRIU network lock method %q", method)
-	}
-	if cur, err := NetworkLock(images); err != nil {
-		return false, err
-	} else if cur == method {
-		return false, nil
-	}
-	path := filepath.Join(images, "inventory.img")
-	data, err := readAtMost(path, 64<<10)
-	if err != nil {
-		return false, err
-	}
-	inv, err := splitInventory(data)
-	if err != nil {
-		return false, fmt.Errorf("inventory.img: %w", err)
-	}
-	var entry []byte
-	if err := eachField(inv.entry, func(num protowire.Number, _ protowire.Type, field []byte) {
-		if num != inventoryNetworkLock {
-			entry = append(entry, field...)
-		}
-	}); err != nil {
-		return false, fmt.Errorf("inventory.img: %w", err)
-	}
-	entry = protowire.AppendTag(entry, inventoryNetworkLock, protowire.VarintType)
-	entry = protowire.AppendVarint(entry, code)
-	out := append([]byte(nil), inv.header...)
-	out = binary.LittleEndian.AppendUint32(out, uint32(len(entry)))
-	out = append(append(out, entry...), inv.rest...)
-	if err := atomicfile.Write(path, out); err != nil {
-		return false, fmt.Errorf("inventory.img: %w", err)
-	}
-	return true, nil
 }
 
 // inventory is an inventory image cut at its entry: the magic words before the entry's

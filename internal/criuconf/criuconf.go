@@ -19,7 +19,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"sync"
 
 	"github.com/warmshim/warm/internal/atomicfile"
 )
@@ -30,15 +29,12 @@ var Methods = []string{"skip", "iptables", "nftables"}
 // EnvVar is the variable CRIU reads a configuration file's path from.
 const EnvVar = "CRIU_CONFIG_FILE"
 
-var (
-	mu      sync.Mutex
-	written = map[string]bool{} // files this process wrote; guarded by mu
-)
-
 // Env returns the environment entries that make the CRIU under a runc command read a
 // configuration file whose network lock is method, writing the file in dir (created
-// root-only) the first time. When this process's environment already names a CRIU
-// configuration file (the operator's), Env returns nothing: that file applies.
+// root-only) unless it holds that already: a file removed or changed meanwhile (a
+// run_dir cleaned: CRIU ignores a configuration file it cannot open) is written again.
+// When this process's environment already names a CRIU configuration file (the
+// operator's), Env returns nothing: that file applies.
 func Env(dir, method string) ([]string, error) {
 	if !slices.Contains(Methods, method) {
 		return nil, fmt.Errorf("CRIU network lock %q: must be one of %v", method, Methods)
@@ -47,15 +43,8 @@ func Env(dir, method string) ([]string, error) {
 		return nil, nil
 	}
 	path := filepath.Join(dir, "criu-network-lock-"+method+".conf")
-	mu.Lock()
-	defer mu.Unlock()
-	// Written before by this process, and still there (a run_dir cleaned meanwhile is
-	// written again: CRIU ignores a configuration file it cannot open).
-	if _, err := os.Stat(path); err != nil || !written[path] {
-		if err := write(dir, path, []byte("network-lock "+method+"\n")); err != nil {
-			return nil, err
-		}
-		written[path] = true
+	if err := write(dir, path, []byte("network-lock "+method+"\n")); err != nil {
+		return nil, err
 	}
 	return []string{EnvVar + "=" + path}, nil
 }

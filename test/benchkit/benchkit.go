@@ -23,6 +23,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/oci"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -257,29 +258,26 @@ func (e *Env) RemoveMaker(name string) {
 
 // WaitFrozen waits until the template's pool holds n frozen sandboxes.
 func (e *Env) WaitFrozen(name string, n int) error {
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		if st, ok, err := e.Ctl.Pool(name); err == nil && ok && st.Frozen >= n {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	st, _, err := e.Ctl.Pool(name)
-	return fmt.Errorf("pool %s never reached %d frozen sandboxes: %+v %v", name, n, st, err)
+	return e.waitPool(name, fmt.Sprintf("reached %d frozen sandboxes", n), func(st pool.Stats) bool { return st.Frozen >= n })
 }
 
 // WaitSettled waits until the template's pool holds a frozen sandbox and restores none:
 // a hit then has no refill beside it.
 func (e *Env) WaitSettled(name string) error {
+	return e.waitPool(name, "settled", func(st pool.Stats) bool { return st.Frozen >= 1 && st.Restoring == 0 })
+}
+
+// waitPool waits up to 2 minutes until the template's pool's stats satisfy ok.
+func (e *Env) waitPool(name, what string, ok func(pool.Stats) bool) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
-		if st, ok, err := e.Ctl.Pool(name); err == nil && ok && st.Frozen >= 1 && st.Restoring == 0 {
+		if st, found, err := e.Ctl.Pool(name); err == nil && found && ok(st) {
 			return nil
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	st, _, err := e.Ctl.Pool(name)
-	return fmt.Errorf("pool %s never settled: %+v %v", name, st, err)
+	return fmt.Errorf("pool %s never %s: %+v %v", name, what, st, err)
 }
 
 // NativeCheckpoint runs app through runc, waits until it answers, and checkpoints it as

@@ -387,6 +387,7 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 		for _, r := range rs {
 			per, busy = append(per, r.perHit), append(busy, r.busy)
 		}
+		median := func(s []float64) float64 { return benchkit.Summarize("", "", s).Median }
 		c := ConcCPU{Cores: runtime.NumCPU(), CPUPerHit: median(per), Busy: median(busy)}
 		c.Floor = 10 * c.CPUPerHit / float64(c.Cores)
 		if via == "ctr" {
@@ -436,16 +437,6 @@ func settledHits(e *benchkit.Env, app benchkit.App, runs int, progress func(stri
 		return Serve{}, fmt.Errorf("pool %s: %d hits of %d (misses %v)", tmpl, st.Hits, runs, st.Misses)
 	}
 	return Serve{Runs: runs, P50: st.ServeP50, P99: st.ServeP99}, nil
-}
-
-// median of s (the lower middle of an even count), 0 for none.
-func median(s []float64) float64 {
-	if len(s) == 0 {
-		return 0
-	}
-	s = slices.Clone(s)
-	slices.Sort(s)
-	return s[(len(s)-1)/2]
 }
 
 // concurrently runs f n times at once and returns the durations in milliseconds, or
