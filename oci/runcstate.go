@@ -229,6 +229,11 @@ func renameRuncContainer(root, oldID, newID string, kept *keptState, cgroupPaths
 		return fmt.Errorf("runc state cgroups: %w", err)
 	}
 	cg["path"], _ = json.Marshal(cgroupsPath)
+	if spec.Linux != nil {
+		if err := setRuncResources(cg, spec.Linux.Resources); err != nil {
+			return fmt.Errorf("runc state resources: %w", err)
+		}
+	}
 	cfg["cgroups"], _ = json.Marshal(cg)
 	cfg["Hooks"], _ = json.Marshal(convertHooks(spec.Hooks))
 	// runc keeps the annotations and the bundle as labels; hooks get them as the state.

@@ -211,3 +211,64 @@ func TestDeviceRules(t *testing.T) {
 		t.Fatal("a rule of type x was accepted")
 	}
 }
+
+// TestRenameRecordsResources: adoption records the request's limits in runc's state as
+// runc's create does (inlined in config.cgroups, runc's names, shares also as a v2
+// weight), replaces the sandbox's, and keeps the device rules and what it does not know.
+func TestRenameRecordsResources(t *testing.T) {
+	root := t.TempDir()
+	old := filepath.Join(root, "warm-sb-1")
+	if err := os.Mkdir(old, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	// runc 1.4's layout: the resources inlined; a stale limit to be replaced.
+	state := strings.Replace(sampleState, `"resources":{"devices":[]}`,
+		`"devices":[{"type":97,"major":-1,"minor":-1,"permissions":"rwm","allow":false}],"cpu_quota":7,"skip_devices_like_field":true`, 1)
+	writeState(t, old, state)
+	kept, err := keepRuncState(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec := &specs.Spec{Linux: &specs.Linux{Resources: &specs.LinuxResources{
+		Devices: []specs.LinuxDeviceCgroup{{Allow: true, Access: "rwm"}}, // not recorded again
+		Memory:  &specs.LinuxMemory{Limit: new(int64(96 << 20)), Swap: new(int64(-1))},
+		CPU:     &specs.LinuxCPU{Shares: new(uint64(1024)), Period: new(uint64(100000)), Cpus: "0"},
+		Pids:    &specs.LinuxPids{Limit: new(int64(50))},
+		BlockIO: &specs.LinuxBlockIO{ThrottleReadBpsDevice: []specs.LinuxThrottleDevice{{LinuxBlockIODevice: specs.LinuxBlockIODevice{Major: 8, Minor: 0}, Rate: 1000}}},
+	}}}
+	if err := renameRuncContainer(root, "warm-sb-1", "c1", kept, nil, "/ns/c1", "/b", spec); err != nil {
+		t.Fatal(err)
+	}
+	data, err := os.ReadFile(filepath.Join(root, "c1", "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Config struct {
+			Cgroups map[string]json.RawMessage `json:"cgroups"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for k, v := range st.Config.Cgroups {
+		got[k] = string(v)
+	}
+	want := map[string]string{
+		"path":                           `"/ns/c1"`,
+		"devices":                        `[{"type":97,"major":-1,"minor":-1,"permissions":"rwm","allow":false}]`,
+		"skip_devices_like_field":        `true`,
+		"memory":                         `100663296`,
+		"memory_swap":                    `-1`,
+		"cpu_shares":                     `1024`,
+		"cpu_weight":                     `100`, // runc's conversion of the default shares
+		"cpu_period":                     `100000`,
+		"cpuset_cpus":                    `"0"`,
+		"pids_limit":                     `50`,
+		"blkio_throttle_read_bps_device": `[{"major":8,"minor":0,"rate":1000}]`,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("config.cgroups:\n got %v\nwant %v", got, want)
+	}
+}

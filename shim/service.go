@@ -284,6 +284,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if ann[AnnTemplate] == "" && ann[AnnReady] != "" {
 		log.G(ctx).WithField("container", r.ID).Warnf("annotation %s has no effect without %s=NAME: no template is made", AnnReady, AnnTemplate)
 	}
+	tPlan := time.Now()
 	if ann[AnnTemplate] != "" {
 		if ann[AnnReady] != "" {
 			mk, err = s.warm.prepareMaker(ctx, r, spec, &topts)
@@ -300,6 +301,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	}
 
 	tNew := time.Now()
+	dPlan := tNew.Sub(tPlan)
 	container, err := runctask.NewContainer(ctx, s.platform, r)
 	dNew := time.Since(tNew)
 	if err != nil && s.warm.isHit(r.ID) {
@@ -371,7 +373,7 @@ func (s *service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	s.warm.createdIn(r.ID, time.Since(began))
 	if log.GetLevel() >= log.DebugLevel { // the fields cost a hit's Create otherwise
 		log.G(ctx).WithField("container", r.ID).WithField("took", time.Since(began)).
-			WithField("runc_create", dNew).WithField("oom_watch", dOOM).Debug("created")
+			WithField("prepare", tPlan.Sub(began)).WithField("plan", dPlan).WithField("runc_create", dNew).WithField("oom_watch", dOOM).Debug("created")
 	}
 	return &taskAPI.CreateTaskResponse{Pid: uint32(container.Pid())}, nil
 }

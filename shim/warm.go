@@ -362,6 +362,7 @@ func (w *warm) exited(pid int) {
 // a pool hit gets this binary as its runc (adoption happens in runc create), a
 // restore-on-create gets the template's checkpoint, a miss is left cold.
 func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *specs.Spec, topts *taskOptions) error {
+	began := time.Now()
 	name := spec.Annotations[AnnTemplate]
 	if err := store.ValidName(name); err != nil {
 		return fmt.Errorf("annotation %s: %w", AnnTemplate, err)
@@ -374,7 +375,9 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		return err
 	}
 	l := log.G(ctx).WithField("template", name).WithField("container", r.ID)
+	tTemplate := time.Now()
 	p, t, cfg, err := w.templateFor(ctx, ns, name)
+	tCompare := time.Now()
 	if err != nil {
 		l.WithError(err).Info("cold start: no such template (yet)")
 		return nil
@@ -397,6 +400,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 		v.Reason = "the container's shim is its pod's or group's, not the namespace's pool shim"
 	}
 	if v.Pool {
+		tAcquire := time.Now()
 		sb, err := p.Acquire(ctx, cfg.AcquireTimeout)
 		if err == nil && sb.Template.Generation != t.Generation {
 			// The template was replaced while Acquire waited: the sandbox is of a
@@ -410,6 +414,7 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 			}
 		}
 		if err == nil {
+			tGate := time.Now()
 			w.mu.Lock()
 			var unpause func()
 			if gate := w.gate; gate != nil {
@@ -431,7 +436,12 @@ func (w *warm) plan(ctx context.Context, r *taskAPI.CreateTaskRequest, spec *spe
 			// The container runs on the sandbox's rootfs (a snapshot of the same layers);
 			// the one containerd prepared stays unused and unmounted.
 			r.Rootfs = nil
-			l.WithField("sandbox", sb.ID).WithField("acquire", sb.AcquireLatency).Debug("pool hit")
+			if log.GetLevel() >= log.DebugLevel {
+				l.WithField("sandbox", sb.ID).WithField("acquire", sb.AcquireLatency).
+					WithField("config", tTemplate.Sub(began)).WithField("template_lookup", tCompare.Sub(tTemplate)).
+					WithField("compare", tAcquire.Sub(tCompare)).WithField("acquired", tGate.Sub(tAcquire)).
+					WithField("gate", time.Since(tGate)).Debug("pool hit")
+			}
 			return nil
 		}
 		switch {

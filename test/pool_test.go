@@ -2,12 +2,14 @@ package test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -970,6 +972,16 @@ func TestPoolHitResources(t *testing.T) {
 		if got := askSeed(t, w, &out, label); got != seed {
 			t.Fatalf("%s: served seed %s, template's %s: not a hit", label, got, seed)
 		}
+		// runc's record of the container's cgroup is what runc's create of the same
+		// request records (runc update starts from it).
+		cold := e.container(echoApp, opts...)
+		cr, cw := io.Pipe() // the application runs until its stdin closes
+		defer cw.Close()
+		coldTask, coldExit := e.start(cold, streams(cr, io.Discard, io.Discard))
+		if got, want := runcCgroupConfig(t, c.ID()), runcCgroupConfig(t, cold.ID()); !reflect.DeepEqual(got, want) {
+			t.Errorf("%s: runc's state of the served container records cgroup config\n%v\nwhere a cold start records\n%v", label, got, want)
+		}
+		killAndDelete(t, e, cold, coldTask, coldExit)
 		dir, mem, pids = cgroupLimits(t, int(task.Pid()))
 		if want := "/" + cd.Namespace + "/" + c.ID(); !strings.HasSuffix(dir, want) {
 			t.Errorf("%s: served process in cgroup %s, want %s", label, dir, want)
@@ -978,7 +990,7 @@ func TestPoolHitResources(t *testing.T) {
 		return dir, mem, pids
 	}
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
-	if _, mem, pids := serve("limited", oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50)); mem != strconv.Itoa(96<<20) || pids != "50" {
+	if _, mem, pids := serve("limited", oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50), oci.WithCPUShares(512), oci.WithCPUCFS(20000, 100000)); mem != strconv.Itoa(96<<20) || pids != "50" {
 		t.Errorf("asked for memory %d and pids 50, got %s and %s", 96<<20, mem, pids)
 	}
 	if _, mem, pids := serve("unlimited"); !unlimited(mem) || pids != "max" {
@@ -1198,6 +1210,31 @@ func unlimited(mem string) bool {
 
 // cgroupLimits reads a process's cgroup (the v2 path, or the memory hierarchy's on v1)
 // and its memory and pids limits.
+// runcCgroupConfig is config.cgroups of runc's state of container id, but its path, as
+// JSON texts by key.
+func runcCgroupConfig(t *testing.T, id string) map[string]string {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(cd.RuncRoot, cd.Namespace, id, "state.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st struct {
+		Config struct {
+			Cgroups map[string]json.RawMessage `json:"cgroups"`
+		} `json:"config"`
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	for k, v := range st.Config.Cgroups {
+		if k != "path" {
+			out[k] = string(v)
+		}
+	}
+	return out
+}
+
 func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 	t.Helper()
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
