@@ -360,8 +360,8 @@ var ErrNotRunning = errors.New("container not running")
 // waiting to run the application; Go's runtime in it ends it on SIGHUP, SIGINT, SIGTERM,
 // the core-dumping signals and SIGKILL, and catches and ignores the others. So such a
 // signal kills every process of the sandbox (SIGKILL while it is frozen, then a thaw: no
-// more of the application's code runs, and the exit status is 137 where runc init's Go
-// exits with 2), 0 only checks that the sandbox lives, and any other signal leaves it
+// more of the application's code runs; the exit is reported with runc init's status,
+// UnstartedExitStatus), 0 only checks that the sandbox lives, and any other signal leaves it
 // frozen until its Start. (A thaw before the signal let the application run in between:
 // enough to read an EOF on stdin and exit 0 before a SIGKILL came.) A sandbox whose
 // process is gone is thawed, as runc deletes no paused container, and gets runc's
@@ -404,6 +404,21 @@ func (sb *Sandbox) Gone() bool {
 	}
 	pids, err := sb.processes()
 	return err == nil && len(pids) == 0
+}
+
+// EndsUnstarted reports whether a kill with sig ends a container that was never started
+// (see KillUnstarted).
+func EndsUnstarted(sig unix.Signal) bool { return endsRuncInit(sig) }
+
+// UnstartedExitStatus is the exit status a cold container that was never started reports
+// after a kill with sig, given the status its adopted sandbox's process got: runc init's
+// Go runtime exits with 2 on every signal that ends it but SIGKILL, while KillUnstarted
+// ends a sandbox with SIGKILL (137).
+func UnstartedExitStatus(sig unix.Signal, status int) int {
+	if sig != unix.SIGKILL && endsRuncInit(sig) && status == 128+int(unix.SIGKILL) {
+		return 2
+	}
+	return status
 }
 
 // endsRuncInit reports whether sig ends runc init while it waits to run a container's

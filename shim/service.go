@@ -1053,6 +1053,9 @@ func (s *service) handleProcessExit(e runcC.Exit, c *runctask.Container, p proce
 	if e.Timestamp.IsZero() {
 		e.Timestamp = time.Now()
 	}
+	if isInit {
+		e.Status = s.warm.exitStatus(c.ID, e.Pid, e.Status)
+	}
 	s.mu.Lock()
 	s.exitTimes[exitKey(c.ID, p, isInit)] = e.Timestamp
 	s.mu.Unlock()

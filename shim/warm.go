@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v3"
@@ -101,6 +102,10 @@ type served struct {
 	// destroy the sandbox while its adoption still runs.
 	opMu sync.Mutex
 	gone bool // released: handleOp adopts nothing more; guarded by opMu
+	// endedBy is the first signal of a kill that ended the sandbox before its Start
+	// (0: none): the exit it causes is reported as a cold container's would be
+	// (oci.UnstartedExitStatus). Set before the kill, read by the exit's report.
+	endedBy atomic.Int32
 }
 
 // sandboxesOf returns the Sandboxes that adopt and thaw s's sandbox.
@@ -862,7 +867,10 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		if req.Op == "kill" {
 			sig, err := wrap.ParseSignal(req.Signal)
 			if err == nil {
-				err = w.sandboxesOf(s).KillUnstarted(ctx, sb, sig)
+				first := oci.EndsUnstarted(sig) && s.endedBy.CompareAndSwap(0, int32(sig))
+				if err = w.sandboxesOf(s).KillUnstarted(ctx, sb, sig); err != nil && first {
+					s.endedBy.Store(0)
+				}
 			}
 			if err != nil {
 				resp.Error = err.Error()
@@ -882,6 +890,22 @@ func (w *warm) handleOp(ctx context.Context, req wrap.Request, files []*os.File)
 		}
 	}
 	return resp
+}
+
+// exitStatus is the status to report for the exit of process pid of container id: the
+// kernel's, but for a served sandbox a kill ended before its Start, which reports what a
+// cold container that never started reports for that kill.
+func (w *warm) exitStatus(id string, pid, status int) int {
+	w.mu.Lock()
+	s := w.served[id]
+	w.mu.Unlock()
+	if s == nil || s.sb == nil || s.sb.Handle.(*oci.Sandbox).Pid != pid {
+		return status
+	}
+	if sig := s.endedBy.Load(); sig != 0 {
+		return oci.UnstartedExitStatus(unix.Signal(sig), status)
+	}
+	return status
 }
 
 func isPipe(f *os.File) bool {

@@ -1086,22 +1086,33 @@ func TestPoolHitNeverStarted(t *testing.T) {
 	if _, err := task.Delete(e.ctx, containerd.WithProcessKill); err != nil {
 		t.Fatalf("delete of a created, never started hit: %v", err)
 	}
-	// Killed, then deleted. echoApp's shell, its PID namespace's init, would ignore a
-	// SIGTERM: runc init, a cold container's process until Start, does not.
-	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM} {
-		task := create(nil, io.Discard)
-		exit, err := task.Wait(e.ctx)
+	// Killed, then deleted, with the exit status a cold container killed before its
+	// Start reports (runc init's: 137 for SIGKILL, 2 for the others its Go runtime dies
+	// of). echoApp's shell, its PID namespace's init, would ignore a SIGTERM: runc init,
+	// a cold container's process until Start, does not.
+	for _, sig := range []syscall.Signal{syscall.SIGKILL, syscall.SIGTERM, syscall.SIGQUIT} {
+		killed := func(task containerd.Task) uint32 {
+			t.Helper()
+			exit, err := task.Wait(e.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := task.Kill(e.ctx, sig); err != nil {
+				t.Fatalf("kill (%v) of a created, never started container: %v", sig, err)
+			}
+			code := exitOf(t, exit)
+			if _, err := task.Delete(e.ctx); err != nil {
+				t.Fatal(err)
+			}
+			return code
+		}
+		coldTask, err := e.container(echoApp).NewTask(e.ctx, streams(nil, io.Discard, io.Discard))
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := task.Kill(e.ctx, sig); err != nil {
-			t.Fatalf("kill (%v) of a created, never started hit: %v", sig, err)
-		}
-		if code := exitOf(t, exit); code != 137 {
-			t.Fatalf("exit %d after %v, want 137 (killed before the application ran again)", code, sig)
-		}
-		if _, err := task.Delete(e.ctx); err != nil {
-			t.Fatal(err)
+		want := killed(coldTask)
+		if got := killed(create(nil, io.Discard)); got != want {
+			t.Fatalf("a hit killed (%v) before its Start exited %d, a cold container %d", sig, got, want)
 		}
 	}
 	// A signal runc init ignores: the container starts afterwards, from the template.
