@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1009,7 +1010,7 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	e := newEnv(t, harness.Warm)
 	name := "upd-" + shortName(t)
 	seed := makeTemplate(t, e, name)
-	x := startServed(t, e, name, seed, "served", oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50))
+	x := startServed(t, e, name, seed, "served", oci.WithMemoryLimit(96<<20), oci.WithPidsLimit(50), oci.WithCPUCFS(20000, 100000))
 	c, task, w, out := x.c, x.task, x.in, x.out
 	if st, _, _ := harness.NewCtl(cd.WarmRun, cd.Namespace).Pool(name); st.Hits != 1 {
 		t.Fatalf("want one hit: %+v", st)
@@ -1024,6 +1025,15 @@ func TestPoolHitUpdateAndCheckpoint(t *testing.T) {
 	}
 	if _, mem, pids := cgroupLimits(t, int(task.Pid())); mem != strconv.Itoa(128<<20) || pids != "40" {
 		t.Fatalf("after updates to memory %d and pids 40, the cgroup has %s and %s", 128<<20, mem, pids)
+	}
+	// A period alone: runc keeps the quota it recorded at create (runc's state of the
+	// served container must have the request's; on cgroup v2, where runc writes both
+	// into cpu.max, the sandbox's record of none dropped the quota).
+	if err := task.Update(e.ctx, containerd.WithResources(&specs.LinuxResources{CPU: &specs.LinuxCPU{Period: new(uint64(50000))}})); err != nil {
+		t.Fatalf("update cpu period: %v", err)
+	}
+	if got := cgroupCPUMax(t, int(task.Pid())); got != "20000 50000" {
+		t.Fatalf("after a quota of 20000 at create and an update of the period alone to 50000, the cgroup has cpu quota and period %q", got)
 	}
 	if got := askSeed(t, w, out, "updated"); got != seed {
 		t.Fatalf("seed changed after update: %s", got)
@@ -1280,6 +1290,45 @@ func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 		}
 	}
 	return dir, mem, pids
+}
+
+// cgroupCPUMax is the CFS quota and period of process pid's cgroup ("max" for no quota),
+// as cgroup v2's cpu.max says them.
+func cgroupCPUMax(t *testing.T, pid int) string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(p string) string {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatalf("%v", err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		f := strings.SplitN(line, ":", 3)
+		if len(f) != 3 {
+			continue
+		}
+		if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil && f[1] == "" {
+			return read(filepath.Join("/sys/fs/cgroup", f[2], "cpu.max"))
+		}
+		if slices.Contains(strings.Split(f[1], ","), "cpu") {
+			d := filepath.Join("/sys/fs/cgroup", f[1], f[2])
+			if _, err := os.Stat(d); err != nil {
+				d = filepath.Join("/sys/fs/cgroup/cpu", f[2])
+			}
+			quota := read(filepath.Join(d, "cpu.cfs_quota_us"))
+			if quota == "-1" {
+				quota = "max"
+			}
+			return quota + " " + read(filepath.Join(d, "cpu.cfs_period_us"))
+		}
+	}
+	t.Fatalf("no cpu cgroup for %d", pid)
+	return ""
 }
 
 // TestPoolRefillPausedDuringHit: a refill's restore in progress is frozen while a hit is
