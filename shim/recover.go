@@ -383,6 +383,15 @@ func (s *service) signalEffect(id string, sig syscall.Signal) recovery.Effect {
 		return recovery.Ends
 	}
 	effect := recovery.SignalEffect(sig, st)
+	if log.GetLevel() >= log.DebugLevel {
+		// What decided: a signal the task was thought to handle and did not (or the
+		// reverse) is read from here.
+		log.G(s.context).WithField("container", id).WithField("pid", p.Pid()).WithField("signal", unix.SignalName(sig)).
+			WithField("effect", effect).WithField("comm", st.Name).WithField("ns_pid", st.NamespacePid).
+			WithField("caught", fmt.Sprintf("%#x", st.Caught)).WithField("ignored", fmt.Sprintf("%#x", st.Ignored)).
+			WithField("blocked", fmt.Sprintf("%#x", st.Blocked)).WithField("pending", fmt.Sprintf("%#x", st.Pending)).
+			Debug("containerd's signal to a recoverable task: the task's signal state")
+	}
 	if effect == recovery.NoEffect && !recovery.CannotEnd(sig) && !recovery.NonTerminating(sig) &&
 		s.monitor != nil && s.monitor.checkpointing(id) {
 		// CRIU holds the task (seized, its parasite inside): what its signal state
