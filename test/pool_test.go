@@ -745,7 +745,9 @@ func TestPoolBootStart(t *testing.T) {
 		}
 		return out
 	}
-	cmd := exec.Command(cd.Env.Warmctl, "-n", cd.Namespace, "start", "--address", cd.Address,
+	// Under nohup (SIGHUP ignored, as the shim inherits it): the shim must not pass an
+	// ignored SIGHUP on to the containers it starts.
+	cmd := exec.Command("nohup", cd.Env.Warmctl, "-n", cd.Namespace, "start", "--address", cd.Address,
 		"--socket-dir", filepath.Join(suiteDir, "s"), "--config", cd.WarmCfg, "--shim", cd.Env.Shim, "--wait", "1m")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
@@ -777,6 +779,9 @@ func TestPoolBootStart(t *testing.T) {
 	booted := poolShims()
 	if len(booted) != 1 {
 		t.Fatalf("%d pool shims after warmctl start: %v", len(booted), booted)
+	}
+	if sig, err := procfs.ReadSignals(booted[0].Pid); err != nil || procfs.Has(sig.Ignored, int(syscall.SIGHUP)) {
+		t.Errorf("the pool shim started under nohup ignores SIGHUP (signal state %+v, %v): runc and the containers it starts inherit that", sig, err)
 	}
 	leaseIDs := func() map[string]bool {
 		ls, err := e.client.LeasesService().List(e.ctx)

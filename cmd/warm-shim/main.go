@@ -26,5 +26,6 @@ func main() {
 	// connectable, and the next start action joined a shim that was gone (warmctl start
 	// then waited for it in vain, and containerd would too).
 	shim.CloseInheritedListeners()
+	shim.DefaultChildSignals()
 	containerdshim.RunShim(context.Background(), shim.NewManager())
 }
