@@ -1263,35 +1263,16 @@ func runcCgroupConfig(t *testing.T, id string) map[string]string {
 
 func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v2 := false
-	if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil {
-		v2 = true
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
-		return strings.TrimSpace(string(b))
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
+	for _, f := range procCgroups(t, pid) {
 		switch {
-		case v2 && f[1] == "":
+		case cgroupV2() && f[1] == "":
 			d := filepath.Join("/sys/fs/cgroup", f[2])
-			return f[2], read(filepath.Join(d, "memory.max")), read(filepath.Join(d, "pids.max"))
-		case !v2 && f[1] == "memory":
+			return f[2], readTrimmed(t, filepath.Join(d, "memory.max")), readTrimmed(t, filepath.Join(d, "pids.max"))
+		case !cgroupV2() && f[1] == "memory":
 			dir = f[2]
-			mem = read(filepath.Join("/sys/fs/cgroup/memory", f[2], "memory.limit_in_bytes"))
-		case !v2 && f[1] == "pids":
-			pids = read(filepath.Join("/sys/fs/cgroup/pids", f[2], "pids.max"))
+			mem = readTrimmed(t, filepath.Join("/sys/fs/cgroup/memory", f[2], "memory.limit_in_bytes"))
+		case !cgroupV2() && f[1] == "pids":
+			pids = readTrimmed(t, filepath.Join("/sys/fs/cgroup/pids", f[2], "pids.max"))
 		}
 	}
 	return dir, mem, pids
@@ -1301,39 +1282,55 @@ func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 // as cgroup v2's cpu.max says them.
 func cgroupCPUMax(t *testing.T, pid int) string {
 	t.Helper()
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := func(p string) string {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			t.Fatalf("%v", err)
-		}
-		return strings.TrimSpace(string(b))
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
-		f := strings.SplitN(line, ":", 3)
-		if len(f) != 3 {
-			continue
-		}
-		if _, err := os.Stat("/sys/fs/cgroup/cgroup.controllers"); err == nil && f[1] == "" {
-			return read(filepath.Join("/sys/fs/cgroup", f[2], "cpu.max"))
+	for _, f := range procCgroups(t, pid) {
+		if cgroupV2() && f[1] == "" {
+			return readTrimmed(t, filepath.Join("/sys/fs/cgroup", f[2], "cpu.max"))
 		}
 		if slices.Contains(strings.Split(f[1], ","), "cpu") {
 			d := filepath.Join("/sys/fs/cgroup", f[1], f[2])
 			if _, err := os.Stat(d); err != nil {
 				d = filepath.Join("/sys/fs/cgroup/cpu", f[2])
 			}
-			quota := read(filepath.Join(d, "cpu.cfs_quota_us"))
+			quota := readTrimmed(t, filepath.Join(d, "cpu.cfs_quota_us"))
 			if quota == "-1" {
 				quota = "max"
 			}
-			return quota + " " + read(filepath.Join(d, "cpu.cfs_period_us"))
+			return quota + " " + readTrimmed(t, filepath.Join(d, "cpu.cfs_period_us"))
 		}
 	}
 	t.Fatalf("no cpu cgroup for %d", pid)
 	return ""
+}
+
+// procCgroups is /proc/PID/cgroup, each line split into hierarchy id, controllers and path.
+func procCgroups(t *testing.T, pid int) [][]string {
+	t.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out [][]string
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		if f := strings.SplitN(line, ":", 3); len(f) == 3 {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// cgroupV2 reports whether /sys/fs/cgroup is a cgroup v2 hierarchy.
+func cgroupV2() bool {
+	_, err := os.Stat("/sys/fs/cgroup/cgroup.controllers")
+	return err == nil
+}
+
+func readTrimmed(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // TestPoolRefillPausedDuringHit: a refill's restore in progress is frozen while a hit is
