@@ -371,7 +371,7 @@ func (s *Sandboxes) KillUnstarted(ctx context.Context, sb *Sandbox, sig unix.Sig
 		_ = s.Thaw(ctx, sb)
 		return ErrNotRunning
 	}
-	if !endsRuncInit(sig) {
+	if !EndsUnstarted(sig) {
 		return nil
 	}
 	// The cgroups' processes, sb.Pid among them while it lives (by pid alone a process
@@ -406,24 +406,21 @@ func (sb *Sandbox) Gone() bool {
 	return err == nil && len(pids) == 0
 }
 
-// EndsUnstarted reports whether a kill with sig ends a container that was never started
-// (see KillUnstarted).
-func EndsUnstarted(sig unix.Signal) bool { return endsRuncInit(sig) }
-
 // UnstartedExitStatus is the exit status a cold container that was never started reports
 // after a kill with sig, given the status its adopted sandbox's process got: runc init's
 // Go runtime exits with 2 on every signal that ends it but SIGKILL, while KillUnstarted
 // ends a sandbox with SIGKILL (137).
 func UnstartedExitStatus(sig unix.Signal, status int) int {
-	if sig != unix.SIGKILL && endsRuncInit(sig) && status == 128+int(unix.SIGKILL) {
+	if sig != unix.SIGKILL && EndsUnstarted(sig) && status == 128+int(unix.SIGKILL) {
 		return 2
 	}
 	return status
 }
 
-// endsRuncInit reports whether sig ends runc init while it waits to run a container's
-// application (Go's default handling of signals, and SIGKILL).
-func endsRuncInit(sig unix.Signal) bool {
+// EndsUnstarted reports whether a kill with sig ends a container that was never started:
+// whether it ends runc init while it waits to run the container's application (Go's
+// default handling of signals, and SIGKILL). See KillUnstarted.
+func EndsUnstarted(sig unix.Signal) bool {
 	switch sig {
 	case unix.SIGKILL, unix.SIGHUP, unix.SIGINT, unix.SIGTERM,
 		unix.SIGQUIT, unix.SIGILL, unix.SIGTRAP, unix.SIGABRT, unix.SIGBUS, unix.SIGFPE,

@@ -3,6 +3,8 @@ package oci
 import (
 	"encoding/json"
 	"maps"
+	"reflect"
+	"strings"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -78,17 +80,17 @@ type runcRdma struct {
 	HcaObjects *uint32 `json:"hca_objects,omitempty"`
 }
 
-// runcResourceKeys are the JSON names of runcResources: what adoption replaces in the
-// sandbox's recorded configuration.
-var runcResourceKeys = []string{
-	"memory", "memory_reservation", "memory_swap", "cpu_shares", "cpu_quota", "cpu_burst",
-	"cpu_period", "cpu_rt_quota", "cpu_rt_period", "cpuset_cpus", "cpuset_mems", "cpu_idle",
-	"pids_limit", "blkio_weight", "blkio_leaf_weight", "blkio_weight_device",
-	"blkio_throttle_read_bps_device", "blkio_throttle_write_bps_device",
-	"blkio_throttle_read_iops_device", "blkio_throttle_write_iops_device", "hugetlb_limit",
-	"oom_kill_disable", "memory_swappiness", "net_prio_ifpriomap", "net_cls_classid_u", "rdma",
-	"cpu_weight", "unified", "memory_check_before_update",
-}
+// runcResourceKeys are the JSON names of runcResources (from its tags): what adoption
+// replaces in the sandbox's recorded configuration.
+var runcResourceKeys = func() []string {
+	t := reflect.TypeFor[runcResources]()
+	keys := make([]string, 0, t.NumField())
+	for i := range t.NumField() {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("json"), ",")
+		keys = append(keys, name)
+	}
+	return keys
+}()
 
 // toRuncResources converts a request's limits as runc's specconv (CreateCgroupConfig,
 // runc 1.4) does when it creates a container.

@@ -1234,8 +1234,6 @@ func unlimited(mem string) bool {
 	return err == nil && n >= 1<<62
 }
 
-// cgroupLimits reads a process's cgroup (the v2 path, or the memory hierarchy's on v1)
-// and its memory and pids limits.
 // runcCgroupConfig is config.cgroups of runc's state of container id, but its path, as
 // JSON texts by key.
 func runcCgroupConfig(t *testing.T, id string) map[string]string {
@@ -1261,6 +1259,8 @@ func runcCgroupConfig(t *testing.T, id string) map[string]string {
 	return out
 }
 
+// cgroupLimits reads a process's cgroup (the v2 path, or the memory hierarchy's on v1)
+// and its memory and pids limits.
 func cgroupLimits(t *testing.T, pid int) (dir, mem, pids string) {
 	t.Helper()
 	for _, f := range procCgroups(t, pid) {
@@ -1324,6 +1324,7 @@ func cgroupV2() bool {
 	return err == nil
 }
 
+// readTrimmed is the content of path without surrounding white space.
 func readTrimmed(t *testing.T, path string) string {
 	t.Helper()
 	b, err := os.ReadFile(path)

@@ -272,7 +272,7 @@ func TestRecoveryAfterSignals(t *testing.T) {
 	// task, and the signal as handled). With handled, the task's shell must have a
 	// handler for sig: a shell cannot trap a signal it started with ignored (twice in CI
 	// the SIGHUP trap was refused that way, inherited from a nohup; the harness now
-	// gives containerd the default, harness.defaultSignals).
+	// gives containerd the default, internal/childsignals).
 	kill := func(t *testing.T, c containerd.Container, task containerd.Task, sig syscall.Signal, handled bool) {
 		t.Helper()
 		nextCheckpoint(c.ID(), 5*time.Second)

@@ -7,9 +7,11 @@ package main
 import (
 	"context"
 	"os"
+	"syscall"
 
 	containerdshim "github.com/containerd/containerd/v2/pkg/shim"
 
+	"github.com/warmshim/warm/internal/childsignals"
 	"github.com/warmshim/warm/oci/wrap"
 	"github.com/warmshim/warm/shim"
 )
@@ -26,6 +28,9 @@ func main() {
 	// connectable, and the next start action joined a shim that was gone (warmctl start
 	// then waited for it in vain, and containerd would too).
 	shim.CloseInheritedListeners()
-	shim.DefaultChildSignals()
+	// Started ignoring SIGHUP (`nohup warmctl start`, a containerd that ignores it): runc,
+	// CRIU and the containers get it at its default. (containerd's shim library already
+	// catches SIGINT and SIGTERM.)
+	childsignals.Default(syscall.SIGHUP)
 	containerdshim.RunShim(context.Background(), shim.NewManager())
 }

@@ -10,15 +10,15 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"os/signal"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	containerd "github.com/containerd/containerd/v2/client"
 	"github.com/containerd/containerd/v2/pkg/namespaces"
+
+	"github.com/warmshim/warm/internal/childsignals"
 )
 
 // Runtime names.
@@ -148,23 +148,12 @@ func Start(env Env, dir, namespace string) (*Containerd, error) {
 	return StartWith(env, dir, namespace, poolConfig)
 }
 
-// defaultSignals makes the signals this process was started ignoring (nohup ignores
-// SIGHUP; a shell's background job SIGINT and SIGQUIT) default again for its children:
-// an ignored signal stays ignored across exec, and containerd, the shims and runc pass
-// it on to containers now and then (runc's own signal handling decides, racily), where a
-// shell cannot trap it (seen: a test's `trap ... HUP` silently refused, with runc's shim
-// and warm's alike). A caught signal is reset to its default at exec.
-var defaultSignals = sync.OnceFunc(func() {
-	for _, sig := range []os.Signal{syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT} {
-		if signal.Ignored(sig) {
-			signal.Notify(make(chan os.Signal, 1), sig) // still ignored here, caught by Go
-		}
-	}
-})
-
 // StartWith is Start with the given [pool] section (TOML) in warm.toml.
 func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
-	defaultSignals()
+	// containerd, runc's shim and runc pass an ignored signal on to containers now and
+	// then (seen: a test's `trap ... HUP` refused under nohup, with runc's shim and
+	// warm's alike).
+	childsignals.Default(syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT)
 	run, err := mountRunDir(dir)
 	if err != nil {
 		return nil, err
