@@ -66,6 +66,10 @@ func Compare(tmpl *specs.Spec, tmplLayers string, req *specs.Spec, reqLayers str
 		v.Reason = "relative cgroup path (pooled sandboxes move between absolute cgroupfs paths)"
 	case req.Hooks != nil && (len(req.Hooks.CreateContainer) > 0 || len(req.Hooks.StartContainer) > 0):
 		v.Reason = "createContainer/startContainer hooks (they run inside the container at create)"
+	case !jsonEqual(tmpl.Process.ExecCPUAffinity, req.Process.ExecCPUAffinity):
+		// runc exec applies the affinity of the container's runc state, which for a pooled
+		// sandbox is the template's; a restore writes the request's.
+		v.Reason = "exec CPU affinity differs (runc exec would apply the template's in a pooled sandbox)"
 	default:
 		v.Pool = true
 	}

@@ -2,6 +2,7 @@ package oci
 
 import (
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -57,6 +58,7 @@ func TestCompare(t *testing.T) {
 		{name: "tty", change: func(s *specs.Spec) { s.Process.Terminal = true }, reason: "tty"},
 		{name: "systemd cgroup", change: func(s *specs.Spec) { s.Linux.CgroupsPath = "system.slice:warm:c1" }, restore: true, reason: "systemd"},
 		{name: "createContainer hook", change: func(s *specs.Spec) { s.Hooks = &specs.Hooks{CreateContainer: []specs.Hook{{Path: "/h"}}} }, restore: true, reason: "createContainer"},
+		{name: "exec CPU affinity", change: func(s *specs.Spec) { s.Process.ExecCPUAffinity = &specs.CPUAffinity{Final: "1"} }, restore: true, reason: "exec CPU affinity differs"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -196,5 +198,112 @@ func TestCompareHostnameWithoutUTS(t *testing.T) {
 	req.Hostname = "x"
 	if v := Compare(tmpl, "l1:l2", req, "l1:l2", nil); v.Pool || v.Restore {
 		t.Fatalf("%+v", v)
+	}
+}
+
+// TestCompareKnowsEverySpecField fails when the runtime-spec module gains a field that
+// Compare has not been taught about (an upgrade of the module): each field of a request
+// is either compared with the template's, applied to the sandbox at adoption, or does
+// not reach the restored process. A field nobody classified could let a pooled sandbox
+// keep the template's value where a cold container would have the request's.
+func TestCompareKnowsEverySpecField(t *testing.T) {
+	const (
+		compared = "compared"
+		applied  = "applied at adoption"
+		noEffect = "does not reach the restored process"
+	)
+	known := map[string]string{
+		"ociVersion":                  noEffect,
+		"process":                     compared,
+		"process.terminal":            compared, // a tty is refused
+		"process.consoleSize":         noEffect, // tty only, and a tty is refused
+		"process.user":                compared,
+		"process.user.uid":            compared,
+		"process.user.gid":            compared,
+		"process.user.umask":          compared,
+		"process.user.additionalGids": compared,
+		"process.user.username":       compared, // Windows; compared with the user anyway
+		"process.args":                compared,
+		"process.commandLine":         noEffect, // Windows
+		"process.env":                 compared,
+		"process.cwd":                 compared,
+		"process.capabilities":        compared,
+		"process.rlimits":             compared,
+		"process.noNewPrivileges":     compared,
+		"process.apparmorProfile":     compared,
+		"process.oomScoreAdj":         compared,
+		"process.scheduler":           compared,
+		"process.selinuxLabel":        compared,
+		"process.ioPriority":          compared,
+		"process.execCPUAffinity":     compared,
+		"root":                        compared,
+		"root.path":                   compared, // the image's layers (LayersOf), not the path
+		"root.readonly":               compared,
+		"hostname":                    applied,
+		"domainname":                  compared,
+		"mounts":                      compared, // network files are rebound at adoption
+		"hooks":                       applied,
+		"hooks.prestart":              applied,
+		"hooks.createRuntime":         applied,
+		"hooks.createContainer":       compared, // refused for the pool
+		"hooks.startContainer":        compared, // refused for the pool
+		"hooks.poststart":             applied,
+		"hooks.poststop":              applied,
+		"annotations":                 applied, // runc's labels, the hooks' state
+		"linux":                       compared,
+		"linux.uidMappings":           compared,
+		"linux.gidMappings":           compared,
+		"linux.sysctl":                compared,
+		"linux.resources":             applied, // device rules compared
+		"linux.cgroupsPath":           applied,
+		"linux.namespaces":            compared,
+		"linux.devices":               compared,
+		"linux.netDevices":            compared,
+		"linux.seccomp":               compared,
+		"linux.rootfsPropagation":     compared,
+		"linux.maskedPaths":           compared,
+		"linux.readonlyPaths":         compared,
+		"linux.mountLabel":            compared,
+		"linux.intelRdt":              compared,
+		"linux.memoryPolicy":          compared,
+		"linux.personality":           compared,
+		"linux.timeOffsets":           compared,
+		"solaris":                     noEffect,
+		"windows":                     noEffect,
+		"vm":                          noEffect,
+		"zos":                         noEffect,
+		"freebsd":                     noEffect,
+	}
+	// The structs whose fields are classified one by one; a field of any other struct is
+	// classified with the struct that holds it.
+	walkInto := map[string]bool{"process": true, "process.user": true, "root": true, "hooks": true, "linux": true}
+	seen := map[string]bool{}
+	var walk func(typ reflect.Type, prefix string)
+	walk = func(typ reflect.Type, prefix string) {
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		for i := 0; i < typ.NumField(); i++ {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			if name == "" || name == "-" {
+				t.Errorf("%s%s has no JSON name: classify it by hand", prefix, f.Name)
+				continue
+			}
+			path := prefix + name
+			seen[path] = true
+			if _, ok := known[path]; !ok {
+				t.Errorf("spec field %s is new to Compare: compare it with the template's, apply it at adoption, or say why it does not reach the restored process", path)
+			}
+			if walkInto[path] {
+				walk(f.Type, path+".")
+			}
+		}
+	}
+	walk(reflect.TypeOf(specs.Spec{}), "")
+	for path := range known {
+		if !seen[path] {
+			t.Errorf("classified field %s is not in the runtime-spec module any more", path)
+		}
 	}
 }

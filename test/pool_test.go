@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/containerd/containerd/api/services/tasks/v1"
 	containerd "github.com/containerd/containerd/v2/client"
+	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/core/leases"
 	"github.com/containerd/containerd/v2/pkg/cio"
 	"github.com/containerd/containerd/v2/pkg/oci"
@@ -275,6 +277,63 @@ func TestPoolMissesAndFallbacks(t *testing.T) {
 	if st, _, _ = ctl.Pool(name); st.Hits != 1 {
 		t.Fatalf("hits %d after prewarm", st.Hits)
 	}
+}
+
+// TestPoolExecCPUAffinity: runc exec applies the execCPUAffinity of the container's
+// runc state when the exec's own process has none. A pooled sandbox's state is the
+// template's, so a request with an affinity of its own is restored on create (its
+// state is then the request's) and the reason counted; an exec into it runs on the
+// request's CPUs, as in a cold container.
+func TestPoolExecCPUAffinity(t *testing.T) {
+	need(t)
+	if runtime.NumCPU() < 2 {
+		t.Skip("needs 2 CPUs: the affinity must differ from the default")
+	}
+	e := newEnv(t, harness.Warm)
+	name := "aff-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	waitFor(t, "a frozen sandbox", func() bool { s, _, _ := ctl.Pool(name); return s.Frozen >= 1 })
+
+	c := e.container(echoApp, templateAnn(name, false), func(_ context.Context, _ oci.Client, _ *containers.Container, s *oci.Spec) error {
+		s.Process.ExecCPUAffinity = &specs.CPUAffinity{Final: "0"}
+		return nil
+	})
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	if got := askSeed(t, w, &out, "q"); got != seed {
+		t.Fatalf("seed %s, want the template's %s (a restore on create)", got, seed)
+	}
+	spec, _ := c.Spec(e.ctx)
+	ps := *spec.Process
+	ps.ExecCPUAffinity = nil // as a client that builds the exec's process itself
+	ps.Args = []string{"sh", "-c", "grep Cpus_allowed_list /proc/self/status"}
+	var xo syncBuffer
+	p, err := task.Exec(e.ctx, "aff", &ps, streams(nil, &xo, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pexit, _ := p.Wait(e.ctx)
+	if err := p.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	exitOf(t, pexit)
+	_, _ = p.Delete(e.ctx)
+	if got := strings.Join(strings.Fields(xo.String()), " "); got != "Cpus_allowed_list: 0" {
+		t.Errorf("exec runs with %q, want CPU 0 (the request's execCPUAffinity)", got)
+	}
+	st, _, _ := ctl.Pool(name)
+	found := false
+	for k, n := range st.Misses {
+		found = found || (strings.HasPrefix(k, "exec CPU affinity differs") && n == 1)
+	}
+	if !found || st.Hits != 0 {
+		t.Errorf("misses %v hits %d: want one miss for the exec CPU affinity", st.Misses, st.Hits)
+	}
+	_ = task.Kill(e.ctx, syscall.SIGKILL)
+	exitOf(t, exit)
 }
 
 // oneshotApp initialises, then (restored or not) sleeps a little and prints its seed.
