@@ -163,23 +163,8 @@ func TestPoolHit(t *testing.T) {
 	spec, _ := c.Spec(e.ctx)
 	ps := *spec.Process
 	ps.Args = []string{"sh", "-c", "echo exec-in-adopted; exit 5"}
-	var xo syncBuffer
-	p, err := task.Exec(e.ctx, "x1", &ps, streams(nil, &xo, io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pexit, _ := p.Wait(e.ctx)
-	if err := p.Start(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if code := exitOf(t, pexit); code != 5 {
-		t.Fatalf("exec exit %d", code)
-	}
-	if _, err := p.Delete(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	if xo.String() != "exec-in-adopted\n" {
-		t.Fatalf("exec output %q", xo.String())
+	if xo, code := execOutput(t, e, task, "x1", &ps); code != 5 || xo != "exec-in-adopted\n" {
+		t.Fatalf("exec exit %d, output %q", code, xo)
 	}
 	if err := task.Pause(e.ctx); err != nil {
 		t.Fatal(err)
@@ -202,6 +187,29 @@ func TestPoolHit(t *testing.T) {
 	if code := exitOf(t, exit); code != 137 {
 		t.Fatalf("exit %d", code)
 	}
+}
+
+// execOutput runs ps in task as exec id and returns its stdout and exit code, once the
+// exec is deleted.
+func execOutput(t *testing.T, e *env, task containerd.Task, id string, ps *specs.Process) (string, uint32) {
+	t.Helper()
+	var out syncBuffer
+	p, err := task.Exec(e.ctx, id, ps, streams(nil, &out, io.Discard))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exit, err := p.Wait(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Start(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	code := exitOf(t, exit)
+	if _, err := p.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), code
 }
 
 // TestPoolMissesAndFallbacks: a request that differs from the template starts cold with
@@ -310,18 +318,8 @@ func TestPoolExecCPUAffinity(t *testing.T) {
 	ps := *spec.Process
 	ps.ExecCPUAffinity = nil // as a client that builds the exec's process itself
 	ps.Args = []string{"sh", "-c", "grep Cpus_allowed_list /proc/self/status"}
-	var xo syncBuffer
-	p, err := task.Exec(e.ctx, "aff", &ps, streams(nil, &xo, io.Discard))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pexit, _ := p.Wait(e.ctx)
-	if err := p.Start(e.ctx); err != nil {
-		t.Fatal(err)
-	}
-	exitOf(t, pexit)
-	_, _ = p.Delete(e.ctx)
-	if got := strings.Join(strings.Fields(xo.String()), " "); got != "Cpus_allowed_list: 0" {
+	xo, _ := execOutput(t, e, task, "aff", &ps)
+	if got := strings.Join(strings.Fields(xo), " "); got != "Cpus_allowed_list: 0" {
 		t.Errorf("exec runs with %q, want CPU 0 (the request's execCPUAffinity)", got)
 	}
 	st, _, _ := ctl.Pool(name)
