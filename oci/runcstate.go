@@ -224,6 +224,11 @@ func renameRuncContainer(root, oldID, newID string, kept *keptState, cgroupPaths
 	if err := set("cgroup_paths", cgroupPaths); err != nil {
 		return err
 	}
+	// runc records when a container was created (runc list's CREATED): a sandbox's restore
+	// is not the container's creation; its adoption is.
+	if err := set("created", time.Now().UTC()); err != nil {
+		return err
+	}
 	var cg map[string]json.RawMessage
 	if err := json.Unmarshal(cfg["cgroups"], &cg); err != nil {
 		return fmt.Errorf("runc state cgroups: %w", err)

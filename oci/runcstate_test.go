@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	cgroupsv2 "github.com/containerd/cgroups/v3/cgroup2"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -93,6 +94,7 @@ func TestRenameRuncContainer(t *testing.T) {
 	spec := &specs.Spec{Hostname: "h1", Annotations: map[string]string{"a": "b"},
 		Hooks: &specs.Hooks{Poststop: []specs.Hook{{Path: "/bin/true"}}}}
 	paths := map[string]string{"memory": "/sys/fs/cgroup/memory/ns/c1"}
+	before := time.Now()
 	if err := renameRuncContainer(root, "warm-sb-1", "c1", kept, paths, "/ns/c1", "/bundles/c1", spec); err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +113,7 @@ func TestRenameRuncContainer(t *testing.T) {
 		ID          string            `json:"id"`
 		Pid         int               `json:"init_process_pid"`
 		CgroupPaths map[string]string `json:"cgroup_paths"`
-		Created     string            `json:"created"`
+		Created     time.Time         `json:"created"`
 		Config      struct {
 			Cgroups struct {
 				Path      string          `json:"path"`
@@ -127,7 +129,7 @@ func TestRenameRuncContainer(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := st.Config
-	if st.ID != "c1" || st.Pid != 42 || st.CgroupPaths["memory"] != paths["memory"] || st.Created == "" ||
+	if st.ID != "c1" || st.Pid != 42 || st.CgroupPaths["memory"] != paths["memory"] || st.Created.Before(before) ||
 		c.Cgroups.Path != "/ns/c1" || string(c.Cgroups.Resources) != `{"devices":[]}` ||
 		strings.Join(c.Labels, " ") != "a=b bundle=/bundles/c1" || c.Hostname != "h1" ||
 		len(c.Hooks["poststop"]) != 1 || c.Hooks["poststop"][0].Path != "/bin/true" || len(c.Unknown) != 2 {
