@@ -139,6 +139,11 @@ type Pool struct {
 	// Image names a containerd checkpoint image (from `ctr c checkpoint --task`) that
 	// makes this template; only in [pools.NAME].
 	Image string `toml:"image"`
+	// KSM restores the pool's sandboxes with kernel same-page merging on (Linux 6.4+,
+	// with KSM running: /sys/kernel/mm/ksm/run = 1), so that the pages they all restore
+	// from the template are kept once. A served container keeps merging on. Off by
+	// default: merged pages are shared across containers (see docs/pool.md).
+	KSM *bool `toml:"ksm"`
 }
 
 // PoolDefaults are the documented defaults of every pool.
@@ -151,6 +156,7 @@ var PoolDefaults = Pool{
 	AcquireTimeout: &Duration{500 * time.Millisecond},
 	IdleTimeout:    &Duration{10 * time.Minute},
 	MaxMemory:      ptr(ByteSize(0)),
+	KSM:            ptr(false),
 }
 
 func ptr[T any](v T) *T { return &v }
@@ -205,6 +211,7 @@ type Resolved struct {
 	MaxMemory                                   int64
 	AllowEnv                                    []string
 	Image                                       string
+	KSM                                         bool
 }
 
 // PoolFor returns the configuration of the named template's pool: [pools.NAME] over
@@ -218,7 +225,7 @@ func (c Config) PoolFor(name string) Resolved {
 		Min: *p.Min, Max: *p.Max, Initial: *p.Initial, RefillBatch: *p.RefillBatch,
 		RefillInterval: p.RefillInterval.Duration, AcquireTimeout: p.AcquireTimeout.Duration,
 		IdleTimeout: p.IdleTimeout.Duration, MaxMemory: int64(*p.MaxMemory),
-		AllowEnv: p.AllowEnv, Image: p.Image,
+		AllowEnv: p.AllowEnv, Image: p.Image, KSM: *p.KSM,
 	}
 }
 
@@ -252,6 +259,9 @@ func merge(base, over Pool) Pool {
 	}
 	if over.Image != "" {
 		base.Image = over.Image
+	}
+	if over.KSM != nil {
+		base.KSM = over.KSM
 	}
 	return base
 }

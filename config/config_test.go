@@ -132,6 +132,7 @@ max_memory = "512MiB"
 min = 3
 allow_env = ["REQUEST_ID"]
 image = "registry.local/py-checkpoint:1"
+ksm = true
 `), "t.toml")
 	if err != nil {
 		t.Fatal(err)
@@ -139,12 +140,12 @@ image = "registry.local/py-checkpoint:1"
 	py := c.PoolFor("py")
 	want := Resolved{Min: 3, Max: 8, Initial: 1, RefillBatch: 2, RefillInterval: 100 * time.Millisecond,
 		AcquireTimeout: time.Second, IdleTimeout: 10 * time.Minute, MaxMemory: 512 << 20,
-		AllowEnv: []string{"REQUEST_ID"}, Image: "registry.local/py-checkpoint:1"}
+		AllowEnv: []string{"REQUEST_ID"}, Image: "registry.local/py-checkpoint:1", KSM: true}
 	if !reflect.DeepEqual(py, want) {
 		t.Fatalf("py: got %+v\nwant %+v", py, want)
 	}
 	other := c.PoolFor("other")
-	if other.Min != 1 || other.Max != 8 || other.Image != "" || other.AllowEnv != nil {
+	if other.Min != 1 || other.Max != 8 || other.Image != "" || other.AllowEnv != nil || other.KSM {
 		t.Fatalf("other: %+v", other)
 	}
 }

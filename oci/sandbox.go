@@ -24,6 +24,7 @@ import (
 	"github.com/warmshim/warm/internal/pipewatch"
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/internal/refillgate"
+	"github.com/warmshim/warm/oci/wrap"
 	"github.com/warmshim/warm/store"
 )
 
@@ -48,6 +49,11 @@ type Sandboxes struct {
 	Rootfs       Rootfs
 	// Gate, if set, pauses the restores while pool hits are served (refills' Sandboxes).
 	Gate *refillgate.Gate
+	// MergeRunc, if set, is a runc wrapper that knows wrap.FlagMemoryMerge (the shim's own
+	// binary): the restores of the templates for which Merge is true run through it, so
+	// that runc, CRIU and the restored tasks have kernel same-page merging (KSM) on.
+	MergeRunc string
+	Merge     func(t *store.Template) bool
 }
 
 // Sandbox is one pooled sandbox: a restored, frozen runc container with the stdio
@@ -216,8 +222,12 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if s.Gate != nil {
 		leave = s.Gate.Enter(id, NewRestoreFreezer(cgroupsPath))
 	}
+	r := s.runc(bundle)
+	if s.MergeRunc != "" && s.Merge != nil && s.Merge(t) {
+		r.Command, r.ExtraArgs = s.MergeRunc, []string{wrap.FlagMemoryMerge}
+	}
 	err = lowPriority(func() error {
-		_, err := s.runc(bundle).Restore(ctx, id, bundle, &runc.RestoreOpts{
+		_, err := r.Restore(ctx, id, bundle, &runc.RestoreOpts{
 			CheckpointOpts: runc.CheckpointOpts{ImagePath: t.Images, WorkDir: filepath.Join(bundle, "work")},
 			IO:             pio,
 			PidFile:        pidFile,
@@ -329,9 +339,19 @@ func Memory(pid int) int64 {
 // walking /proc, whose cost grows with every process on the node; Memory(pid) where the
 // cgroup cannot be read.
 func cgroupMemory(paths map[string]string, pid int) int64 {
-	dir, err := freezerDir(paths)
+	others, err := otherPids(paths, pid)
 	if err != nil {
 		return Memory(pid)
+	}
+	return privateOf(pid, others)
+}
+
+// otherPids lists the processes of a sandbox's cgroups (with their children's) other
+// than pid.
+func otherPids(paths map[string]string, pid int) ([]int, error) {
+	dir, err := freezerDir(paths)
+	if err != nil {
+		return nil, err
 	}
 	var others []int
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
@@ -352,10 +372,22 @@ func cgroupMemory(paths map[string]string, pid int) int64 {
 		}
 		return nil
 	})
-	if err != nil {
-		return Memory(pid)
+	return others, err
+}
+
+// MergedBytes is how much of the memory of the sandbox's processes the kernel merged
+// (KSM: /proc/PID/ksm_merging_pages, Linux 5.19+): 0 when none, or where it cannot be
+// read.
+func (sb *Sandbox) MergedBytes() int64 {
+	pids, _ := otherPids(sb.cgroupPaths, sb.Pid)
+	var pages int64
+	for _, p := range append(pids, sb.Pid) {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/ksm_merging_pages")
+		if n, perr := strconv.ParseInt(strings.TrimSpace(string(data)), 10, 64); err == nil && perr == nil {
+			pages += n
+		}
 	}
-	return privateOf(pid, others)
+	return pages * int64(os.Getpagesize())
 }
 
 // privateOf is the private memory of pid and others; pid's resident memory stands in

@@ -734,8 +734,11 @@ type Stats struct {
 	ServeP50 time.Duration `json:"serve_p50_ns"`
 	ServeP99 time.Duration `json:"serve_p99_ns"`
 	Memory   int64         `json:"memory_bytes"`
-	Desired  int           `json:"desired"`
-	Drained  bool          `json:"drained"`
+	// Merged is how much of the frozen sandboxes' memory the kernel merged (KSM, a pool
+	// with ksm = true): set by the shim's listing of its pools, not by the pool.
+	Merged  int64 `json:"merged_bytes,omitempty"`
+	Desired int   `json:"desired"`
+	Drained bool  `json:"drained"`
 	// RestoreOnly is why the template cannot be pooled (its containers are restored).
 	RestoreOnly string `json:"restore_only,omitempty"`
 }

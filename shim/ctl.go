@@ -15,6 +15,7 @@ import (
 
 	"github.com/containerd/log"
 
+	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/store"
 )
@@ -226,10 +227,18 @@ func (w *warm) poolStats() []pool.Stats {
 	for _, p := range w.pools {
 		pools = append(pools, p)
 	}
+	frozen := map[*pool.Pool][]*oci.Sandbox{}
+	for _, ref := range w.frozen {
+		frozen[ref.pool] = append(frozen[ref.pool], ref.sb)
+	}
 	w.mu.Unlock()
 	out := make([]pool.Stats, 0, len(pools))
 	for _, p := range pools {
-		out = append(out, p.Stats())
+		st := p.Stats()
+		for _, sb := range frozen[p] {
+			st.Merged += sb.MergedBytes()
+		}
+		out = append(out, st)
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Template < out[j].Template })
 	return out

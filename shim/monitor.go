@@ -217,7 +217,9 @@ func killTree(pid int) {
 // otherwise points a wrapper command at the real runc.
 func (m *monitor) intercept(cmd *exec.Cmd) (chan runcC.Exit, bool) {
 	wrapper, real := m.w.runcPaths()
-	if wrapper == "" || cmd.Path != wrapper {
+	if wrapper == "" || cmd.Path != wrapper || wrap.HasMemoryMerge(cmd.Args) {
+		// A restore with memory merging needs the wrapper itself to run (it turns KSM on
+		// for runc and what runc starts), whichever binary it is.
 		return nil, false
 	}
 	sub, id, pidFile := wrap.ParseArgs(cmd.Args)

@@ -2,6 +2,7 @@ package shim
 
 import (
 	"github.com/warmshim/warm/internal/procfs"
+	"github.com/warmshim/warm/oci/wrap"
 
 	"os"
 	"os/exec"
@@ -143,5 +144,28 @@ func TestMonitorWatchesExecOutput(t *testing.T) {
 	// are not watched.
 	if m.takeExecOutput(run(false)) != nil {
 		t.Fatal("a watch of an exec that is not detached")
+	}
+}
+
+// A restore that asks for memory merging is left to the wrapper even where the wrapper
+// is the binary the monitor takes commands from (the shim, without warm-runc beside it):
+// it is the wrapper that turns KSM on. Without the flag, the real runc runs it directly.
+func TestMonitorLeavesMergeRestoresToTheWrapper(t *testing.T) {
+	w := newWarm("")
+	w.self, w.runc = "/libexec/warm/warm-shim", "/usr/bin/runc"
+	m := &monitor{inner: execMonitor{}, w: w}
+	for _, merge := range []bool{false, true} {
+		args := []string{w.self, "--root", "/r", "--log", "/b/log.json"}
+		want := w.runc
+		if merge {
+			args, want = append(args, wrap.FlagMemoryMerge), w.self
+		}
+		cmd := &exec.Cmd{Path: w.self, Args: append(args, "restore", "--bundle", "/b", "--detach", "sb1")}
+		if _, handled := m.intercept(cmd); handled {
+			t.Fatalf("merge %v: the shim carried out a restore", merge)
+		}
+		if cmd.Path != want || cmd.Args[0] != want {
+			t.Errorf("merge %v: runs %s (argv[0] %s), want %s", merge, cmd.Path, cmd.Args[0], want)
+		}
 	}
 }

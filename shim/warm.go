@@ -73,6 +73,8 @@ type warm struct {
 	// stopping: an operator shut the pool shim down (warmctl shutdown); imports end and
 	// no longer hold it up. Guarded by mu.
 	stopping bool
+	// ksmChecked: a pool asked for ksm and what stops it was logged (ksmFor). Guarded by mu.
+	ksmChecked bool
 	// importFn replaces importImage in tests (nil: importImage).
 	importFn func(ctx context.Context, st *store.Store, ns, name, ref string) (*store.Template, error)
 	// onIdle is called after an operator drained every pool, and when an import ends:
@@ -83,6 +85,7 @@ type warm struct {
 type frozenRef struct {
 	pool *pool.Pool
 	id   string
+	sb   *oci.Sandbox
 }
 
 // served is a container created from a template.
@@ -208,12 +211,20 @@ func (w *warm) start(ctx context.Context, o taskOptions, ns string) error {
 			log.L.WithError(err).WithField("sandbox", id).Warn("pause of a refill during a hit")
 		})
 	}
+	// The restores of a pool with ksm = true run through this binary (its Go wrapper
+	// knows wrap.FlagMemoryMerge, the C warm-runc does not).
+	goWrapper, err := os.Executable()
+	if err != nil {
+		return err
+	}
 	w.sandboxes = &oci.Sandboxes{
 		Runc: realRunc, Root: runcRoot(cfg, ns),
 		Dir:          filepath.Join(run, "sandboxes"),
 		CgroupParent: "/warm-pool/" + ns,
 		Rootfs:       w.rootfs,
 		Gate:         w.gate,
+		MergeRunc:    goWrapper,
+		Merge:        w.ksmFor,
 	}
 	if err := os.MkdirAll(w.sandboxes.Dir, 0o700); err != nil {
 		return err
@@ -322,7 +333,7 @@ func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id stri
 		return h, mem, err // the pool destroys it
 	}
 	r.w.mu.Lock()
-	r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id}
+	r.w.frozen[sb.Pid] = frozenRef{pool: r.w.pools[t.Name], id: id, sb: sb}
 	dynmods := r.w.dynmods
 	r.w.mu.Unlock()
 	if dynmods != nil {

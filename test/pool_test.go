@@ -673,7 +673,7 @@ func TestWarmctl(t *testing.T) {
 		return string(out), err
 	}
 	out, err := warmctl("pool", "ls")
-	if err != nil || !strings.Contains(out, name) || !strings.Contains(out, "FROZEN") || !strings.Contains(out, "HIT P99") {
+	if err != nil || !strings.Contains(out, name) || !strings.Contains(out, "FROZEN") || !strings.Contains(out, "HIT P99") || !strings.Contains(out, "MERGED") {
 		t.Fatalf("pool ls: %v\n%s", err, out)
 	}
 	if out, err := warmctl("template", "ls"); err != nil || !strings.Contains(out, name) || !strings.Contains(out, "annotation") {

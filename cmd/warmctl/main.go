@@ -151,16 +151,17 @@ func run(c *ctl, args []string, asJSON bool) error {
 			return json.NewEncoder(os.Stdout).Encode(ps)
 		}
 		tw := tabwriter.NewWriter(os.Stdout, 0, 2, 2, ' ', 0)
-		fmt.Fprintln(tw, "TEMPLATE\tMODE\tGENERATION\tFROZEN\tRESTORING\tIN USE\tDESIRED\tHITS\tMISSES\tACQUIRE P50\tACQUIRE P99\tHIT P50\tHIT P99\tMEMORY")
+		fmt.Fprintln(tw, "TEMPLATE\tMODE\tGENERATION\tFROZEN\tRESTORING\tIN USE\tDESIRED\tHITS\tMISSES\tACQUIRE P50\tACQUIRE P99\tHIT P50\tHIT P99\tMEMORY\tMERGED")
 		for _, p := range ps {
 			// A template made in a pod is served by restore on create (JSON says why).
 			mode := "pool"
 			if p.RestoreOnly != "" {
 				mode = "restore"
 			}
-			// HIT: the shim's own Create+Start of a pool hit.
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t%v\t%v\t%v\t%s\n", p.Template, mode, p.Generation, p.Frozen, p.Restoring, p.InUse, p.Desired,
-				p.Hits, misses(p.Misses), p.P50, p.P99, p.ServeP50.Round(time.Microsecond), p.ServeP99.Round(time.Microsecond), mib(p.Memory))
+			// HIT: the shim's own Create+Start of a pool hit. MERGED: the part of MEMORY
+			// that KSM merged (ksm = true).
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%v\t%v\t%v\t%v\t%s\t%s\n", p.Template, mode, p.Generation, p.Frozen, p.Restoring, p.InUse, p.Desired,
+				p.Hits, misses(p.Misses), p.P50, p.P99, p.ServeP50.Round(time.Microsecond), p.ServeP99.Round(time.Microsecond), mib(p.Memory), mib(p.Merged))
 		}
 		if err := tw.Flush(); err != nil {
 			return err

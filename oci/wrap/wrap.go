@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -44,6 +45,35 @@ type Response struct {
 
 // Binary is the name of the small wrapper binary installed beside the shim.
 const Binary = "warm-runc"
+
+// FlagMemoryMerge, among runc's global flags, makes the wrapper turn kernel same-page
+// merging (KSM) on for itself before it runs the real runc (prctl PR_SET_MEMORY_MERGE,
+// Linux 6.4+). Every process runc then starts inherits it, CRIU and the tasks CRIU
+// restores among them, so the kernel may merge their identical pages. The shim passes it
+// to the restores of a pool configured with ksm = true, through its own binary: only
+// this package's wrapper (Go) knows the flag, not the C warm-runc.
+const FlagMemoryMerge = "--warm-memory-merge"
+
+// HasMemoryMerge reports whether a runc command line has FlagMemoryMerge among its
+// global flags.
+func HasMemoryMerge(args []string) bool {
+	_, ok := takeMemoryMerge(args)
+	return ok
+}
+
+// takeMemoryMerge removes FlagMemoryMerge from the global flags of a runc command line
+// and reports whether it was there.
+func takeMemoryMerge(args []string) ([]string, bool) {
+	for i := 1; i < len(args) && strings.HasPrefix(args[i], "-"); i++ {
+		switch {
+		case args[i] == FlagMemoryMerge:
+			return slices.Delete(slices.Clone(args), i, i+1), true
+		case valueFlags[args[i]]:
+			i++
+		}
+	}
+	return args, false
+}
 
 // IsInvocation reports whether this process (the shim binary) was started as the
 // wrapper, which the shim does when warm-runc is not installed beside it.
@@ -199,6 +229,12 @@ func SubFlag(args []string, name string) (v string) {
 
 // Main runs the wrapper and returns its exit status.
 func Main(args []string) int {
+	args, merge := takeMemoryMerge(args)
+	if merge {
+		if err := unix.Prctl(unix.PR_SET_MEMORY_MERGE, 1, 0, 0, 0); err != nil {
+			return fail(args, fmt.Sprintf("warm: turn on memory merging (KSM: prctl PR_SET_MEMORY_MERGE needs Linux 6.4 or later): %v", err))
+		}
+	}
 	sub, id, pidFile := ParseArgs(args)
 	if sock := os.Getenv(EnvSocket); sock != "" && id != "" {
 		switch sub {

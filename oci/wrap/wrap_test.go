@@ -3,7 +3,9 @@ package wrap
 import (
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -129,4 +131,57 @@ func TestRequestRoundTrip(t *testing.T) {
 		t.Fatalf("%d files, want stdin, stdout and stderr", n)
 	}
 	_ = os.Remove(sock)
+}
+
+func TestTakeMemoryMerge(t *testing.T) {
+	cases := []struct {
+		args  []string
+		want  []string
+		merge bool
+	}{
+		{[]string{"x", "--root", "/r", "--log", "/l", FlagMemoryMerge, "restore", "--bundle", "/b", "c1"},
+			[]string{"x", "--root", "/r", "--log", "/l", "restore", "--bundle", "/b", "c1"}, true},
+		{[]string{"x", "--root", "/r", "restore", "c1"}, []string{"x", "--root", "/r", "restore", "c1"}, false},
+		// Only a global flag counts: the value of one, or anything after the command, is left.
+		{[]string{"x", "--root", FlagMemoryMerge, "state", "c1"}, []string{"x", "--root", FlagMemoryMerge, "state", "c1"}, false},
+		{[]string{"x", "--root", "/r", "exec", FlagMemoryMerge}, []string{"x", "--root", "/r", "exec", FlagMemoryMerge}, false},
+	}
+	for _, tc := range cases {
+		in := slices.Clone(tc.args)
+		got, merge := takeMemoryMerge(in)
+		if !slices.Equal(got, tc.want) || merge != tc.merge {
+			t.Errorf("%v: got %v %v, want %v %v", tc.args, got, merge, tc.want, tc.merge)
+		}
+		if !slices.Equal(in, tc.args) {
+			t.Errorf("%v: the caller's args changed to %v", tc.args, in)
+		}
+	}
+}
+
+// TestMainMemoryMerge runs Main (in a child of the test) with FlagMemoryMerge: the real
+// runc it execs gets the command line without the flag, and runs with KSM merging on.
+func TestMainMemoryMerge(t *testing.T) {
+	if os.Getenv("WRAP_TEST_MAIN") == "1" {
+		os.Exit(Main([]string{"x", "--root", "/r", FlagMemoryMerge, "state", "c1"}))
+	}
+	if _, err := unix.PrctlRetInt(unix.PR_GET_MEMORY_MERGE, 0, 0, 0, 0); err != nil {
+		t.Skipf("no PR_GET_MEMORY_MERGE on this kernel (Linux 6.4+): %v", err)
+	}
+	if os.Geteuid() != 0 {
+		t.Skip("PR_SET_MEMORY_MERGE needs CAP_SYS_RESOURCE")
+	}
+	dir := t.TempDir()
+	real := filepath.Join(dir, "runc")
+	if err := os.WriteFile(real, []byte("#!/bin/sh\necho \"$@\"\ngrep merge_any /proc/$$/ksm_stat\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestMainMemoryMerge$")
+	cmd.Env = append(os.Environ(), "WRAP_TEST_MAIN=1", EnvRunc+"="+real, EnvSocket+"=")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	if want := "--root /r state c1\nksm_merge_any: yes\n"; string(out) != want {
+		t.Fatalf("the real runc printed %q, want %q", out, want)
+	}
 }
