@@ -39,6 +39,12 @@ refill_batch = 4
 refill_interval = "20ms"
 acquire_timeout = "0s"
 
+# The bench's KSM rows (-ksm): pools whose sandboxes are restored mergeable.
+[pools.bench-go-ksm]
+ksm = true
+[pools.bench-python-ksm]
+ksm = true
+
 [recovery]
 crash_loop_max = 1000
 `

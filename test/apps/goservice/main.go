@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"flag"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"time"
 )
@@ -20,18 +21,14 @@ func main() {
 	ticks := flag.Bool("ticks", false, "after initialisation, print a line every 5 ms")
 	flag.Parse()
 	start := time.Now()
-	// 200 MB of data that is not all zero (a restored copy must really hold it), built
-	// by hashing: about a second of CPU.
+	// 200 MB of pseudo-random data: no page is zero or the same as another (a restored
+	// copy must really hold it, and KSM finds nothing to merge inside one process, as in
+	// an application's own data), then hashing until about a second of CPU is spent.
 	table := make([]byte, tableBytes)
-	var seed [8]byte
+	var seed [32]byte
 	binary.LittleEndian.PutUint64(seed[:], uint64(time.Now().UnixNano()))
-	h := sha256.Sum256(seed[:])
-	for off := 0; off < len(table); off += 4096 {
-		if off%(1<<20) == 0 {
-			h = sha256.Sum256(h[:])
-		}
-		copy(table[off:], h[:])
-	}
+	_, _ = rand.NewChaCha8(seed).Read(table)
+	h := sha256.Sum256(table[:64])
 	for time.Since(start) < time.Second {
 		h = sha256.Sum256(h[:])
 	}

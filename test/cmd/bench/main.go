@@ -39,8 +39,10 @@ type Report struct {
 	// beside them), by app.
 	Settled map[string]Serve `json:"settled"`
 	// Concurrency is the CPU cost of the 10 concurrent hits, by "app/ctr" and "app/client".
-	Concurrency map[string]ConcCPU     `json:"concurrency"`
-	Extra       map[string]interface{} `json:"extra,omitempty"`
+	Concurrency map[string]ConcCPU `json:"concurrency"`
+	// KSM is a pool with ksm = true once merged, by app (-ksm).
+	KSM   map[string]KSM         `json:"ksm,omitempty"`
+	Extra map[string]interface{} `json:"extra,omitempty"`
 }
 
 // Serve is the shim's own Create+Start time of pool hits.
@@ -79,19 +81,20 @@ func main() {
 	out := flag.String("out", "out/bench.json", "JSON file to write")
 	apps := flag.String("apps", "go,python", "sample applications to measure")
 	withRecovery := flag.Bool("recovery", true, "measure crash recovery too")
+	withKSM := flag.Bool("ksm", true, "measure a pool with ksm = true too (turns KSM's scanner on for it, and puts its settings back)")
 	debugLog := flag.String("debug-log", "", "run the shims at debug level and copy the pool shim's log (each hit's phases) to this file; debug logging costs time of its own")
 	flag.Parse()
 	if *runs < 20 {
 		fmt.Fprintln(os.Stderr, "bench: -runs must be at least 20")
 		os.Exit(2)
 	}
-	if err := run(*runs, *out, strings.Split(*apps, ","), *withRecovery, *debugLog); err != nil {
+	if err := run(*runs, *out, strings.Split(*apps, ","), *withRecovery, *withKSM, *debugLog); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
 }
 
-func run(runs int, outPath string, which []string, withRecovery bool, debugLog string) error {
+func run(runs int, outPath string, which []string, withRecovery, withKSM bool, debugLog string) error {
 	const ns = "warmbench"
 	harness.WarmLogLevel = "info" // as runc's shim; the recovery rows read info lines
 	if debugLog != "" {
@@ -111,7 +114,8 @@ func run(runs int, outPath string, which []string, withRecovery bool, debugLog s
 		}()
 	}
 	cd := e.CD
-	rep := Report{When: time.Now().UTC(), Command: "make bench", Runs: runs, Pools: map[string]pool.Stats{}, Settled: map[string]Serve{}, Concurrency: map[string]ConcCPU{}}
+	rep := Report{When: time.Now().UTC(), Command: "make bench", Runs: runs, Pools: map[string]pool.Stats{}, Settled: map[string]Serve{}, Concurrency: map[string]ConcCPU{}, KSM: map[string]KSM{}}
+	ksmNot := "" // why the KSM rows were not measured
 	rep.Host, _ = os.Hostname()
 
 	files, err := harness.BusyboxFiles()
@@ -180,6 +184,18 @@ func run(runs int, outPath string, which []string, withRecovery bool, debugLog s
 		}
 		rep.Rows = append(rep.Rows, rows...)
 		rep.Pools[app.Name] = st
+		if withKSM {
+			if why := ksmUnavailable(); why != "" {
+				ksmNot = why
+			} else {
+				k, rows, err := measureKSM(e, app, 5, runs, progress)
+				if err != nil {
+					return fmt.Errorf("%s: ksm: %w", app.Name, err)
+				}
+				rep.KSM[app.Name] = k
+				rep.Rows = append(rep.Rows, rows...)
+			}
+		}
 		for via, c := range conc {
 			rep.Concurrency[app.Name+"/"+via] = c
 		}
@@ -243,6 +259,10 @@ func run(runs int, outPath string, which []string, withRecovery bool, debugLog s
 		rep.Rows = append(rep.Rows, benchkit.Summarize(app.Name, "periodic checkpoint, whole runc call", calls))
 	}
 	rep.Extra = map[string]interface{}{"incremental_checkpoints": "not measured: CRIU 4.1.1 reports MemTrack (soft-dirty tracking) missing on this kernel, so pre-dumps are refused and every periodic checkpoint is a full dump"}
+	if ksmNot != "" {
+		rep.Extra["ksm"] = "not measured: " + ksmNot
+		fmt.Println("ksm:", rep.Extra["ksm"])
+	}
 	rep.Targets = targets(rep)
 	if r := concurrencyReference(rep); r != "" {
 		rep.Extra["concurrency_reference"] = r
@@ -563,6 +583,12 @@ func printReport(rep Report) {
 	for app, st := range rep.Settled {
 		fmt.Printf("pool %-8s settled (no refill beside the hit), %d hits: shim-side Create+Start p50 %v p99 %v\n",
 			app, st.Runs, st.P50.Round(time.Microsecond), st.P99.Round(time.Microsecond))
+	}
+	for app, k := range rep.KSM {
+		mib := func(b int64) float64 { return float64(b) / (1 << 20) }
+		fmt.Printf("pool %-8s ksm = true, %d sandboxes: anonymous memory %.1f MiB (%.1f per sandbox) before KSM, %.1f MiB (%.1f per sandbox) merged; MERGED %.1f MiB; merged in %v, ksmd CPU %v (%s)\n",
+			app, k.Sandboxes, mib(k.AnonBefore), mib(k.AnonBefore)/float64(k.Sandboxes), mib(k.AnonAfter), mib(k.AnonAfter)/float64(k.Sandboxes),
+			mib(k.Merged), k.MergeTime.Round(time.Millisecond), k.KsmdCPU, k.Scan)
 	}
 	fmt.Println()
 	for _, t := range rep.Targets {
