@@ -71,7 +71,10 @@ type Sandbox struct {
 	drained     atomic.Int64 // bytes the drain read (output before adoption)
 	mounted     bool
 	cgroupPaths map[string]string
-	state       *keptState // runc's state after the restore, for the adoption
+	// restoredIn is cgroupPaths as the restore left them, never changed after: what
+	// MergedBytes reads while an adoption may be moving the sandbox.
+	restoredIn map[string]string
+	state      *keptState // runc's state after the restore, for the adoption
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
 	// container and is removed by its Delete.
 	ContainerID string           // guarded by mu
@@ -260,6 +263,7 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	if sb.cgroupPaths, err = sb.state.state.cgroupPaths(); err != nil {
 		return sb, 0, err
 	}
+	sb.restoredIn = sb.cgroupPaths
 	if err := freezeDir(sb.cgroupPaths, true); err != nil {
 		return sb, 0, fmt.Errorf("freeze: %w", err)
 	}
@@ -375,11 +379,12 @@ func otherPids(paths map[string]string, pid int) ([]int, error) {
 	return others, err
 }
 
-// MergedBytes is how much of the memory of the sandbox's processes the kernel merged
-// (KSM: /proc/PID/ksm_merging_pages, Linux 5.19+): 0 when none, or where it cannot be
-// read.
+// MergedBytes is how much of the memory of a frozen sandbox's processes the kernel
+// merged (KSM: /proc/PID/ksm_merging_pages, Linux 5.19+): 0 when none, or where it
+// cannot be read. Safe beside an adoption (which moves the sandbox's cgroups: then only
+// its init is counted).
 func (sb *Sandbox) MergedBytes() int64 {
-	pids, _ := otherPids(sb.cgroupPaths, sb.Pid)
+	pids, _ := otherPids(sb.restoredIn, sb.Pid)
 	var pages int64
 	for _, p := range append(pids, sb.Pid) {
 		data, err := os.ReadFile("/proc/" + strconv.Itoa(p) + "/ksm_merging_pages")
