@@ -1,20 +1,17 @@
 package test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/containerd/containerd/v2/core/containers"
 	"github.com/containerd/containerd/v2/pkg/oci"
-	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/internal/ksm"
 	"github.com/warmshim/warm/test/harness"
 )
 
@@ -32,32 +29,6 @@ func withArgs(args []string) oci.SpecOpts {
 	}
 }
 
-// ksmSet writes KSM's sysfs settings for the test and puts the old values back after.
-func ksmSet(t *testing.T, settings ...[2]string) {
-	t.Helper()
-	for _, kv := range settings {
-		p := filepath.Join("/sys/kernel/mm/ksm", kv[0])
-		old, err := os.ReadFile(p)
-		if err != nil {
-			t.Skipf("KSM: %v", err)
-		}
-		if err := os.WriteFile(p, []byte(kv[1]), 0); err != nil {
-			t.Fatalf("KSM %s: %v", kv[0], err)
-		}
-		t.Cleanup(func() { _ = os.WriteFile(p, bytes.TrimSpace(old), 0) })
-	}
-}
-
-// ksmFullScans is how many full scans KSM's scanner has made.
-func ksmFullScans(t *testing.T) int {
-	data, err := os.ReadFile("/sys/kernel/mm/ksm/full_scans")
-	n, perr := strconv.Atoi(strings.TrimSpace(string(data)))
-	if err != nil || perr != nil {
-		t.Fatalf("KSM full_scans: %v %v", err, perr)
-	}
-	return n
-}
-
 // TestPoolKSM: a pool with ksm = true restores its sandboxes with the kernel's same-page
 // merging on, so once KSM's scanner runs, the pages they all restore from the template
 // are merged (warmctl's MERGED), and a container served from one still continues from
@@ -66,10 +37,14 @@ func ksmFullScans(t *testing.T) int {
 // KSM's scanner is turned on (and fast) for the test and put back as it was after.
 func TestPoolKSM(t *testing.T) {
 	need(t)
-	if _, err := unix.PrctlRetInt(unix.PR_GET_MEMORY_MERGE, 0, 0, 0, 0); err != nil {
-		t.Skipf("no per-process KSM on this kernel (Linux 6.4+): %v", err)
+	if why := ksm.Unavailable(); why != "" {
+		t.Skip(why)
 	}
-	ksmSet(t, [2]string{"pages_to_scan", "5000"}, [2]string{"sleep_millisecs", "20"}, [2]string{"run", "1"})
+	restore, err := ksm.Set([2]string{"pages_to_scan", "5000"}, [2]string{"sleep_millisecs", "20"}, [2]string{"run", "1"})
+	if err != nil {
+		t.Fatalf("KSM: %v", err)
+	}
+	t.Cleanup(restore)
 	e := newEnv(t, harness.Warm)
 	name, plain := "ksm-"+shortName(t), "noksm-"+shortName(t)
 	cfgPath, writeCfg := suiteConfig(t)
@@ -88,8 +63,8 @@ func TestPoolKSM(t *testing.T) {
 		st, _, _ := ctl.Pool(name)
 		return fmt.Sprintf("the sandboxes' blobs merged (%d bytes merged)", st.Merged)
 	}, func() bool { st, _, _ := ctl.Pool(name); return st.Merged >= 2*blobBytes })
-	scans := ksmFullScans(t)
-	waitFor(t, "two more full KSM scans", func() bool { return ksmFullScans(t) >= scans+2 })
+	scans := ksm.FullScans()
+	waitFor(t, "two more full KSM scans", func() bool { return ksm.FullScans() >= scans+2 })
 	if st, _, _ := ctl.Pool(plain); st.Frozen < 2 || st.Merged != 0 {
 		t.Errorf("pool without ksm: %d frozen, %d bytes merged; want 2 and none", st.Frozen, st.Merged)
 	}

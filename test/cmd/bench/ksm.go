@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -13,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/internal/ksm"
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/test/benchkit"
 )
@@ -39,47 +39,15 @@ type KSM struct {
 // at most; the kernel's default is 100 pages), so that a pool merges in seconds.
 var ksmScan = [][2]string{{"pages_to_scan", "5000"}, {"sleep_millisecs", "20"}}
 
-const ksmDir = "/sys/kernel/mm/ksm"
-
 // ksmUnavailable says why KSM cannot be measured here ("" when it can).
 func ksmUnavailable() string {
-	if _, err := unix.PrctlRetInt(unix.PR_GET_MEMORY_MERGE, 0, 0, 0, 0); err != nil {
-		return fmt.Sprintf("no per-process KSM on this kernel (prctl PR_GET_MEMORY_MERGE: %v)", err)
+	if why := ksm.Unavailable(); why != "" {
+		return why
 	}
-	if err := unix.Access(filepath.Join(ksmDir, "run"), unix.W_OK); err != nil {
-		return fmt.Sprintf("%s/run cannot be written: %v", ksmDir, err)
+	if err := unix.Access(filepath.Join(ksm.Dir, "run"), unix.W_OK); err != nil {
+		return fmt.Sprintf("%s/run cannot be written: %v", ksm.Dir, err)
 	}
 	return ""
-}
-
-// ksmSettings sets KSM's sysfs files and returns a function that puts the old values back.
-func ksmSettings(settings [][2]string) (restore func(), err error) {
-	var undo []func()
-	restore = func() {
-		for i := len(undo) - 1; i >= 0; i-- {
-			undo[i]()
-		}
-	}
-	for _, kv := range settings {
-		p := filepath.Join(ksmDir, kv[0])
-		old, err := os.ReadFile(p)
-		if err != nil {
-			restore()
-			return nil, err
-		}
-		if err := os.WriteFile(p, []byte(kv[1]), 0); err != nil {
-			restore()
-			return nil, fmt.Errorf("%s: %w", p, err)
-		}
-		undo = append(undo, func() { _ = os.WriteFile(p, bytes.TrimSpace(old), 0) })
-	}
-	return restore, nil
-}
-
-func ksmFullScans() int {
-	data, _ := os.ReadFile(filepath.Join(ksmDir, "full_scans"))
-	n, _ := strconv.Atoi(strings.TrimSpace(string(data)))
-	return n
 }
 
 // ksmdCPU is the CPU time of the kernel's ksmd thread.
@@ -135,7 +103,7 @@ func measureKSM(e *benchkit.Env, app benchkit.App, n, runs int, progress func(st
 	tmpl, plain := "bench-"+app.Name+"-ksm", "bench-"+app.Name+"-noksm"
 	progress("%s: ksm = true, a pool of %d merged by KSM, then %d hits each from it and from a pool without ksm", app.Name, n, runs)
 	// The scanner stays off until the pool is full: the memory before is all private.
-	restore, err := ksmSettings(append(append([][2]string{}, ksmScan...), [2]string{"run", "0"}))
+	restore, err := ksm.Set(append(append([][2]string{}, ksmScan...), [2]string{"run", "0"})...)
 	if err != nil {
 		return KSM{}, nil, err
 	}
@@ -161,18 +129,18 @@ func measureKSM(e *benchkit.Env, app benchkit.App, n, runs int, progress func(st
 		return KSM{}, nil, err
 	}
 	cpu0, start := ksmdCPU(), time.Now()
-	if err := os.WriteFile(filepath.Join(ksmDir, "run"), []byte("1"), 0); err != nil {
+	if err := os.WriteFile(filepath.Join(ksm.Dir, "run"), []byte("1"), 0); err != nil {
 		return KSM{}, nil, err
 	}
 	settle := func() (int64, error) {
 		var last int64 = -1
-		lastScan := ksmFullScans()
+		lastScan := ksm.FullScans()
 		for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			st, _, err := e.Ctl.Pool(tmpl)
 			if err != nil {
 				return 0, err
 			}
-			switch scans := ksmFullScans(); {
+			switch scans := ksm.FullScans(); {
 			case st.Merged != last:
 				last, lastScan = st.Merged, scans
 			case st.Merged > 0 && scans >= lastScan+2:
