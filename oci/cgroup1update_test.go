@@ -8,18 +8,15 @@ import (
 
 	"github.com/containerd/cgroups/v3/cgroup1"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // v1Pair makes two new cgroups in every v1 hierarchy (their cpusets filled in, as runc
 // does) and returns their paths; they are removed at the end of the test.
 func v1Pair(tb testing.TB, name string) (a, b string) {
 	tb.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("WARM_INTEGRATION") == "1" {
-			tb.Fatal("needs root")
-		}
-		tb.Skip("needs root (making cgroups; make test runs it as root)")
-	}
+	testenv.NeedRoot(tb, "making cgroups")
 	if unified() {
 		tb.Skip("cgroup v1 only (a pure cgroup v2 host applies limits through cgroup2)")
 	}

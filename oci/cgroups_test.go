@@ -12,6 +12,8 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 func TestCreateCgroupV2(t *testing.T) {
@@ -127,12 +129,7 @@ func TestHasLimits(t *testing.T) {
 // A killed restore's cgroups (runc made them, then died before recording its state) are
 // removed, with any task in them; while runc's state exists they are runc's to remove.
 func TestReleaseKilledRestoreCgroups(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("WARM_INTEGRATION") == "1" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root (making cgroups; make test runs it as root)")
-	}
+	testenv.NeedRoot(t, "making cgroups")
 	cgPath := "/warm-oci-test-" + strings.ReplaceAll(t.Name(), "/", "-") + "/c1"
 	paths := hostCgroupPaths(cgPath)
 	t.Cleanup(func() {

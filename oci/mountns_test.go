@@ -10,18 +10,15 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // TestRebindIsPrivate: a network file rebound into a sandbox is one private mount, as
 // runc makes it: a mount over its source on the host (on a shared mount, as systemd's /
 // is) does not show through, and the template's file under it is gone.
 func TestRebindIsPrivate(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("WARM_INTEGRATION") == "1" {
-			t.Fatal("needs root")
-		}
-		t.Skip("needs root (mounts; make test runs it as root)")
-	}
+	testenv.NeedRoot(t, "mounts")
 	dir, err := os.MkdirTemp("/tmp", "warm-rebind-")
 	if err != nil {
 		t.Fatal(err)

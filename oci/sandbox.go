@@ -74,7 +74,9 @@ type Sandbox struct {
 	// restoredIn is cgroupPaths as the restore left them, never changed after: what
 	// MergedBytes reads while an adoption may be moving the sandbox.
 	restoredIn map[string]string
-	state      *keptState // runc's state after the restore, for the adoption
+	// mergeable: restored with KSM merging on (Sandboxes.Merge); set by the restore.
+	mergeable bool
+	state     *keptState // runc's state after the restore, for the adoption
 	// ContainerID is set once adopted: the runc container then belongs to containerd's
 	// container and is removed by its Delete.
 	ContainerID string           // guarded by mu
@@ -228,6 +230,7 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 	r := s.runc(bundle)
 	if s.MergeRunc != "" && s.Merge != nil && s.Merge(t) {
 		r.Command, r.ExtraArgs = s.MergeRunc, []string{wrap.FlagMemoryMerge}
+		sb.mergeable = true
 	}
 	err = lowPriority(func() error {
 		_, err := r.Restore(ctx, id, bundle, &runc.RestoreOpts{
@@ -382,8 +385,11 @@ func otherPids(paths map[string]string, pid int) ([]int, error) {
 // MergedBytes is how much of the memory of a frozen sandbox's processes the kernel
 // merged (KSM: /proc/PID/ksm_merging_pages, Linux 5.19+): 0 when none, or where it
 // cannot be read. Safe beside an adoption (which moves the sandbox's cgroups: then only
-// its init is counted).
+// its init is counted). A sandbox not restored mergeable reads nothing.
 func (sb *Sandbox) MergedBytes() int64 {
+	if !sb.mergeable {
+		return 0
+	}
 	pids, _ := otherPids(sb.restoredIn, sb.Pid)
 	var pages int64
 	for _, p := range append(pids, sb.Pid) {

@@ -25,6 +25,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/warmshim/warm/store"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // These tests drive real runc and CRIU (no containerd): restore a template into a
@@ -49,10 +51,7 @@ func needStack(t *testing.T) (runcPath string) {
 		missing = append(missing, "/bin/busybox (busybox-static)")
 	}
 	if len(missing) > 0 {
-		if os.Getenv("WARM_INTEGRATION") == "1" {
-			t.Fatalf("WARM_INTEGRATION=1 but missing: %s", strings.Join(missing, ", "))
-		}
-		t.Skipf("needs %s (run `make test`)", strings.Join(missing, ", "))
+		testenv.Missing(t, strings.Join(missing, ", "))
 	}
 	return runcPath
 }

@@ -13,6 +13,8 @@ import (
 
 	"github.com/warmshim/warm/internal/ksm"
 	"github.com/warmshim/warm/test/harness"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // blobApp is echoApp holding about 8 MiB of random data (pages that are neither zero nor
@@ -38,7 +40,7 @@ func withArgs(args []string) oci.SpecOpts {
 func TestPoolKSM(t *testing.T) {
 	need(t)
 	if why := ksm.Unavailable(); why != "" {
-		t.Skip(why)
+		testenv.Missing(t, "per-process KSM: "+why)
 	}
 	restore, err := ksm.Set([2]string{"pages_to_scan", "5000"}, [2]string{"sleep_millisecs", "20"}, [2]string{"run", "1"})
 	if err != nil {

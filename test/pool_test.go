@@ -34,6 +34,8 @@ import (
 	"github.com/warmshim/warm/pool"
 	"github.com/warmshim/warm/store"
 	"github.com/warmshim/warm/test/harness"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // echoApp initialises (a random seed stands for expensive state), says ready, then
@@ -295,7 +297,7 @@ func TestPoolMissesAndFallbacks(t *testing.T) {
 func TestPoolExecCPUAffinity(t *testing.T) {
 	need(t)
 	if runtime.NumCPU() < 2 {
-		t.Skip("needs 2 CPUs: the affinity must differ from the default")
+		testenv.Missing(t, "2 CPUs (the affinity must differ from the default)")
 	}
 	e := newEnv(t, harness.Warm)
 	name := "aff-" + shortName(t)

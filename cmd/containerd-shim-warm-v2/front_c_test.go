@@ -22,6 +22,8 @@ import (
 	"github.com/warmshim/warm/internal/fastjoin"
 	"github.com/warmshim/warm/internal/group"
 	"github.com/warmshim/warm/internal/shimargs"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // The C front (c/front.c) is held to this Go front: whenever it answers, it answers
@@ -51,10 +53,7 @@ func cFront(t *testing.T) string {
 	t.Helper()
 	cc, err := exec.LookPath("cc")
 	if err != nil {
-		if os.Getenv("WARM_INTEGRATION") == "1" {
-			t.Fatal("no C compiler (cc): the C front is not built or tested")
-		}
-		t.Skip("no C compiler (cc): make build installs the Go front")
+		testenv.Missing(t, "a C compiler (cc): without one, make build installs the Go front and the C front is not tested")
 	}
 	built.once.Do(func() { built.dir, built.path, built.err = buildCFront(cc) })
 	if built.err != nil {
@@ -299,7 +298,7 @@ func TestCFrontDelete(t *testing.T) {
 			}
 			t.Cleanup(func() { _ = unix.Unmount(rootfs, unix.MNT_DETACH) })
 		}, true})
-	} else if os.Getenv("WARM_INTEGRATION") == "1" {
+	} else if testenv.Integration() {
 		t.Fatal("not root: the mounted rootfs case needs root to mount")
 	}
 	args := []string{"-namespace", "ns", "-address", "/run/containerd/containerd.sock", "-publish-binary", "/usr/bin/containerd", "-id", "c1", "-bundle", "/b", "delete"}

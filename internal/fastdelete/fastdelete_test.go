@@ -18,6 +18,8 @@ import (
 
 	"github.com/warmshim/warm/internal/shimargs"
 	warmshim "github.com/warmshim/warm/shim"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // libraryAnswer is what containerd's shim library writes for the delete action: the
@@ -194,12 +196,7 @@ func optionsDir(t *testing.T, f *fixture) {
 // mountRootfs mounts an empty tmpfs on the rootfs (root only): the shim unmounts it.
 func mountRootfs(t *testing.T, f *fixture) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("WARM_INTEGRATION") == "1" {
-			t.Fatal("needs root (mounting a tmpfs on the rootfs)")
-		}
-		t.Skip("needs root (mounting a tmpfs on the rootfs; make test runs it as root)")
-	}
+	testenv.NeedRoot(t, "mounting a tmpfs on the rootfs")
 	rootfs := filepath.Join(f.bundle, "rootfs")
 	if err := unix.Mount("tmpfs", rootfs, "tmpfs", 0, ""); err != nil {
 		t.Fatal(err)

@@ -1,19 +1,18 @@
 package ksm
 
 import (
-	"os"
 	"testing"
+
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 // TestSetPutsBack writes pages_to_scan and puts it back; it needs root and KSM.
 func TestSetPutsBack(t *testing.T) {
 	old, err := Read("pages_to_scan")
 	if err != nil {
-		t.Skipf("no KSM: %v", err)
+		testenv.Missing(t, "KSM ("+Dir+": "+err.Error()+"; Linux built with CONFIG_KSM)")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("needs root")
-	}
+	testenv.NeedRoot(t, "writing "+Dir)
 	want := "123"
 	if old == want {
 		want = "124"

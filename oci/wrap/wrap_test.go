@@ -9,6 +9,9 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/warmshim/warm/internal/ksm"
+	"github.com/warmshim/warm/internal/testenv"
 )
 
 func TestParse(t *testing.T) {
@@ -164,12 +167,10 @@ func TestMainMemoryMerge(t *testing.T) {
 	if os.Getenv("WRAP_TEST_MAIN") == "1" {
 		os.Exit(Main([]string{"x", "--root", "/r", FlagMemoryMerge, "state", "c1"}))
 	}
-	if _, err := unix.PrctlRetInt(unix.PR_GET_MEMORY_MERGE, 0, 0, 0, 0); err != nil {
-		t.Skipf("no PR_GET_MEMORY_MERGE on this kernel (Linux 6.4+): %v", err)
+	if why := ksm.Unavailable(); why != "" {
+		testenv.Missing(t, "per-process KSM: "+why)
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("PR_SET_MEMORY_MERGE needs CAP_SYS_RESOURCE")
-	}
+	testenv.NeedRoot(t, "PR_SET_MEMORY_MERGE needs CAP_SYS_RESOURCE")
 	dir := t.TempDir()
 	real := filepath.Join(dir, "runc")
 	if err := os.WriteFile(real, []byte("#!/bin/sh\necho \"$@\"\ngrep merge_any /proc/$$/ksm_stat\n"), 0o700); err != nil {
