@@ -26,6 +26,7 @@ import (
 
 	"github.com/warmshim/warm/store"
 
+	"github.com/warmshim/warm/internal/hwbreak"
 	"github.com/warmshim/warm/internal/testenv"
 )
 
@@ -52,6 +53,11 @@ func needStack(t *testing.T) (runcPath string) {
 	}
 	if len(missing) > 0 {
 		testenv.Missing(t, strings.Join(missing, ", "))
+	}
+	// As warm's start action does for its shim: CRIU_FAULT=130 where the host's
+	// hardware breakpoints do not fire, or every dump and restore here would hang.
+	if r := hwbreak.Apply(filepath.Join(os.TempDir(), "warm-test-hwbreak")); r.Err != nil {
+		t.Logf("CRIU keeps its default breakpoints: %v", r.Err)
 	}
 	return runcPath
 }

@@ -35,11 +35,17 @@ import (
 	"github.com/opencontainers/runtime-spec/specs-go/features"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/group"
+	"github.com/warmshim/warm/internal/hwbreak"
 	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
 )
+
+// hwbreakDir keeps, for the boot, whether the host's hardware breakpoints fire
+// (internal/hwbreak): the default run_dir, since the start action reads no configuration.
+var hwbreakDir = config.Default().RunDir
 
 // RuntimeName is the runtime type containerd knows warm by.
 const RuntimeName = "io.containerd.warm.v2"
@@ -68,6 +74,11 @@ func (manager) Start(ctx context.Context, opts *bootapi.BootstrapParams) (_ *boo
 	id := opts.GetInstanceID()
 	debug := opts.GetLogLevel() <= bootapi.LogLevel_LOG_LEVEL_DEBUG
 
+	// Before the shim's environment is made from this one: where the host's hardware
+	// breakpoints do not fire, the shim, runc and CRIU get CRIU_FAULT=130.
+	if r := hwbreak.Apply(hwbreakDir); r.Err != nil {
+		log.G(ctx).WithError(r.Err).Warn("CRIU keeps its default breakpoints")
+	}
 	cmd, err := newCommand(ctx, id, opts.GetContainerdGrpcAddress(), debug)
 	if err != nil {
 		return nil, err

@@ -40,6 +40,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/warmshim/warm/internal/group"
+	"github.com/warmshim/warm/internal/hwbreak"
 	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/recovery"
@@ -66,6 +67,9 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 		return nil, fmt.Errorf("OOM watcher: %w", err)
 	}
 	go ep.Run(ctx)
+	if hwbreak.Broken() {
+		log.G(ctx).Warn("hardware breakpoints do not fire on this host: CRIU runs with CRIU_FAULT=130 (stops tasks on a system call instead of a breakpoint; without it every dump would hang)")
+	}
 	s := &service{
 		context:              ctx,
 		events:               make(chan any, 128),

@@ -197,7 +197,7 @@ log "building the shim and the helpers"
 (cd "$HERE" && make build >/dev/null &&
 	CGO_ENABLED=0 go build -o "$T/bin/pause" ./test/cri/cmd/pause &&
 	CGO_ENABLED=0 go build -o "$T/bin/nnp" ./test/cri/cmd/nnp &&
-	go build -o "$T/bin/" ./test/cri/cmd/mkimages ./test/cri/cmd/crisummary ./cmd/warmctl) || die "build failed"
+	go build -o "$T/bin/" ./test/cri/cmd/mkimages ./test/cri/cmd/crisummary ./test/cri/cmd/criufault ./cmd/warmctl) || die "build failed"
 GOSERVICE=()
 if [ "${CRITEST_BENCH:-0}" -gt 0 ]; then
 	(cd "$HERE" && CGO_ENABLED=0 go build -trimpath -ldflags=-s\ -w -o "$T/bin/goservice" ./test/apps/goservice) || die "build goservice failed"
@@ -337,6 +337,14 @@ state = "$T/state"
 $WARM_OPTIONS
 EOF
 mkdir -p "$T/nri/plugins" "$T/nri/conf"
+# Where the host's hardware breakpoints do not fire, every CRIU dump waits forever unless
+# CRIU_FAULT=130 (internal/hwbreak): warm's start action sets it for its shim; runc's
+# shim gets it from containerd's environment.
+fault=$("$T/bin/criufault") || die "criufault failed"
+if [ -n "$fault" ]; then
+	export "${fault?}"
+	log "hardware breakpoints do not fire on this host: containerd runs with $fault"
+fi
 log "starting containerd ($T/config.toml)"
 containerd --config "$T/config.toml" >"$T/containerd.log" 2>&1 &
 CTD_PID=$!

@@ -5,6 +5,7 @@ package benchkit
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -286,14 +287,32 @@ func (e *Env) waitPool(name, what string, ok func(pool.Stats) bool) error {
 	return fmt.Errorf("pool %s never %s: %+v %v", name, what, st, err)
 }
 
+// nativeCheckpointTimeout bounds one native checkpoint: CRIU can hang in its dump
+// (seen once here: waiting in wait4 for the task to trap after the parasite's
+// sigreturn, criu issue #162), and containerd's runc shim has no timeout of its own.
+const nativeCheckpointTimeout = 2 * time.Minute
+
 // NativeCheckpoint runs app through runc, waits until it answers, and checkpoints it as
-// `ctr c checkpoint --task` does, into image ref.
+// `ctr c checkpoint --task` does, into image ref. A checkpoint that runs past
+// nativeCheckpointTimeout is abandoned (its container killed, which ends a hung CRIU)
+// and tried again with a new container, twice at most.
 func (e *Env) NativeCheckpoint(app App, ref string) error {
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		if err = e.nativeCheckpoint(app, ref, attempt); !errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "bench: %s: native checkpoint ran past %v (attempt %d): %v\n", app.Name, nativeCheckpointTimeout, attempt, err)
+	}
+	return err
+}
+
+func (e *Env) nativeCheckpoint(app App, ref string, attempt int) error {
 	img, err := e.Client.GetImage(e.Ctx, app.Image)
 	if err != nil {
 		return err
 	}
-	id := e.ID("ck" + app.Name)
+	id := e.ID(fmt.Sprintf("ck%s%d", app.Name, attempt))
 	c, err := e.Client.NewContainer(e.Ctx, id, containerd.WithImage(img), containerd.WithNewSnapshot(id, img),
 		containerd.WithRuntime(harness.Runc, nil), containerd.WithNewSpec(oci.WithImageConfig(img), oci.WithProcessArgs(app.Args...)))
 	if err != nil {
@@ -301,11 +320,13 @@ func (e *Env) NativeCheckpoint(app App, ref string) error {
 	}
 	defer c.Delete(e.Ctx, containerd.WithSnapshotCleanup)
 	pr, pw := io.Pipe()
+	defer pw.Close()
 	or, ow := io.Pipe()
 	task, err := c.NewTask(e.Ctx, cio.NewCreator(cio.WithStreams(pr, ow, io.Discard), cio.WithFIFODir(e.CD.Dir)))
 	if err != nil {
 		return err
 	}
+	// A killed task ends a CRIU that hangs on it: the dump's wait for it returns.
 	defer task.Delete(e.Ctx, containerd.WithProcessKill)
 	if err := task.Start(e.Ctx); err != nil {
 		return err
@@ -315,11 +336,15 @@ func (e *Env) NativeCheckpoint(app App, ref string) error {
 		return err
 	}
 	go io.Copy(io.Discard, or)
-	if _, err := c.Checkpoint(e.Ctx, ref, containerd.WithCheckpointRuntime, containerd.WithCheckpointTask); err != nil {
+	ctx, cancel := context.WithTimeout(e.Ctx, nativeCheckpointTimeout)
+	defer cancel()
+	if _, err := c.Checkpoint(ctx, ref, containerd.WithCheckpointRuntime, containerd.WithCheckpointTask); err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("%w: %w", ctx.Err(), err)
+		}
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	_ = task.Kill(e.Ctx, syscall.SIGKILL)
-	pw.Close()
 	return nil
 }
 

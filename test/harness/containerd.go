@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/containerd/containerd/v2/pkg/namespaces"
 
 	"github.com/warmshim/warm/internal/childsignals"
+	"github.com/warmshim/warm/internal/hwbreak"
 )
 
 // Runtime names.
@@ -142,6 +144,24 @@ allow_env = ["HOSTNAME"]
 max = 10
 `
 
+// useCriuBreakpoints gives containerd (and so runc's shim, warm's, runc and CRIU) the
+// environment warm's start action gives its shim: CRIU_FAULT=130 where the host's
+// hardware breakpoints do not fire (internal/hwbreak), without which every CRIU dump
+// here, runc's shim's included, would wait forever.
+func useCriuBreakpoints() {
+	hwbreakOnce.Do(func() {
+		r := hwbreak.Apply(filepath.Join(os.TempDir(), "warm-test-hwbreak"))
+		switch {
+		case r.Err != nil:
+			fmt.Fprintf(os.Stderr, "harness: %v; CRIU keeps its default\n", r.Err)
+		case r.Set:
+			fmt.Fprintf(os.Stderr, "harness: hardware breakpoints do not fire on this host: CRIU runs with %s=%s\n", hwbreak.EnvVar, hwbreak.NoBreakpoints)
+		}
+	})
+}
+
+var hwbreakOnce sync.Once
+
 // Start launches containerd in dir. The shim socket directory, the runc root and the
 // warm config all live inside dir.
 func Start(env Env, dir, namespace string) (*Containerd, error) {
@@ -154,6 +174,7 @@ func StartWith(env Env, dir, namespace, pools string) (*Containerd, error) {
 	// then (seen: a test's `trap ... HUP` refused under nohup, with runc's shim and
 	// warm's alike).
 	childsignals.Default(syscall.SIGHUP, syscall.SIGINT, syscall.SIGQUIT)
+	useCriuBreakpoints()
 	run, err := mountRunDir(dir)
 	if err != nil {
 		return nil, err
