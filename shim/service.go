@@ -102,6 +102,7 @@ func NewTaskService(ctx context.Context, publisher shim.Publisher, sd shutdown.S
 	}
 	go s.processExits()
 	s.monitor = &monitor{inner: reaper.Default, w: s.warm}
+	s.warm.abort = s.monitor.abort
 	runcC.Monitor = s.monitor
 	p, err := runctask.NewPlatform()
 	if err != nil {

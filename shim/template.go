@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
+	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
@@ -181,11 +183,38 @@ wait:
 	cfg := w.cfg
 	w.mu.Unlock()
 	dumpCtx := ownDumpContext(ctx, cfg)
+	// CRIU can hang (seen: waiting for a breakpoint the host never fires, and on a task
+	// that died during a dump), holding the container stopped: past checkpoint_timeout
+	// the runc checkpoint and CRIU under it are killed, and the container runs on.
+	timeout := cfg.Recovery.CheckpointTimeout.Duration
+	if timeout <= 0 {
+		timeout = config.Default().Recovery.CheckpointTimeout.Duration
+	}
+	var timedOut atomic.Bool
+	watchdog := time.AfterFunc(timeout, func() {
+		if w.abort != nil && w.abort("checkpoint", c.ID) {
+			timedOut.Store(true)
+			log.G(ctx).WithField("checkpoint_timeout", timeout).Warn("template checkpoint ran past checkpoint_timeout: runc and CRIU killed")
+		}
+	})
 	start := time.Now()
 	t, err := w.store.Commit(meta, func(images string) error {
 		work := filepath.Join(c.Bundle, "warm-template-work")
 		defer os.RemoveAll(work)
 		err := ip.Runtime().Checkpoint(dumpCtx, c.ID, &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}, runcC.LeaveRunning)
+		watchdog.Stop()
+		if err != nil {
+			// A CRIU that failed or was killed can leave the container's cgroup frozen
+			// (it freezes the task for the dump); the container was running.
+			if was, terr := oci.ThawContainer(ip.Runtime().Root, c.ID); terr != nil {
+				log.G(ctx).WithError(terr).Warn("thaw after a failed template checkpoint")
+			} else if was {
+				log.G(ctx).Info("a failed template checkpoint left the container frozen: thawed")
+			}
+		}
+		if err != nil && timedOut.Load() {
+			return fmt.Errorf("checkpoint killed after checkpoint_timeout (%v): %w", timeout, err)
+		}
 		if err != nil {
 			return fmt.Errorf("%w (CRIU: %s)", err, oci.CriuErrors(filepath.Join(work, "dump.log")))
 		}

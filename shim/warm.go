@@ -44,6 +44,11 @@ type warm struct {
 	// templates and restores them on create, from the store they share.
 	poolShim bool
 
+	// abort kills the runc command sub of container id in flight and every process
+	// under it (CRIU), reporting whether there was one: the service's process monitor.
+	// Set once before the service takes requests.
+	abort func(sub, id string) bool
+
 	mu        sync.Mutex
 	ready     bool                     // guarded by mu
 	ns        string                   // guarded by mu

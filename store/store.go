@@ -133,10 +133,20 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 		return nil, err
 	}
 	dir := s.nameDir(meta.Namespace, meta.Name)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+	var tmp string
+	var held *os.File
+	var err error
+	// A name's directory removed between the two steps (a Delete, or a failed first
+	// commit's cleanup, of another process) is made again.
+	for attempt := 0; ; attempt++ {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("template %s: %w", meta.Name, err)
+		}
+		tmp, held, err = newCommitDir(dir)
+		if err == nil || !errors.Is(err, fs.ErrNotExist) || attempt == 2 {
+			break
+		}
 	}
-	tmp, held, err := newCommitDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("template %s: %w", meta.Name, err)
 	}
@@ -144,6 +154,7 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	defer func() {
 		if retErr != nil {
 			os.RemoveAll(tmp)
+			removeIfEmpty(dir)
 		}
 	}()
 	if err := os.Chmod(tmp, 0o700); err != nil {
@@ -178,6 +189,26 @@ func (s *Store) Commit(meta Meta, fill func(imagesDir string) error) (_ *Templat
 	}
 	s.pruneOld(meta.Namespace, meta.Name)
 	return &Template{Meta: meta, Generation: gen, Dir: final, Images: filepath.Join(final, "images")}, nil
+}
+
+// removeIfEmpty removes a template name's directory that holds no generation and no
+// commit in progress (only its lock file): what a failed first commit leaves.
+func removeIfEmpty(dir string) {
+	unlock, err := lockName(dir)
+	if err != nil {
+		return
+	}
+	defer unlock()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if e.Name() != ".lock" {
+			return
+		}
+	}
+	os.RemoveAll(dir)
 }
 
 // newCommitDir makes a commit's temporary directory and takes its flock, under the

@@ -69,6 +69,28 @@ func TestCommitGetReplaceDelete(t *testing.T) {
 	}
 }
 
+// TestFailedFirstCommitLeavesNothing: a template whose first checkpoint fails (CRIU
+// killed at checkpoint_timeout, a full disk) leaves no directory of its name, and the
+// name can be committed afterwards.
+func TestFailedFirstCommitLeavesNothing(t *testing.T) {
+	s, err := New(filepath.Join(t.TempDir(), "tmpl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, func(string) error { return errors.New("checkpoint killed") }); err == nil {
+		t.Fatal("want error")
+	}
+	if _, err := os.Stat(s.nameDir("ns", "app")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("name directory after a failed first commit: %v, want none", err)
+	}
+	if _, err := s.Get("ns", "app"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("get after a failed first commit: %v, want ErrNotFound", err)
+	}
+	if _, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages); err != nil {
+		t.Fatalf("commit after a failed first one: %v", err)
+	}
+}
+
 func TestFailedCommitLeavesCurrent(t *testing.T) {
 	s, _ := New(t.TempDir())
 	t1, err := s.Commit(Meta{Name: "app", Namespace: "ns"}, fakeImages)

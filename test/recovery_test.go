@@ -1104,3 +1104,55 @@ func TestCheckpointNetworkLock(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestTemplateCheckpointTimeout: the checkpoint that makes a template, whose CRIU never
+// answers (a stand-in that sleeps, as CRIU waits for a breakpoint a host never fires),
+// is killed after checkpoint_timeout with the CRIU under it: no template is made, and
+// the container keeps running and answering.
+func TestTemplateCheckpointTimeout(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	dir := tempDir(t)
+	hang := filepath.Join(dir, "criu")
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 3602\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "warm.toml")
+	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withCriu(t, cfg, hang)
+	e.warmCfg = cfg
+	name := "hang-" + shortName(t)
+	c := e.container(echoApp, templateAnn(name, true))
+	r, w := io.Pipe()
+	defer w.Close()
+	var out syncBuffer
+	task, exit := e.start(c, streams(r, &out, io.Discard))
+	seed := askSeed(t, w, &out, "before")
+	waitFor(t, "the stand-in CRIU running", func() bool { return sleeping("3602") })
+	waitForLog(t, "container="+c.ID(), "template checkpoint ran past checkpoint_timeout")
+	waitFor(t, "no hanging CRIU left", func() bool { return !sleeping("3602") })
+	if got := askSeed(t, w, &out, "after"); got != seed {
+		t.Fatalf("the container answers with seed %s after the killed checkpoint, %s before", got, seed)
+	}
+	if st, err := task.Status(e.ctx); err != nil || st.Status != containerd.Running {
+		t.Fatalf("task after a killed template checkpoint: %+v %v", st, err)
+	}
+	if _, err := os.Stat(filepath.Join(cd.WarmState, "templates", cd.Namespace, name)); !os.IsNotExist(err) {
+		t.Fatalf("template %s after its checkpoint was killed: %v, want none", name, err)
+	}
+	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if code := exitOf(t, exit); code != 137 {
+		t.Fatalf("exit %d", code)
+	}
+	if _, err := task.Delete(e.ctx); err != nil {
+		t.Fatal(err)
+	}
+}
