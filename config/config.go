@@ -105,9 +105,10 @@ type Recovery struct {
 	// CheckpointTimeout bounds one periodic checkpoint: past it, CRIU and runc are
 	// killed (CRIU has been seen to hang on a dying task), the checkpoint fails and the
 	// previous one stays the latest. It bounds a recovery's restore too (the attempt
-	// then fails), and the checkpoint that makes a template by annotation (no template
-	// is made; the container runs on). The [recovery] section's value applies to
-	// templates.
+	// then fails), a recovery standby's, the restore of a pooled sandbox (the refill
+	// fails and backs off) and the checkpoint that makes a template by annotation (no
+	// template is made; the container runs on). The [recovery] section's value applies
+	// to templates and pools.
 	CheckpointTimeout Duration `toml:"checkpoint_timeout"`
 	// KillGrace is how long after containerd's Kill with a signal the task catches
 	// (SIGTERM to a service that stops gracefully, SIGHUP to one that reloads) an exit is

@@ -68,7 +68,9 @@ func (s *service) refreshStandby(rec *recoverable, cp *recovery.Checkpoint) {
 	id := fmt.Sprintf("%s-standby-%d", rec.id, rec.standbyN)
 	t := &store.Template{Meta: store.Meta{Name: rec.id, Namespace: rec.ns, Spec: rec.spec}, Generation: rec.standbyN, Images: cp.Images}
 	// A standby that ran a moment before its freeze is kept (oci.Sandbox.CheckFresh).
+	watchdog := s.warm.watchRestore(ctx, id, rec.policy.CheckpointTimeout)
 	h, _, err := sbx.Restore(ctx, t, id)
+	watchdog.Stop()
 	if err != nil {
 		log.G(ctx).WithError(err).Warn("recovery standby could not be restored; a crash is recovered by a restore")
 		if h != nil {

@@ -324,12 +324,36 @@ func (w *warm) keepTemplateSnapshot(t *store.Template) {
 	}()
 }
 
+// watchRestore kills the runc restore of sandbox id, with the CRIU under it and the
+// tasks CRIU was restoring, if it still runs after timeout (checkpoint_timeout; the
+// configuration's when zero): CRIU has been seen to wait forever (for a breakpoint the
+// host never fires). The restore then fails like any other (the pool destroys the
+// sandbox and backs off). Stop the returned timer once the restore returned.
+func (w *warm) watchRestore(ctx context.Context, id string, timeout time.Duration) *time.Timer {
+	if timeout <= 0 {
+		w.mu.Lock()
+		timeout = w.cfg.Recovery.CheckpointTimeout.Duration
+		w.mu.Unlock()
+	}
+	if timeout <= 0 {
+		timeout = config.Default().Recovery.CheckpointTimeout.Duration
+	}
+	return time.AfterFunc(timeout, func() {
+		if w.abort != nil && w.abort("restore", id) {
+			log.G(ctx).WithField("sandbox", id).WithField("checkpoint_timeout", timeout).
+				Warn("sandbox restore ran past checkpoint_timeout: runc and CRIU killed")
+		}
+	})
+}
+
 // trackedRuntime records which pid each frozen sandbox has, so the reaper's exits reach
 // the pool.
 type trackedRuntime struct{ w *warm }
 
 func (r *trackedRuntime) Restore(ctx context.Context, t *store.Template, id string) (any, int64, error) {
+	watchdog := r.w.watchRestore(ctx, id, 0)
 	h, mem, err := r.w.sandboxes.Restore(ctx, t, id)
+	watchdog.Stop()
 	if err != nil {
 		return h, mem, err
 	}

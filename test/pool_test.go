@@ -1522,3 +1522,58 @@ func TestPoolRefillPausedDuringHit(t *testing.T) {
 		exitOf(t, x.exit)
 	}
 }
+
+// TestPoolRestoreTimeout: a refill whose CRIU never answers (a stand-in that sleeps
+// while a file exists, as CRIU waited for a breakpoint a host never fires) is killed
+// after checkpoint_timeout with the CRIU under it, counted as a failed restore, and
+// the pool refills once restores work again: its next hit continues from the template.
+func TestPoolRestoreTimeout(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	dir := tempDir(t)
+	hangFile := filepath.Join(dir, "hang")
+	wrapper := filepath.Join(dir, "criu")
+	script := fmt.Sprintf("#!/bin/sh\n[ -e %q ] && exec sleep 3604\nexec %q \"$@\"\n", hangFile, cd.Env.Criu)
+	if err := os.WriteFile(wrapper, []byte(script), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "warm.toml")
+	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withCriu(t, cfg, wrapper)
+	e.warmCfg = cfg
+	name := "rhang-" + shortName(t)
+	seed := makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ctl.Do("POST", "/pools/"+name+"/drain", nil) })
+	if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=1", nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a refill whose CRIU hangs", func() bool { return sleeping("3604") })
+	waitForLog(t, "sandbox=", "sandbox restore ran past checkpoint_timeout")
+	waitFor(t, "the hung restore counted as failed", func() bool {
+		st, ok, err := ctl.Pool(name)
+		return err == nil && ok && st.Failed >= 1
+	})
+	if err := os.Remove(hangFile); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "no hanging CRIU left", func() bool { return !sleeping("3604") })
+	waitFor(t, "pool refilled", func() bool {
+		st, ok, err := ctl.Pool(name)
+		return err == nil && ok && st.Frozen >= 1
+	})
+	x := startServed(t, e, name, seed, "after")
+	killAndDelete(t, e, x.c, x.task, x.exit)
+}
