@@ -1530,23 +1530,8 @@ func TestPoolRefillPausedDuringHit(t *testing.T) {
 func TestPoolRestoreTimeout(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	dir := tempDir(t)
-	hangFile := filepath.Join(dir, "hang")
-	wrapper := filepath.Join(dir, "criu")
-	script := fmt.Sprintf("#!/bin/sh\n[ -e %q ] && exec sleep 3604\nexec %q \"$@\"\n", hangFile, cd.Env.Criu)
-	if err := os.WriteFile(wrapper, []byte(script), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	base, err := os.ReadFile(cd.WarmCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "warm.toml")
-	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	withCriu(t, cfg, wrapper)
-	e.warmCfg = cfg
+	hangFile := filepath.Join(tempDir(t), "hang")
+	e.warmCfg = configWithCriuStandIn(t, "3604", hangFile)
 	name := "rhang-" + shortName(t)
 	seed := makeTemplate(t, e, name)
 	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)

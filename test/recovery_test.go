@@ -718,21 +718,7 @@ func TestRecoveryStandby(t *testing.T) {
 func TestRecoveryCheckpointTimeout(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	dir := tempDir(t)
-	hang := filepath.Join(dir, "criu")
-	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 3601\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	base, err := os.ReadFile(cd.WarmCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "warm.toml")
-	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	withCriu(t, cfg, hang)
-	e.warmCfg = cfg
+	e.warmCfg = configWithCriuStandIn(t, "3601", "")
 	c := e.container(counterApp, recoveryAnn(nil))
 	task, exit := e.start(c, nullIO())
 	waitForLog(t, "container="+c.ID(), "checkpoint ran past checkpoint_timeout")
@@ -1112,21 +1098,7 @@ func TestCheckpointNetworkLock(t *testing.T) {
 func TestTemplateCheckpointTimeout(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	dir := tempDir(t)
-	hang := filepath.Join(dir, "criu")
-	if err := os.WriteFile(hang, []byte("#!/bin/sh\nexec sleep 3602\n"), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	base, err := os.ReadFile(cd.WarmCfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := filepath.Join(dir, "warm.toml")
-	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	withCriu(t, cfg, hang)
-	e.warmCfg = cfg
+	e.warmCfg = configWithCriuStandIn(t, "3602", "")
 	name := "hang-" + shortName(t)
 	c := e.container(echoApp, templateAnn(name, true))
 	r, w := io.Pipe()
@@ -1146,13 +1118,32 @@ func TestTemplateCheckpointTimeout(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(cd.WarmState, "templates", cd.Namespace, name)); !os.IsNotExist(err) {
 		t.Fatalf("template %s after its checkpoint was killed: %v, want none", name, err)
 	}
-	if err := task.Kill(e.ctx, syscall.SIGKILL); err != nil {
+	killAndDelete(t, e, nil, task, exit)
+}
+
+// configWithCriuStandIn writes a CRIU stand-in that runs `sleep MARKER` instead of CRIU
+// (only while hangFile exists, if one is given; the real CRIU otherwise) and a copy of
+// the suite's warm configuration that runs it, with checkpoint_timeout 1s; it returns
+// the configuration's path.
+func configWithCriuStandIn(t *testing.T, marker, hangFile string) string {
+	t.Helper()
+	dir := tempDir(t)
+	script := "#!/bin/sh\nexec sleep " + marker + "\n"
+	if hangFile != "" {
+		script = fmt.Sprintf("#!/bin/sh\n[ -e %q ] && exec sleep %s\nexec %q \"$@\"\n", hangFile, marker, cd.Env.Criu)
+	}
+	standIn := filepath.Join(dir, "criu")
+	if err := os.WriteFile(standIn, []byte(script), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if code := exitOf(t, exit); code != 137 {
-		t.Fatalf("exit %d", code)
-	}
-	if _, err := task.Delete(e.ctx); err != nil {
+	base, err := os.ReadFile(cd.WarmCfg)
+	if err != nil {
 		t.Fatal(err)
 	}
+	cfg := filepath.Join(dir, "warm.toml")
+	if err := os.WriteFile(cfg, append(base, "\n[recovery]\ncheckpoint_timeout = \"1s\"\n"...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	withCriu(t, cfg, standIn)
+	return cfg
 }
