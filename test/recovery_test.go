@@ -566,11 +566,24 @@ func recoveringContainer(t *testing.T) (*env, containerd.Container, containerd.T
 	return e, c, task, exit
 }
 
-// waitForLog waits for a line of containerd's log (which carries the shims') about
-// container id that holds substr.
+// waitForLog waits for a line about container id that holds substr, in containerd's
+// log (which carries the shims') or the pool shim's own log file (all a pool shim writes
+// once the container whose bundle carried its output is gone).
 func waitForLog(t *testing.T, id, substr string) {
 	t.Helper()
-	waitFor(t, "the shim's log: "+substr, func() bool { return cd.LogLines(id, substr) > 0 })
+	poolLog := filepath.Join(cd.WarmRun, cd.Namespace, "pool-shim.log")
+	waitFor(t, "the shim's log: "+substr, func() bool {
+		if cd.LogLines(id, substr) > 0 {
+			return true
+		}
+		data, _ := os.ReadFile(poolLog)
+		for _, l := range strings.Split(string(data), "\n") {
+			if strings.Contains(l, id) && strings.Contains(l, substr) {
+				return true
+			}
+		}
+		return false
+	})
 }
 
 // TestRecoveryExecsReportedExited: execs alive when the init crashes are reported as
