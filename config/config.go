@@ -106,7 +106,8 @@ type Recovery struct {
 	// killed (CRIU has been seen to hang on a dying task), the checkpoint fails and the
 	// previous one stays the latest. It bounds a recovery's restore too (the attempt
 	// then fails), a recovery standby's, the restore of a pooled sandbox (the refill
-	// fails and backs off) and the checkpoint that makes a template by annotation (no
+	// fails and backs off), a restore on create or from containerd's checkpoint (its
+	// Start fails) and the checkpoint that makes a template by annotation (no
 	// template is made; the container runs on). The [recovery] section's value applies
 	// to templates and pools.
 	CheckpointTimeout Duration `toml:"checkpoint_timeout"`

@@ -454,6 +454,12 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	defer cleanup()
 
 	hadCgroup := container.Cgroup() != nil
+	if r.ExecID == "" {
+		// An init created from a checkpoint (restore on create, containerd's restore)
+		// is restored by runc now: a CRIU that hangs is killed after checkpoint_timeout
+		// (a plain start is no restore: nothing to kill).
+		defer s.warm.watchRestore(ctx, container.ID, 0).Stop()
+	}
 	p, err := container.Start(ctx, r)
 	if err != nil {
 		if r.ExecID != "" {

@@ -324,11 +324,12 @@ func (w *warm) keepTemplateSnapshot(t *store.Template) {
 	}()
 }
 
-// watchRestore kills the runc restore of sandbox id, with the CRIU under it and the
-// tasks CRIU was restoring, if it still runs after timeout (checkpoint_timeout; the
-// configuration's when zero): CRIU has been seen to wait forever (for a breakpoint the
-// host never fires). The restore then fails like any other (the pool destroys the
-// sandbox and backs off). Stop the returned timer once the restore returned.
+// watchRestore kills the runc restore of id (a sandbox, or a container restored at
+// Start), with the CRIU under it and the tasks CRIU was restoring, if it still runs
+// after timeout (checkpoint_timeout; the configuration's when zero): CRIU has been seen
+// to wait forever (for a breakpoint the host never fires). The restore then fails like
+// any other (the pool destroys the sandbox and backs off; a Start returns the error).
+// Stop the returned timer once the restore returned.
 func (w *warm) watchRestore(ctx context.Context, id string, timeout time.Duration) *time.Timer {
 	if timeout <= 0 {
 		w.mu.Lock()
@@ -340,8 +341,8 @@ func (w *warm) watchRestore(ctx context.Context, id string, timeout time.Duratio
 	}
 	return time.AfterFunc(timeout, func() {
 		if w.abort != nil && w.abort("restore", id) {
-			log.G(ctx).WithField("sandbox", id).WithField("checkpoint_timeout", timeout).
-				Warn("sandbox restore ran past checkpoint_timeout: runc and CRIU killed")
+			log.G(ctx).WithField("id", id).WithField("checkpoint_timeout", timeout).
+				Warn("restore ran past checkpoint_timeout: runc, CRIU and the tasks it restored killed")
 		}
 	})
 }

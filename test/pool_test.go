@@ -1546,7 +1546,7 @@ func TestPoolRestoreTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a refill whose CRIU hangs", func() bool { return sleeping("3604") })
-	waitForLog(t, "sandbox=", "sandbox restore ran past checkpoint_timeout")
+	waitForLog(t, "checkpoint_timeout=1s", "restore ran past checkpoint_timeout")
 	waitFor(t, "the hung restore counted as failed", func() bool {
 		st, ok, err := ctl.Pool(name)
 		return err == nil && ok && st.Failed >= 1
@@ -1561,4 +1561,39 @@ func TestPoolRestoreTimeout(t *testing.T) {
 	})
 	x := startServed(t, e, name, seed, "after")
 	killAndDelete(t, e, x.c, x.task, x.exit)
+}
+
+// TestRestoreOnCreateTimeout: a restore on create (the pool drained) whose CRIU never
+// answers is killed after checkpoint_timeout with the CRIU under it: the Start returns
+// an error instead of waiting forever, and the task can be deleted.
+func TestRestoreOnCreateTimeout(t *testing.T) {
+	need(t)
+	e := newEnv(t, harness.Warm)
+	hangFile := filepath.Join(tempDir(t), "hang")
+	e.warmCfg = configWithCriuStandIn(t, "3605", hangFile)
+	name := "ochang-" + shortName(t)
+	makeTemplate(t, e, name)
+	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
+	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := e.container(echoApp, templateAnn(name, false))
+	task, err := c.NewTask(e.ctx, nullIO())
+	if err != nil {
+		t.Fatalf("new task: %v", err)
+	}
+	if err := task.Start(e.ctx); err == nil {
+		t.Fatal("the Start of a restore whose CRIU hangs succeeded")
+	}
+	waitForLog(t, "id="+c.ID(), "restore ran past checkpoint_timeout")
+	waitFor(t, "no hanging CRIU left", func() bool { return !sleeping("3605") })
+	if st, _, err := ctl.Pool(name); err != nil || len(st.Misses) == 0 {
+		t.Fatalf("pool %s after the restore on create: %+v %v, want the miss counted", name, st, err)
+	}
+	if _, err := task.Delete(e.ctx, containerd.WithProcessKill); err != nil {
+		t.Fatalf("delete after the killed restore: %v", err)
+	}
 }
