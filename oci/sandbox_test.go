@@ -56,7 +56,7 @@ func needStack(t *testing.T) (runcPath string) {
 	}
 	// As warm's start action does for its shim: CRIU_FAULT=130 where the host's
 	// hardware breakpoints do not fire, or every dump and restore here would hang.
-	if r := hwbreak.Apply(filepath.Join(os.TempDir(), "warm-test-hwbreak")); r.Err != nil {
+	if r := hwbreak.Apply(hwbreak.TestCacheDir()); r.Err != nil {
 		t.Logf("CRIU keeps its default breakpoints: %v", r.Err)
 	}
 	return runcPath

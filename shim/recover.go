@@ -242,11 +242,7 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 			// cgroup v2): runc's kill of the container then waits 10 s for the freeze
 			// to settle. The task was running when the checkpoint began, and a Pause
 			// waits for dumpMu: it runs again.
-			if was, terr := oci.ThawContainer(ip.Runtime().Root, rec.id); terr != nil {
-				log.G(s.context).WithError(terr).WithField("container", rec.id).Warn("thaw after a failed checkpoint")
-			} else if was {
-				log.G(s.context).WithField("container", rec.id).Info("a failed checkpoint left the task frozen: thawed")
-			}
+			thawAfterFailedDump(log.G(s.context).WithField("container", rec.id), ip.Runtime().Root, rec.id)
 		}
 		took = time.Since(start)
 		if err != nil && timedOut.Load() {
@@ -297,18 +293,13 @@ func (s *service) periodicCheckpoint(rec *recoverable) error {
 // under it if it still runs after checkpoint_timeout, and then sets timedOut (if given).
 // Stop the returned timer once the command returned.
 func (s *service) abortAfterTimeout(rec *recoverable, sub string, timedOut *atomic.Bool) *time.Timer {
-	timeout := rec.policy.CheckpointTimeout
-	if timeout <= 0 {
-		timeout = 2 * time.Minute
-	}
-	return time.AfterFunc(timeout, func() {
-		if s.monitor != nil && s.monitor.abort(sub, rec.id) {
-			if timedOut != nil {
-				timedOut.Store(true)
-			}
-			log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", timeout).
-				Warn(sub + " ran past checkpoint_timeout: runc and CRIU killed")
+	timeout := checkpointTimeout(rec.policy.CheckpointTimeout)
+	return abortAfter(s.warm.abort, timeout, sub, rec.id, func() {
+		if timedOut != nil {
+			timedOut.Store(true)
 		}
+		log.G(s.context).WithField("container", rec.id).WithField("checkpoint_timeout", timeout).
+			Warn(sub + " ran past checkpoint_timeout: runc and CRIU killed")
 	})
 }
 

@@ -454,10 +454,10 @@ func (s *service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	defer cleanup()
 
 	hadCgroup := container.Cgroup() != nil
-	if r.ExecID == "" {
+	if r.ExecID == "" && !hadCgroup {
 		// An init created from a checkpoint (restore on create, containerd's restore)
-		// is restored by runc now: a CRIU that hangs is killed after checkpoint_timeout
-		// (a plain start is no restore: nothing to kill).
+		// has no process, so no cgroup, until runc restores it now: a CRIU that hangs
+		// is killed after checkpoint_timeout. A cold start or a pool hit arms nothing.
 		defer s.warm.watchRestore(ctx, container.ID, 0).Stop()
 	}
 	p, err := container.Start(ctx, r)

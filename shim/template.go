@@ -24,7 +24,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 
-	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/procfs"
 	"github.com/warmshim/warm/internal/runctask"
 	"github.com/warmshim/warm/oci"
@@ -186,16 +185,11 @@ wait:
 	// CRIU can hang (seen: waiting for a breakpoint the host never fires, and on a task
 	// that died during a dump), holding the container stopped: past checkpoint_timeout
 	// the runc checkpoint and CRIU under it are killed, and the container runs on.
-	timeout := cfg.Recovery.CheckpointTimeout.Duration
-	if timeout <= 0 {
-		timeout = config.Default().Recovery.CheckpointTimeout.Duration
-	}
+	timeout := checkpointTimeout(cfg.Recovery.CheckpointTimeout.Duration)
 	var timedOut atomic.Bool
-	watchdog := time.AfterFunc(timeout, func() {
-		if w.abort != nil && w.abort("checkpoint", c.ID) {
-			timedOut.Store(true)
-			log.G(ctx).WithField("checkpoint_timeout", timeout).Warn("template checkpoint ran past checkpoint_timeout: runc and CRIU killed")
-		}
+	watchdog := abortAfter(w.abort, timeout, "checkpoint", c.ID, func() {
+		timedOut.Store(true)
+		log.G(ctx).WithField("checkpoint_timeout", timeout).Warn("template checkpoint ran past checkpoint_timeout: runc and CRIU killed")
 	})
 	start := time.Now()
 	t, err := w.store.Commit(meta, func(images string) error {
@@ -204,13 +198,8 @@ wait:
 		err := ip.Runtime().Checkpoint(dumpCtx, c.ID, &runcC.CheckpointOpts{ImagePath: images, WorkDir: work}, runcC.LeaveRunning)
 		watchdog.Stop()
 		if err != nil {
-			// A CRIU that failed or was killed can leave the container's cgroup frozen
-			// (it freezes the task for the dump); the container was running.
-			if was, terr := oci.ThawContainer(ip.Runtime().Root, c.ID); terr != nil {
-				log.G(ctx).WithError(terr).Warn("thaw after a failed template checkpoint")
-			} else if was {
-				log.G(ctx).Info("a failed template checkpoint left the container frozen: thawed")
-			}
+			// The container was running when the dump began.
+			thawAfterFailedDump(log.G(ctx), ip.Runtime().Root, c.ID)
 		}
 		if err != nil && timedOut.Load() {
 			return fmt.Errorf("checkpoint killed after checkpoint_timeout (%v): %w", timeout, err)

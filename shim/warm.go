@@ -336,14 +336,10 @@ func (w *warm) watchRestore(ctx context.Context, id string, timeout time.Duratio
 		timeout = w.cfg.Recovery.CheckpointTimeout.Duration
 		w.mu.Unlock()
 	}
-	if timeout <= 0 {
-		timeout = config.Default().Recovery.CheckpointTimeout.Duration
-	}
-	return time.AfterFunc(timeout, func() {
-		if w.abort != nil && w.abort("restore", id) {
-			log.G(ctx).WithField("id", id).WithField("checkpoint_timeout", timeout).
-				Warn("restore ran past checkpoint_timeout: runc, CRIU and the tasks it restored killed")
-		}
+	timeout = checkpointTimeout(timeout)
+	return abortAfter(w.abort, timeout, "restore", id, func() {
+		log.G(ctx).WithField("id", id).WithField("checkpoint_timeout", timeout).
+			Warn("restore ran past checkpoint_timeout: runc, CRIU and the tasks it restored killed")
 	})
 }
 

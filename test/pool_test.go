@@ -1530,18 +1530,8 @@ func TestPoolRefillPausedDuringHit(t *testing.T) {
 func TestPoolRestoreTimeout(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	hangFile := filepath.Join(tempDir(t), "hang")
-	e.warmCfg = configWithCriuStandIn(t, "3604", hangFile)
-	name := "rhang-" + shortName(t)
-	seed := makeTemplate(t, e, name)
-	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
-	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
-		t.Fatal(err)
-	}
+	name, seed, hangFile, ctl := drainedTemplateThenHang(t, e, "rhang", "3604")
 	t.Cleanup(func() { _ = ctl.Do("POST", "/pools/"+name+"/drain", nil) })
-	if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
 	if err := ctl.Do("POST", "/pools/"+name+"/prewarm?n=1", nil); err != nil {
 		t.Fatal(err)
 	}
@@ -1569,17 +1559,7 @@ func TestPoolRestoreTimeout(t *testing.T) {
 func TestRestoreOnCreateTimeout(t *testing.T) {
 	need(t)
 	e := newEnv(t, harness.Warm)
-	hangFile := filepath.Join(tempDir(t), "hang")
-	e.warmCfg = configWithCriuStandIn(t, "3605", hangFile)
-	name := "ochang-" + shortName(t)
-	makeTemplate(t, e, name)
-	ctl := harness.NewCtl(cd.WarmRun, cd.Namespace)
-	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	name, _, _, ctl := drainedTemplateThenHang(t, e, "ochang", "3605")
 	c := e.container(echoApp, templateAnn(name, false))
 	task, err := c.NewTask(e.ctx, nullIO())
 	if err != nil {
@@ -1596,4 +1576,24 @@ func TestRestoreOnCreateTimeout(t *testing.T) {
 	if _, err := task.Delete(e.ctx, containerd.WithProcessKill); err != nil {
 		t.Fatalf("delete after the killed restore: %v", err)
 	}
+}
+
+// drainedTemplateThenHang makes a template (its pool filled, CRIU working) for e with a
+// CRIU stand-in that runs `sleep MARKER` while the returned hang file exists, drains
+// its pool and creates the file: the pool's next restore hangs. It returns the
+// template's name and seed, the hang file and the pool shim's control client.
+func drainedTemplateThenHang(t *testing.T, e *env, prefix, marker string) (name, seed, hangFile string, ctl *harness.Ctl) {
+	t.Helper()
+	hangFile = filepath.Join(tempDir(t), "hang")
+	e.warmCfg = configWithCriuStandIn(t, marker, hangFile)
+	name = prefix + "-" + shortName(t)
+	seed = makeTemplate(t, e, name)
+	ctl = harness.NewCtl(cd.WarmRun, cd.Namespace)
+	if err := ctl.Do("POST", "/pools/"+name+"/drain", nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hangFile, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return name, seed, hangFile, ctl
 }

@@ -83,7 +83,8 @@ func apply(dir string, probe func() (bool, error)) Result {
 		return Result{Works: true, Kept: v}
 	}
 	var r Result
-	works, ok := readCache(dir)
+	boot, _ := bootID() // none: no cache, a probe every time
+	works, ok := readCache(dir, boot)
 	if ok {
 		r.Works, r.Cached = works, true
 	} else {
@@ -93,7 +94,7 @@ func apply(dir string, probe func() (bool, error)) Result {
 			return Result{Works: true, Err: err}
 		}
 		r.Works = works
-		writeCache(dir, works)
+		writeCache(dir, boot, works)
 	}
 	if !r.Works {
 		os.Setenv(EnvVar, NoBreakpoints)
@@ -105,10 +106,13 @@ func apply(dir string, probe func() (bool, error)) Result {
 
 const cacheName = "hw-breakpoints"
 
-// readCache returns the answer kept in dir for this boot, if there is one.
-func readCache(dir string) (works, ok bool) {
-	boot, err := bootID()
-	if err != nil {
+// TestCacheDir is where the tests, the bench and the critest runner keep the answer:
+// not the host's run_dir.
+func TestCacheDir() string { return filepath.Join(os.TempDir(), "warm-test-hwbreak") }
+
+// readCache returns the answer kept in dir for boot, if there is one.
+func readCache(dir, boot string) (works, ok bool) {
+	if boot == "" {
 		return false, false
 	}
 	data, err := os.ReadFile(filepath.Join(dir, cacheName))
@@ -128,10 +132,9 @@ func readCache(dir string) (works, ok bool) {
 	return false, false
 }
 
-// writeCache keeps the answer in dir for this boot; a failure only costs a probe later.
-func writeCache(dir string, works bool) {
-	boot, err := bootID()
-	if err != nil {
+// writeCache keeps the answer in dir for boot; a failure only costs a probe later.
+func writeCache(dir, boot string, works bool) {
+	if boot == "" {
 		return
 	}
 	answer := "broken"

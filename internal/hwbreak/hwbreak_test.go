@@ -79,7 +79,7 @@ func TestApplyIgnoresAnotherBootsAnswer(t *testing.T) {
 	if !r.Works || r.Cached || calls != 1 {
 		t.Fatalf("result %+v after %d probes, want a new probe (the cache is another boot's)", r, calls)
 	}
-	if works, ok := readCache(dir); !ok || !works {
+	if works, ok := readCache(dir, thisBoot(t)); !ok || !works {
 		t.Fatalf("cache after the probe: works=%v ok=%v, want this boot's answer", works, ok)
 	}
 }
@@ -105,7 +105,7 @@ func TestApplyKeepsCRIUsDefaultWhenTheProbeFails(t *testing.T) {
 	if !r.Works || r.Set || r.Err == nil {
 		t.Fatalf("result %+v, want CRIU's default kept and the error reported", r)
 	}
-	if _, ok := readCache(dir); ok {
+	if _, ok := readCache(dir, thisBoot(t)); ok {
 		t.Fatal("a failed probe's answer was cached")
 	}
 }
@@ -123,4 +123,13 @@ func TestProbe(t *testing.T) {
 		t.Fatalf("Probe: %v", err)
 	}
 	t.Logf("hardware breakpoints fire on this host: %v", works)
+}
+
+func thisBoot(t *testing.T) string {
+	t.Helper()
+	boot, err := bootID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return boot
 }

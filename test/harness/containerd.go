@@ -150,7 +150,7 @@ max = 10
 // here, runc's shim's included, would wait forever.
 func useCriuBreakpoints() {
 	hwbreakOnce.Do(func() {
-		r := hwbreak.Apply(filepath.Join(os.TempDir(), "warm-test-hwbreak"))
+		r := hwbreak.Apply(hwbreak.TestCacheDir())
 		switch {
 		case r.Err != nil:
 			fmt.Fprintf(os.Stderr, "harness: %v; CRIU keeps its default\n", r.Err)

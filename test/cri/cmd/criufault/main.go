@@ -7,13 +7,12 @@ package main
 import (
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/warmshim/warm/internal/hwbreak"
 )
 
 func main() {
-	r := hwbreak.Apply(filepath.Join(os.TempDir(), "warm-test-hwbreak"))
+	r := hwbreak.Apply(hwbreak.TestCacheDir())
 	if r.Err != nil {
 		fmt.Fprintf(os.Stderr, "criufault: %v; CRIU keeps its default\n", r.Err)
 	}
