@@ -335,6 +335,17 @@ func measureApp(e *benchkit.Env, app benchkit.App, runs int, progress func(strin
 	}); err != nil {
 		return nil, pool.Stats{}, nil, err
 	}
+	// The same hits through ctr, each once the pool has refilled (a sandbox frozen, no
+	// restore running): the rows above meet the refill of the hit before, which on a small
+	// machine takes CPU from the hit (CRIU's restore of the service's memory).
+	if err := series(settledMode, func() (time.Duration, error) {
+		if err := e.WaitSettled(tmpl); err != nil {
+			return 0, err
+		}
+		return e.CtrFirstReply(warmFlags, app)
+	}); err != nil {
+		return nil, pool.Stats{}, nil, err
+	}
 	// The shim-side figures of single hits, before the concurrent ones join the ring.
 	seq, _, err := e.Ctl.Pool(tmpl)
 	if err != nil {
@@ -487,13 +498,16 @@ func concurrently(n int, f func() (time.Duration, error)) ([]float64, error) {
 }
 
 func order(mode string) int {
-	for i, m := range []string{"runc cold", "containerd native restore (runc)", "warm restore-on-create", "warm pool hit", "warm 10 concurrent hits", "warm pool hit (Go client)", "warm 10 concurrent hits (Go client)"} {
+	for i, m := range []string{"runc cold", "containerd native restore (runc)", "warm restore-on-create", "warm pool hit", settledMode, "warm 10 concurrent hits", "warm pool hit (Go client)", "warm 10 concurrent hits (Go client)"} {
 		if m == mode {
 			return i
 		}
 	}
 	return 99
 }
+
+// settledMode is the row of hits through ctr, each on a pool with no refill running.
+const settledMode = "warm pool hit, settled pool"
 
 func find(rep Report, app, mode string) *benchkit.Row {
 	for i := range rep.Rows {
@@ -528,6 +542,9 @@ func targets(rep Report) []Target {
 		}
 		if cold != nil && app == "go" {
 			add(app+": hit >= 10x faster than runc cold (median)", fmt.Sprintf("%.1fx", cold.Median/hit.Median), cold.Median/hit.Median >= 10)
+			if st := find(rep, app, settledMode); st != nil {
+				add(app+": hit >= 10x faster than runc cold (median, settled pool)", fmt.Sprintf("%.1fx", cold.Median/st.Median), cold.Median/st.Median >= 10)
+			}
 		}
 		if native != nil && app == "go" {
 			add(app+": hit >= 3x faster than containerd native restore (median)", fmt.Sprintf("%.1fx", native.Median/hit.Median), native.Median/hit.Median >= 3)
