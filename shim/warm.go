@@ -27,6 +27,7 @@ import (
 
 	"github.com/warmshim/warm/config"
 	"github.com/warmshim/warm/internal/logfile"
+	"github.com/warmshim/warm/internal/pagecache"
 	"github.com/warmshim/warm/internal/refillgate"
 	"github.com/warmshim/warm/oci"
 	"github.com/warmshim/warm/oci/wrap"
@@ -230,6 +231,7 @@ func (w *warm) start(ctx context.Context, o taskOptions, ns string) error {
 		Gate:         w.gate,
 		MergeRunc:    goWrapper,
 		Merge:        w.ksmFor,
+		Images:       pagecache.NewKeeper(),
 	}
 	if err := os.MkdirAll(w.sandboxes.Dir, 0o700); err != nil {
 		return err
