@@ -84,21 +84,9 @@ type Span struct{ Off, Len int64 }
 
 // Missing returns the runs of path's pages that are not in the page cache.
 func Missing(path string) ([]Span, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	m, err := mapFile(path)
+	if err != nil || m == nil {
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if fi.Size() == 0 {
-		return nil, nil
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("map %s: %w", path, err)
 	}
 	defer unix.Munmap(m)
 	page := int64(os.Getpagesize())
@@ -234,6 +222,25 @@ func (k *Keeper) keepLocked(name string) (bool, error) {
 	return true, nil
 }
 
+// mapFile maps path read-only and shared (its page cache); nil for an empty file. The
+// caller unmaps it.
+func mapFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil, err
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return nil, fmt.Errorf("map %s: %w", path, err)
+	}
+	return m, nil
+}
+
 // mincore fills vec with the residency of m's pages (bit 0 set: in memory).
 func mincore(m, vec []byte) error {
 	_, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0])))
@@ -261,18 +268,9 @@ func LargeFolioPages(path string) (int, error) {
 // LargeFolios says, for each page of path, whether the page cache holds it in a folio
 // of more than one page (see LargeFolioPages).
 func LargeFolios(path string) ([]bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
+	m, err := mapFile(path)
+	if err != nil || m == nil {
 		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil || fi.Size() == 0 {
-		return nil, err
-	}
-	m, err := unix.Mmap(int(f.Fd()), 0, int(fi.Size()), unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil, fmt.Errorf("map %s: %w", path, err)
 	}
 	defer unix.Munmap(m)
 	page := os.Getpagesize()
