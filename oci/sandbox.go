@@ -62,7 +62,7 @@ type Sandboxes struct {
 // ImageCache keeps the pages images of a template's image directory in the page cache
 // in a form CRIU's restore can be preempted in (pagecache.Keeper).
 type ImageCache interface {
-	Keep(dir string) (primed int, err error)
+	Keep(dir string) (primed, filled int, err error)
 }
 
 // Sandbox is one pooled sandbox: a restored, frozen runc container with the stdio
@@ -245,11 +245,12 @@ func (s *Sandboxes) Restore(ctx context.Context, t *store.Template, id string) (
 		if s.Images != nil {
 			// At the restore's priority: a prime reads the images again.
 			began := time.Now()
-			if n, err := s.Images.Keep(t.Images); err != nil {
+			if primed, filled, err := s.Images.Keep(t.Images); err != nil {
 				log.G(ctx).WithError(err).Warn("template images could not be cached in single pages: " +
 					"this template's restores may hold a CPU for tens of milliseconds at a time")
-			} else if n > 0 {
-				log.G(ctx).WithField("images", n).WithField("took", time.Since(began)).Debug("template images cached in single pages")
+			} else if primed+filled > 0 {
+				log.G(ctx).WithField("primed", primed).WithField("filled", filled).WithField("took", time.Since(began)).
+					Debug("template images cached in single pages")
 			}
 		}
 		_, err := r.Restore(ctx, id, bundle, &runc.RestoreOpts{

@@ -38,11 +38,9 @@ func TestPoolTemplateImageSinglePages(t *testing.T) {
 	if img == "" {
 		t.Fatalf("no pages image of %d bytes or more among %v", pagecache.MinSize, imgs)
 	}
+	// (A page evicted after the restore is read back in a folio of its own to be counted.)
 	checkSinglePages := func(when string) {
 		t.Helper()
-		if all, err := pagecache.Resident(img); err != nil || !all {
-			t.Fatalf("%s: image %s resident %v, %v", when, img, all, err)
-		}
 		large, err := pagecache.LargeFolioPages(img)
 		if err != nil {
 			t.Fatalf("%s: folio sizes: %v", when, err)

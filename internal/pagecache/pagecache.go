@@ -161,41 +161,49 @@ func NewKeeper() *Keeper {
 
 // Keep primes each pages image of dir (CRIU's pages-N.img of MinSize or more) that it
 // has not primed yet, and reads back (Fill) the pages evicted since from one it has
-// primed. It returns how many images it primed or filled,
-// and the first error (the others are still tried). An image whose prime failed is not
-// tried again (its error is returned once): the restore reads it as it is cached.
-func (k *Keeper) Keep(dir string) (int, error) {
+// primed. It returns how many images it primed and how many it filled, and the first
+// error (the others are still tried). An image whose prime or fill failed is not tried
+// again (its error is returned once): the restore reads it as it is cached.
+func (k *Keeper) Keep(dir string) (primed, filled int, err error) {
 	names, err := filepath.Glob(filepath.Join(dir, "pages-*.img"))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	k.mu.Lock() // one prime at a time: two restores of a pool need the same images
 	defer k.mu.Unlock()
-	n := 0
-	var first error
 	for _, name := range names {
-		primed, err := k.keepLocked(name)
-		if primed {
-			n++
+		did, kerr := k.keepLocked(name)
+		switch did {
+		case didPrime:
+			primed++
+		case didFill:
+			filled++
 		}
-		if err != nil && first == nil {
-			first = err
+		if kerr != nil && err == nil {
+			err = kerr
 		}
 	}
-	return n, first
+	return primed, filled, err
 }
 
-func (k *Keeper) keepLocked(name string) (bool, error) {
+// What keepLocked did to an image.
+const (
+	didNothing = iota
+	didPrime
+	didFill
+)
+
+func (k *Keeper) keepLocked(name string) (int, error) {
 	var st unix.Stat_t
 	if err := unix.Stat(name, &st); err != nil {
-		return false, fmt.Errorf("image %s: %w", name, err)
+		return didNothing, fmt.Errorf("image %s: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size < MinSize {
-		return false, nil
+		return didNothing, nil
 	}
 	key := fileKey{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano()}
 	if k.failed[key] {
-		return false, nil
+		return didNothing, nil
 	}
 	if k.primed[key] {
 		// Pages evicted since (a few at a time, seen here): read back just those, as
@@ -203,23 +211,23 @@ func (k *Keeper) keepLocked(name string) (bool, error) {
 		missing, err := Missing(name)
 		if err != nil {
 			k.failed[key] = true
-			return false, err
+			return didNothing, err
 		}
 		if len(missing) == 0 {
-			return false, nil
+			return didNothing, nil
 		}
 		if err := Fill(name, missing); err != nil {
 			k.failed[key] = true
-			return false, err
+			return didNothing, err
 		}
-		return true, nil
+		return didFill, nil
 	}
 	if err := k.prime(name); err != nil {
 		k.failed[key] = true
-		return false, err
+		return didNothing, err
 	}
 	k.primed[key] = true
-	return true, nil
+	return didPrime, nil
 }
 
 // mapFile maps path read-only and shared (its page cache); nil for an empty file. The
@@ -252,8 +260,8 @@ func mincore(m, vec []byte) error {
 
 // LargeFolioPages counts the pages of path that the page cache holds in folios of more
 // than one page. It maps the file and reads /proc/self/pagemap and /proc/kpageflags,
-// which need root (CAP_SYS_ADMIN); a page not cached yet is read (in whatever folio the
-// kernel chooses) to be counted.
+// which need root (CAP_SYS_ADMIN); a page not cached is read, in a folio of its own, to
+// be counted.
 func LargeFolioPages(path string) (int, error) {
 	large, err := LargeFolios(path)
 	n := 0
@@ -274,9 +282,14 @@ func LargeFolios(path string) ([]bool, error) {
 	}
 	defer unix.Munmap(m)
 	page := os.Getpagesize()
+	// Map each page (pagemap shows only mapped pages), with fault readahead off: a page
+	// evicted meanwhile is read back in a folio of its own, not in a large one.
+	if err := unix.Madvise(m, unix.MADV_RANDOM); err != nil {
+		return nil, fmt.Errorf("madvise %s: %w", path, err)
+	}
 	var sum byte
 	for i := 0; i < len(m); i += page {
-		sum += m[i] // map each page: pagemap shows only mapped pages
+		sum += m[i]
 	}
 	runtime.KeepAlive(sum)
 	pm, err := os.Open("/proc/self/pagemap")
