@@ -58,19 +58,11 @@ func Prime(path string) error {
 	if err := unix.Fadvise(fd, 0, 0, unix.FADV_DONTNEED); err != nil {
 		return fmt.Errorf("prime %s: drop cached pages: %w", path, err)
 	}
-	if err := unix.Fadvise(fd, 0, 0, unix.FADV_RANDOM); err != nil {
-		return fmt.Errorf("prime %s: readahead off: %w", path, err)
+	fi, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("prime %s: %w", path, err)
 	}
-	buf := make([]byte, 1<<20)
-	for {
-		_, err := f.Read(buf)
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("prime %s: %w", path, err)
-		}
-	}
+	return fill(f, path, []Span{{Off: 0, Len: fi.Size()}})
 }
 
 // Resident reports whether every page of path is in the page cache.
@@ -117,6 +109,11 @@ func Fill(path string, spans []Span) error {
 		return err
 	}
 	defer f.Close()
+	return fill(f, path, spans)
+}
+
+// fill reads the spans of f (path) with readahead off on f.
+func fill(f *os.File, path string, spans []Span) error {
 	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_RANDOM); err != nil {
 		return fmt.Errorf("fill %s: readahead off: %w", path, err)
 	}
